@@ -1,0 +1,22 @@
+"""cronmgr: an async process manager and pipeline daemon controller."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+__all__ = ["AsyncClient", "Client", "__version__"]
+
+if TYPE_CHECKING:
+    from cronmgr.client import AsyncClient, Client
+
+
+def __getattr__(name: str) -> Any:
+    # The client pulls in aiohttp; import it only when asked for, so that the daemon and the
+    # CLI's cheap commands do not pay for it at start-up.
+    if name in ("Client", "AsyncClient"):
+        from cronmgr import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'cronmgr' has no attribute {name!r}")

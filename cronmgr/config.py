@@ -1,0 +1,170 @@
+"""Settings: one object built from an optional TOML file and `CRONMGR_*` variables.
+
+Every setting has a TOML key and an environment variable named `CRONMGR_<KEY>`; the
+environment wins over the file, the file over the defaults. Paths left unset are placed
+under `home`. Nothing here runs at import time: callers build a `Settings` with
+`load_settings()` at their entry point and pass it down.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from cronmgr.errors import ConfigError
+
+ENV_PREFIX = "CRONMGR_"
+TOKEN_FILENAME = "api-token"
+PID_FILENAME = "cronmgr.pid"
+LOG_FILENAME = "cronmgr.log"
+
+
+class Settings(BaseModel):
+    """Everything configurable about the controller and the daemon."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    home: Path = Field(default_factory=Path.cwd, description="Base directory.")
+    pipelines_dir: Path | None = Field(None, description="Pipeline files; default home/pipelines.")
+    log_dir: Path | None = Field(None, description="Log directory; default home/logs.")
+    state_dir: Path | None = Field(None, description="PID file, token, store; default home/var.")
+    host: str = Field("127.0.0.1", description="Address the controller listens on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port the controller listens on.")
+    database_url: str | None = Field(None, description="Store URL; default SQLite in state_dir.")
+    api_token: str | None = Field(None, min_length=16, description="Bearer token for the API.")
+    auth: bool = Field(True, description="Require the bearer token (loopback only when off).")
+    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body.")
+    log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
+    log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="Rotate the log above.")
+    log_backup_count: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
+    logs_default_lines: int = Field(1000, ge=1, description="Lines returned when none asked.")
+    logs_max_lines: int = Field(100_000, ge=1, description="Most lines one request returns.")
+    default_pipeline: str = Field("default", description="Pipeline `start` runs.")
+    default_interval_seconds: int = Field(120, ge=10, description="Interval `start` uses.")
+    start_timeout_seconds: float = Field(15.0, gt=0, description="Wait for daemon readiness.")
+    stop_grace_seconds: float = Field(10.0, ge=0, description="In-flight work grace on stop.")
+    step_kill_grace_seconds: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL for steps.")
+    supervise: bool = Field(True, description="Restart the daemon when it dies unexpectedly.")
+    restart_backoff_seconds: float = Field(1.0, gt=0, description="First restart delay.")
+    restart_backoff_max_seconds: float = Field(60.0, gt=0, description="Longest restart delay.")
+    restart_min_uptime_seconds: float = Field(30.0, ge=0, description="Shorter life is quick.")
+    restart_max_quick_failures: int = Field(5, ge=1, description="Quick deaths before fatal.")
+    supervise_poll_seconds: float = Field(1.0, gt=0, description="Liveness check period.")
+
+    @model_validator(mode="after")
+    def _listen_safely(self) -> Settings:
+        # A token that sits in a file next to the daemon is fine for loopback; anyone who
+        # exposes the API beyond this machine must choose a token on purpose.
+        if not is_loopback(self.host) and (not self.auth or not self.api_token):
+            raise ValueError(
+                f"refusing to listen on non-loopback address {self.host!r} without a "
+                "configured API token: set CRONMGR_API_TOKEN (and keep auth on)"
+            )
+        return self
+
+    @property
+    def pipelines_path(self) -> Path:
+        """Directory of pipeline TOML files."""
+        return self.pipelines_dir or self.home / "pipelines"
+
+    @property
+    def log_path(self) -> Path:
+        """Directory of the daemon's log files."""
+        return self.log_dir or self.home / "logs"
+
+    @property
+    def state_path(self) -> Path:
+        """Directory of the PID file, the token file and the SQLite store."""
+        return self.state_dir or self.home / "var"
+
+    @property
+    def log_file(self) -> Path:
+        """The daemon's JSON-lines log."""
+        return self.log_path / LOG_FILENAME
+
+    @property
+    def pid_file(self) -> Path:
+        """The daemon's PID file (pid and create time, flock held for its life)."""
+        return self.state_path / PID_FILENAME
+
+    @property
+    def token_file(self) -> Path:
+        """Where the generated API token lives (mode 0600)."""
+        return self.state_path / TOKEN_FILENAME
+
+    @property
+    def store_url(self) -> str:
+        """The store to open: the configured URL or SQLite in the state directory."""
+        return self.database_url or f"sqlite:///{self.state_path / 'cronmgr.db'}"
+
+    @property
+    def base_url(self) -> str:
+        """The controller's own URL, as a client on this machine reaches it."""
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(
+    config_file: Path | str | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Build the settings from defaults, the TOML file, the environment and overrides."""
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        values.update(_read_toml(Path(config_file)))
+    values.update(_from_env(env))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, config_file)) from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, str]:
+    fields = Settings.model_fields
+    found = {}
+    for name in fields:
+        value = env.get(ENV_PREFIX + name.upper())
+        if value is not None and value != "":
+            found[name] = value
+    return found
+
+
+def _describe(exc: ValidationError, config_file: Path | str | None) -> str:
+    where = f" (config file {config_file} or CRONMGR_* environment)" if config_file else ""
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"]) or "settings"
+        parts.append(f"{field}: {err['msg']}")
+    return "invalid configuration" + where + ": " + "; ".join(parts)
