@@ -15,7 +15,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cronmgr.errors import ConfigError
 
@@ -56,6 +63,12 @@ class Settings(BaseModel):
     restart_min_uptime_seconds: float = Field(30.0, ge=0, description="Shorter life is quick.")
     restart_max_quick_failures: int = Field(5, ge=1, description="Quick deaths before fatal.")
     supervise_poll_seconds: float = Field(1.0, gt=0, description="Liveness check period.")
+
+    @field_validator("home", "pipelines_dir", "log_dir", "state_dir")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        # The daemon changes its working directory; relative paths would move with it.
+        return value.expanduser().absolute() if value is not None else None
 
     @model_validator(mode="after")
     def _listen_safely(self) -> Settings:

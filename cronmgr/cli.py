@@ -1,0 +1,495 @@
+"""The `cronmgr` command: serve the controller, run the daemon, talk to a running controller.
+
+Exit codes: 0 success, 1 the API or the operation failed (the error's detail goes to
+stderr), 2 bad usage or configuration, 3 the controller cannot be reached, 130 Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import functools
+import os
+import signal
+import sys
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import structlog
+
+from cronmgr import __version__
+from cronmgr.config import Settings, load_settings
+from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError
+
+if TYPE_CHECKING:
+    from cronmgr.client import Client
+    from cronmgr.pipelines import CommandStep, Pipeline
+
+log = structlog.get_logger("cronmgr.cli")
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 3
+EXIT_INTERRUPTED = 130
+MIN_INTERVAL_SECONDS = 10  # the API's minimum (cronmgr.payloads), checked before sending
+FIRE_TIMES_SHOWN = 5
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="cronmgr", description="Pipeline daemon controller: serve the API and drive it."
+    )
+    parser.add_argument("--version", action="version", version=f"cronmgr {__version__}")
+    parser.add_argument("--config", type=Path, help="TOML config file (env CRONMGR_CONFIG)")
+    parser.add_argument("--home", type=Path, help="base directory (env CRONMGR_HOME)")
+    _add_connection_options(parser, default=None)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser("serve", help="run the controller (REST API) in the foreground")
+    serve.add_argument("--host", help="listen address (env CRONMGR_HOST, default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="listen port (env CRONMGR_PORT, default 8000)")
+    serve.set_defaults(func=cmd_serve)
+
+    daemon = sub.add_parser("daemon", help=argparse.SUPPRESS)
+    daemon.add_argument("--ready-fd", type=int)
+    daemon.add_argument("--interval", type=int, required=True)
+    daemon.add_argument("--pipeline", required=True)
+    daemon.set_defaults(func=cmd_daemon)
+
+    _add_client_commands(sub)
+    _add_validate(sub)
+    return parser
+
+
+def _add_connection_options(parser: argparse.ArgumentParser, default: Any) -> None:
+    parser.add_argument(
+        "--url",
+        default=default,
+        help="controller URL (default: http://HOST:PORT from the settings, "
+        "http://127.0.0.1:8000 unless configured)",
+    )
+    parser.add_argument(
+        "--token",
+        default=default,
+        help="API token (default: CRONMGR_API_TOKEN, else the api-token file in the "
+        "state directory)",
+    )
+
+
+def _connection_parent() -> argparse.ArgumentParser:
+    # Accept --url/--token after the command too. SUPPRESS keeps a value given before the
+    # command from being overwritten by the subcommand's default.
+    parent = argparse.ArgumentParser(add_help=False)
+    _add_connection_options(parent, default=argparse.SUPPRESS)
+    return parent
+
+
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    summary: str,
+    func: Command,
+    **kwargs: Any,
+) -> argparse.ArgumentParser:
+    parser = sub.add_parser(
+        name, help=summary, description=summary[:1].upper() + summary[1:] + ".", **kwargs
+    )
+    parser.set_defaults(func=func)
+    return parser
+
+
+def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    add = functools.partial(_command, sub, parents=[_connection_parent()])
+    start = add("start", "start the daemon through the controller", cmd_start)
+    _add_launch_options(start)
+    restart = add(
+        "restart", "stop the daemon, then start it (last settings unless given)", cmd_restart
+    )
+    _add_launch_options(restart)
+    add("stop", "stop the daemon (fine when it is not running)", cmd_stop)
+    add("reload", "make the daemon re-read its pipeline and reopen its log file", cmd_reload)
+    status = add("status", "show whether the daemon runs, and how", cmd_status)
+    status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    logs = add("logs", "print the daemon's last log lines", cmd_logs)
+    logs.add_argument(
+        "-n",
+        "--lines",
+        type=_positive_int,
+        default=50,
+        metavar="N",
+        help="how many lines from the end (default 50)",
+    )
+    logs.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C"
+    )
+    add("clear-logs", "empty the daemon's log file", cmd_clear_logs)
+
+
+def _add_launch_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="N",
+        help=f"run the pipeline every N seconds (at least {MIN_INTERVAL_SECONDS}; default 120)",
+    )
+    parser.add_argument("--pipeline", metavar="NAME", help="pipeline to run (default: default)")
+
+
+def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    validate = _command(
+        sub,
+        "validate",
+        "check the pipeline files locally (no controller needed) and list their steps",
+        cmd_validate,
+        epilog="Exits 1 when any pipeline file is invalid.",
+    )
+    validate.add_argument(
+        "--interval",
+        type=_interval,
+        metavar="N",
+        help=f"also show the next {FIRE_TIMES_SHOWN} run times of an every-N-seconds schedule",
+    )
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
+def _interval(text: str) -> int:
+    value = _positive_int(text)
+    if value < MIN_INTERVAL_SECONDS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_INTERVAL_SECONDS} seconds, not {value}"
+        )
+    return value
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the controller until SIGTERM or Ctrl-C."""
+    from cronmgr import logs
+
+    logs.configure_logging(settings, to_file=False)
+    asyncio.run(_serve(settings))
+    return 0
+
+
+async def _serve(settings: Settings) -> None:
+    from aiohttp import web
+
+    from cronmgr.web import create_app
+
+    app = create_app(settings)
+    # A short shutdown timeout: open log-follow streams must not hold up a service stop.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    log.info("controller_listening", url=settings.base_url, token_file=str(settings.token_file))
+    _notify_systemd("READY=1")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        _notify_systemd("STOPPING=1")
+        await runner.cleanup()
+        log.info("controller_stopped")
+
+
+def _notify_systemd(state: str) -> None:
+    # sdnotify does nothing when NOTIFY_SOCKET is unset, so this is safe outside systemd.
+    import sdnotify
+
+    with contextlib.suppress(OSError):
+        sdnotify.SystemdNotifier().notify(state)
+
+
+def cmd_daemon(args: argparse.Namespace, settings: Settings) -> int:
+    """The daemon's own entry point (launched by the controller)."""
+    from cronmgr import daemon
+    from cronmgr.control import LaunchSpec
+
+    return daemon.main(settings, LaunchSpec(args.interval, args.pipeline), args.ready_fd)
+
+
+# --- talking to the controller -----------------------------------------------------------
+
+
+def _client(args: argparse.Namespace, settings: Settings) -> Client:
+    from cronmgr.client import Client
+
+    return Client(args.url, token=args.token, settings=settings)
+
+
+def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
+    """Start the daemon."""
+    with _client(args, settings) as client:
+        _say(client.start(args.interval, args.pipeline))
+    return EXIT_OK
+
+
+def cmd_restart(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop, then start the daemon."""
+    with _client(args, settings) as client:
+        _say(client.restart(args.interval, args.pipeline))
+    return EXIT_OK
+
+
+def cmd_stop(args: argparse.Namespace, settings: Settings) -> int:
+    """Stop the daemon."""
+    with _client(args, settings) as client:
+        _say(client.stop())
+    return EXIT_OK
+
+
+def cmd_reload(args: argparse.Namespace, settings: Settings) -> int:
+    """Signal the daemon to reload."""
+    with _client(args, settings) as client:
+        _say(client.reload())
+    return EXIT_OK
+
+
+def cmd_clear_logs(args: argparse.Namespace, settings: Settings) -> int:
+    """Empty the daemon's log."""
+    with _client(args, settings) as client:
+        _say(client.clear_logs())
+    return EXIT_OK
+
+
+def _say(reply: Mapping[str, Any]) -> None:
+    print(reply.get("message", "done"))
+
+
+def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the daemon's status, for people or (--json) for programs."""
+    with _client(args, settings) as client:
+        status = client.status()
+    if args.json:
+        print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_status(status))
+    return EXIT_OK
+
+
+def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the last log lines; with --follow, keep printing new ones."""
+    with _client(args, settings) as client:
+        if args.follow:
+            return _follow(client, args.lines)
+        sys.stdout.write(client.tail_logs(args.lines))
+    return EXIT_OK
+
+
+def _follow(client: Client, lines: int) -> int:
+    # Ctrl-C is how a follow ends, so it ends well.
+    with contextlib.suppress(KeyboardInterrupt):
+        for line in client.follow_logs(lines):
+            print(line, flush=True)
+    return EXIT_OK
+
+
+# --- status for people -----------------------------------------------------------------------
+
+
+def format_status(status: Mapping[str, Any]) -> str:
+    """The status endpoint's answer as aligned `label  value` lines under its message."""
+    rows = [
+        ("state", status.get("state") or ("running" if status.get("is_running") else "stopped")),
+        ("pid", _or_dash(status.get("pid"))),
+        ("pipeline", _schedule(status)),
+        ("uptime", _maybe(status.get("uptime_seconds"), _duration)),
+        ("cpu", _maybe(status.get("cpu_percent"), lambda v: f"{v:.1f} %")),
+        ("memory", _maybe(status.get("memory_rss_bytes"), _size)),
+        ("restarts", _or_dash(status.get("restarts"))),
+        ("last exit", _last_exit(status.get("last_exit"))),
+        ("next runs", _next_runs(status.get("next_runs"))),
+    ]
+    width = max(len(label) for label, _ in rows)
+    body = [f"  {label:<{width}}  {value}" for label, value in rows]
+    return "\n".join([str(status.get("message", "")), *body])
+
+
+def _or_dash(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
+def _maybe(value: Any, render: Callable[[Any], str]) -> str:
+    return "-" if value is None else render(value)
+
+
+def _schedule(status: Mapping[str, Any]) -> str:
+    pipeline, interval = status.get("pipeline"), status.get("interval_seconds")
+    if pipeline is None:
+        return "-"
+    return f"{pipeline}, every {interval} s" if interval else str(pipeline)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    days, hours = divmod(hours, 24)
+    parts = [(days, "d"), (hours, "h"), (minutes, "m"), (secs, "s")]
+    shown = [f"{n}{unit}" for n, unit in parts if n] or ["0s"]
+    return " ".join(shown)
+
+
+def _size(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+def _last_exit(last: Any) -> str:
+    if not isinstance(last, Mapping):
+        return _or_dash(last)
+    pid = f" (PID {last['pid']})" if last.get("pid") else ""
+    return f"{last.get('at', '?')}: {last.get('reason', 'unknown reason')}{pid}"
+
+
+def _next_runs(runs: Any) -> str:
+    if not runs:
+        return "-"
+    if not isinstance(runs, list):
+        return str(runs)
+    return "; ".join(_next_run(run) for run in runs)
+
+
+def _next_run(run: Any) -> str:
+    if not isinstance(run, Mapping):
+        return str(run)
+    what = run.get("job") or run.get("pipeline")
+    return f"{run.get('at', '?')} ({what})" if what else str(run.get("at", "?"))
+
+
+# --- validate (local) ------------------------------------------------------------------------
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    """Load every pipeline file, print what was found and what is wrong."""
+    from cronmgr.pipelines import load_pipelines
+
+    found = load_pipelines(settings.pipelines_path)
+    for pipeline in found.pipelines.values():
+        print(format_pipeline(pipeline))
+    for error in found.errors:
+        print(f"cronmgr: invalid pipeline file {error.message}", file=sys.stderr)
+    _check_default(found.pipelines, settings)
+    if args.interval is not None:
+        print(format_fire_times(args.interval, datetime.now().astimezone()))
+    print(
+        f"{len(found.pipelines)} pipeline(s) valid, {len(found.errors)} file(s) invalid "
+        f"in {settings.pipelines_path}"
+    )
+    return EXIT_FAILED if found.errors or not found.pipelines else EXIT_OK
+
+
+def _check_default(pipelines: Mapping[str, Pipeline], settings: Settings) -> None:
+    if not pipelines:
+        print(f"cronmgr: no pipeline files (*.toml) in {settings.pipelines_path}", file=sys.stderr)
+    elif settings.default_pipeline not in pipelines:
+        print(
+            f"note: the default pipeline {settings.default_pipeline!r} is not among them; "
+            "`cronmgr start` needs --pipeline NAME"
+        )
+
+
+def format_pipeline(pipeline: Pipeline) -> str:
+    """A pipeline, its file and its numbered steps."""
+    lines = [f"{pipeline.name}  ({pipeline.path})"]
+    if pipeline.description:
+        lines.append(f"  {pipeline.description}")
+    for number, step in enumerate(pipeline.steps, start=1):
+        lines.append(f"  {number}. {step.name}: {step.command_line}{_step_notes(step)}")
+    return "\n".join(lines)
+
+
+def _step_notes(step: CommandStep) -> str:
+    notes = ["shell"] if step.shell is not None else []
+    notes.append(f"timeout {step.timeout_seconds:g} s")
+    if step.continue_on_error:
+        notes.append("continue on error")
+    return "  [" + ", ".join(notes) + "]"
+
+
+def format_fire_times(interval: int, now: datetime) -> str:
+    """The next run times of an every-`interval`-seconds schedule started at `now`."""
+    from cronmgr.triggers import IntervalTrigger
+
+    # The same anchoring as the daemon: the first run is at start, then every interval.
+    trigger = IntervalTrigger(interval, anchor=now)
+    times = [trigger.at_or_after(now)]
+    while len(times) < FIRE_TIMES_SHOWN:
+        times.append(trigger.after(times[-1]))
+    shown = _indented(t.isoformat(timespec="seconds") for t in times)
+    return f"next {FIRE_TIMES_SHOWN} runs every {interval} s, starting now:\n{shown}"
+
+
+def _indented(lines: Iterable[str]) -> str:
+    return "\n".join(f"  {line}" for line in lines)
+
+
+# --- entry point -----------------------------------------------------------------------------
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides = {
+        "home": args.home,
+        "host": getattr(args, "host", None),
+        "port": getattr(args, "port", None),
+    }
+    return load_settings(args.config, **overrides)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse `argv`, run the command, turn expected failures into a message and exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = _settings(args)
+        code: int = args.func(args, settings)
+    except ConfigError as exc:
+        return _fail(exc.detail, EXIT_USAGE)
+    except ControllerUnreachable as exc:
+        return _fail(exc.detail, EXIT_UNREACHABLE)
+    except CronmgrError as exc:
+        return _fail(exc.detail, EXIT_FAILED)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _fail(detail: str, code: int) -> int:
+    print(f"cronmgr: {detail}", file=sys.stderr)
+    return code
+
+
+def _reader_gone() -> int:
+    # `cronmgr logs | head`: the reader left. Point stdout at /dev/null so that flushing
+    # it at exit does not raise again, and end quietly.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return EXIT_FAILED
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `cronmgr` console script."""
+    sys.exit(run(argv))

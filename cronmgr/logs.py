@@ -1,0 +1,371 @@
+"""Structured logs: JSON lines written by one process, tailed and cleared by another.
+
+Every process configures structlog once, at its entry point, with `configure_logging()`.
+The daemon writes `settings.log_file` and rotates it by size itself; the controller and
+the CLI log to stderr in the same format. The controller reads the daemon's file with
+`tail_lines()` and empties it with `clear_log()`, both from another process than the
+writer, so the file is only ever truncated in place and the writer only ever appends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import logging
+import os
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from cronmgr.config import Settings
+
+BLOCK_SIZE = 64 * 1024
+"""How much `tail_lines()` reads per step backwards from the end of the file."""
+
+FOLLOW_MAX_BYTES = 1024 * 1024
+"""Most bytes one `read_after()` returns; a follower catches up over several calls."""
+
+# Only one file sink per process, and `reopen_log_file()` (a SIGHUP handler) takes no
+# arguments, so the daemon's open sink lives here; None in the controller and the CLI.
+_file_sink: _RotatingFile | None = None
+
+
+def configure_logging(settings: Settings, *, to_file: bool) -> None:
+    """Send structlog and stdlib logging to JSON lines: the log file, or else stderr.
+
+    Call it once at an entry point; calling it again replaces the previous set-up and
+    closes the previous file.
+    """
+    global _file_sink
+    _close_file_sink()
+    factory: Callable[..., WrappedLogger]
+    if to_file:
+        _file_sink = _RotatingFile(
+            settings.log_file, settings.log_max_bytes, settings.log_backup_count
+        )
+        factory = _file_sink.as_logger
+    else:
+        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+    structlog.configure(
+        processors=_processors(),
+        wrapper_class=structlog.make_filtering_bound_logger(settings.log_level),
+        logger_factory=factory,
+        # Not cached: a reconfiguration (a test, a reload) then reaches every module-level
+        # logger. Hot loops bind a logger once (`log = logger.bind(...)`), which costs
+        # nothing per event.
+        cache_logger_on_first_use=False,
+    )
+    _route_stdlib_logging()
+
+
+def reopen_log_file() -> None:
+    """Close and reopen the log file, e.g. after logrotate moved it (the daemon's SIGHUP)."""
+    if _file_sink is not None:
+        _file_sink.reopen()
+
+
+def tail_lines(path: Path, count: int) -> list[str]:
+    """The last `count` lines of `path`; reads backwards, so the cost follows `count` only.
+
+    A missing file has no lines; a last line without its newline still counts; bytes that
+    are not UTF-8 are replaced.
+    """
+    if count <= 0:
+        return []
+    try:
+        with path.open("rb") as fh:
+            data = _tail_bytes(fh.fileno(), count)
+    except FileNotFoundError:
+        return []
+    if not data:
+        return []
+    lines = data.split(b"\n")
+    if data.endswith(b"\n"):
+        lines.pop()
+    return [line.decode("utf-8", "replace") for line in lines[-count:]]
+
+
+@dataclass(frozen=True, slots=True)
+class LogChunk:
+    """Lines read for a follower, the cursor to continue from, and whether it jumped."""
+
+    lines: list[str]
+    cursor: str
+    reset: bool = False
+
+
+def read_after(path: Path, cursor: str | None, *, initial_lines: int = 10) -> LogChunk:
+    """The complete lines written after `cursor` (`"<inode>:<offset>"`).
+
+    Without a cursor: the last `initial_lines` lines. When the file was rotated since the
+    cursor, the rest of the rotated file (`<path>.1`) comes first, so nothing is skipped;
+    when it was cleared, `reset` is true and reading starts over at offset 0. Raises
+    ValueError for a cursor that is not of this form.
+    """
+    where = _parse_cursor(cursor) if cursor else None
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return LogChunk([], "0:0", reset=where is not None and where[1] > 0)
+    try:
+        stat = os.fstat(fd)
+        if where is None:
+            return _initial_chunk(fd, stat, initial_lines)
+        return _chunk_after(path, fd, stat, where)
+    finally:
+        os.close(fd)
+
+
+def _parse_cursor(cursor: str) -> tuple[int, int]:
+    inode, sep, offset = cursor.partition(":")
+    if not sep or not inode.isdigit() or not offset.isdigit():
+        raise ValueError(f"cursor {cursor!r} is not of the form <inode>:<offset>")
+    return int(inode), int(offset)
+
+
+def _initial_chunk(fd: int, stat: os.stat_result, count: int) -> LogChunk:
+    data = _tail_bytes(fd, count, end=stat.st_size)
+    complete, rest = _complete_lines(data)
+    lines = _decode(complete)[-count:] if count > 0 else []
+    # The cursor points after the last complete line: a half-written one is read next time.
+    return LogChunk(lines, f"{stat.st_ino}:{stat.st_size - len(rest)}")
+
+
+def _chunk_after(path: Path, fd: int, stat: os.stat_result, where: tuple[int, int]) -> LogChunk:
+    inode, offset = where
+    if inode != stat.st_ino:
+        # Rotated: finish the old file (now the first backup) before the new one.
+        lines = _rest_of_backup(path, inode, offset)
+        fresh = _read_from(fd, 0, stat)
+        return LogChunk(lines + fresh.lines, fresh.cursor, reset=not lines and offset > 0)
+    if stat.st_size < offset:  # cleared (truncated in place) since the cursor
+        fresh = _read_from(fd, 0, stat)
+        return LogChunk(fresh.lines, fresh.cursor, reset=True)
+    return _read_from(fd, offset, stat)
+
+
+def _rest_of_backup(path: Path, inode: int, offset: int) -> list[str]:
+    backup = _backup_path(path, 1)
+    try:
+        fd = os.open(backup, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return []
+    try:
+        stat = os.fstat(fd)
+        if stat.st_ino != inode or stat.st_size < offset:
+            return []
+        return _read_from(fd, offset, stat, final=True).lines
+    finally:
+        os.close(fd)
+
+
+def _read_from(fd: int, offset: int, stat: os.stat_result, *, final: bool = False) -> LogChunk:
+    size = min(stat.st_size - offset, FOLLOW_MAX_BYTES)
+    data = os.pread(fd, size, offset) if size > 0 else b""
+    complete, rest = _complete_lines(data)
+    if final and rest:  # a rotated file gets no more writes: its last piece is a line
+        complete, rest = data + b"\n", b""
+    consumed = len(data) - len(rest)
+    return LogChunk(_decode(complete), f"{stat.st_ino}:{offset + consumed}")
+
+
+def _complete_lines(data: bytes) -> tuple[bytes, bytes]:
+    cut = data.rfind(b"\n") + 1
+    return data[:cut], data[cut:]
+
+
+def _decode(data: bytes) -> list[str]:
+    return [line.decode("utf-8", "replace") for line in data.split(b"\n")[:-1]]
+
+
+def clear_log(path: Path) -> None:
+    """Empty the live log in place and delete its rotated backups; a missing file is fine."""
+    # Truncate, never unlink or replace: the daemon keeps writing through the descriptor it
+    # has, and since it appends (O_APPEND), its next line lands at offset 0 of this file.
+    with contextlib.suppress(FileNotFoundError):
+        os.truncate(path, 0)
+    for backup in _backups(path):
+        backup.unlink(missing_ok=True)
+
+
+def _processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        _add_timestamp,
+        _add_pid,
+        structlog.processors.format_exc_info,
+        # orjson returns bytes, which both sinks write as they are. str() keeps a Path or
+        # an odd object readable instead of failing the whole event.
+        structlog.processors.JSONRenderer(
+            serializer=orjson.dumps,
+            default=str,
+            option=orjson.OPT_UTC_Z | orjson.OPT_NON_STR_KEYS,
+        ),
+    ]
+
+
+def _add_timestamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    # A datetime, not a string: orjson renders it as ISO 8601 ("...Z") several times faster
+    # than isoformat() would (structlog's TimeStamper), and this runs for every line.
+    event_dict["timestamp"] = datetime.now(UTC)
+    return event_dict
+
+
+def _add_pid(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    # Asked per event rather than once: a process may fork after configuring logging (the
+    # daemon detaching), and getpid() is one cheap system call.
+    event_dict["pid"] = os.getpid()
+    return event_dict
+
+
+class _StdlibHandler(logging.Handler):
+    """Hands stdlib records (aiohttp, asyncio) to structlog, so they become JSON lines too."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            fields: dict[str, Any] = {"logger": record.name}
+            if record.exc_info:
+                fields["exc_info"] = record.exc_info
+            level = min(record.levelno // 10 * 10, logging.CRITICAL)  # a standard level
+            structlog.get_logger().log(level, record.getMessage(), **fields)
+        except Exception:
+            self.handleError(record)
+
+
+def _route_stdlib_logging() -> None:
+    # Only our own handler is replaced: handlers others put on the root logger (pytest's
+    # capture) stay, and the entry points install none of their own.
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _StdlibHandler)]:
+        root.removeHandler(handler)
+    root.addHandler(_StdlibHandler(logging.WARNING))
+    root.setLevel(logging.WARNING)
+
+
+def _close_file_sink() -> None:
+    global _file_sink
+    if _file_sink is not None:
+        _file_sink.close()
+        _file_sink = None
+
+
+class _RotatingFile:
+    """Appends lines to a file and rotates it by size: structlog's logger in the daemon.
+
+    Written here rather than taken from `logging.handlers.RotatingFileHandler`: structlog
+    renders bytes, and the stdlib handler would want str, a LogRecord, a formatter and a
+    `tell()` per line. This is one unbuffered write per line (a reader sees whole lines at
+    once, and lines from several threads never interleave) under a lock, with rotation
+    between lines, so no line is split across files.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backup_count: int) -> None:
+        self._path = path
+        self._max_bytes = max_bytes
+        self._backup_count = backup_count
+        # Reentrant: a signal handler (SIGHUP: reopen; or one that logs) may interrupt a
+        # write in the same thread, and must not wait for a lock that thread holds.
+        self._lock = threading.RLock()
+        self._open()
+
+    def as_logger(self, *args: Any) -> _RotatingFile:
+        """The structlog logger factory: every logger writes through this one file."""
+        return self
+
+    def msg(self, message: bytes) -> None:
+        """Append one rendered event as a line, rotating first if it would not fit."""
+        line = message + b"\n"
+        with self._lock:
+            if self._size + len(line) > self._max_bytes:
+                self._rotate_if_full(len(line))
+            self._write(line)
+            self._size += len(line)
+
+    # structlog calls the method named after the level; every level is one line here.
+    debug = info = warning = warn = error = critical = fatal = exception = log = msg
+
+    def reopen(self) -> None:
+        """Close the file and open the one now at the path."""
+        with self._lock:
+            self._file.close()
+            self._open()
+
+    def close(self) -> None:
+        """Close the file; writing afterwards fails loudly."""
+        with self._lock:
+            self._file.close()
+
+    def _open(self) -> None:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        # Append mode (O_APPEND): when the controller truncates the file in place, the
+        # next write lands at offset 0 instead of at the old offset behind a hole of NULs.
+        self._file = self._path.open("ab", buffering=0)
+        self._size = os.fstat(self._file.fileno()).st_size
+
+    def _write(self, line: bytes) -> None:
+        written = self._file.write(line)
+        # A regular file takes only part of a write when a signal lands mid-way; finishing
+        # it keeps the line whole.
+        while written < len(line):
+            written += self._file.write(line[written:])
+
+    def _rotate_if_full(self, incoming: int) -> None:
+        # The counter only ever grows, but the controller may have emptied the file since:
+        # ask the file itself before moving it aside.
+        self._size = os.fstat(self._file.fileno()).st_size
+        if self._size > 0 and self._size + incoming > self._max_bytes:
+            self._rotate()
+
+    def _rotate(self) -> None:
+        if self._backup_count == 0:
+            self._file.truncate(0)
+            self._size = 0
+            return
+        self._file.close()
+        for index in range(self._backup_count - 1, 0, -1):
+            _move(_backup_path(self._path, index), _backup_path(self._path, index + 1))
+        _move(self._path, _backup_path(self._path, 1))
+        self._open()
+
+
+def _backup_path(path: Path, index: int) -> Path:
+    return path.with_name(f"{path.name}.{index}")
+
+
+def _move(source: Path, target: Path) -> None:
+    # A backup that does not exist yet, or a log someone else removed, is nothing to move.
+    with contextlib.suppress(FileNotFoundError):
+        source.replace(target)
+
+
+def _backups(path: Path) -> list[Path]:
+    prefix = path.name + "."
+    candidates = path.parent.glob(glob.escape(prefix) + "*")
+    return [p for p in candidates if p.name[len(prefix) :].isdigit()]
+
+
+def _tail_bytes(fd: int, count: int, end: int | None = None) -> bytes:
+    # Blocks are read from the end until they hold count + 1 newlines (the extra one may
+    # end the last line), or the start of the file is reached.
+    pos = os.fstat(fd).st_size if end is None else end
+    chunks: list[bytes] = []
+    newlines = 0
+    while pos > 0 and newlines <= count:
+        start = max(0, pos - BLOCK_SIZE)
+        chunk = os.pread(fd, pos - start, start)
+        if not chunk:  # the file shrank under us (cleared): what was read is all there is
+            break
+        chunks.append(chunk)
+        newlines += chunk.count(b"\n")
+        pos = start
+    chunks.reverse()
+    return b"".join(chunks)
