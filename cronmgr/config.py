@@ -83,8 +83,11 @@ class Settings(BaseModel):
 
     @property
     def pipelines_path(self) -> Path:
-        """Directory of pipeline TOML files."""
-        return self.pipelines_dir or self.home / "pipelines"
+        """Directory of pipeline TOML files: configured, home/pipelines, or the demo."""
+        if self.pipelines_dir:
+            return self.pipelines_dir
+        in_home = self.home / "pipelines"
+        return in_home if in_home.is_dir() else bundled_path("pipelines")
 
     @property
     def log_path(self) -> Path:
@@ -123,6 +126,17 @@ class Settings(BaseModel):
         if ":" in host:
             host = f"[{host}]"
         return f"http://{host}:{self.port}"
+
+
+def bundled_path(kind: str) -> Path:
+    """A directory shipped with cronmgr (`pipelines` or `templates`).
+
+    In an installed wheel they live inside the package (`cronmgr/defaults`,
+    `cronmgr/templates`); in a source checkout, at the repository's top level.
+    """
+    package = Path(__file__).resolve().parent
+    inside = package / ("defaults" if kind == "pipelines" else kind)
+    return inside if inside.is_dir() else package.parent / kind
 
 
 def is_loopback(host: str) -> bool:

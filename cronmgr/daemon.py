@@ -30,7 +30,7 @@ from cronmgr.control import (
 )
 from cronmgr.errors import CronmgrError
 from cronmgr.jobs import PipelineJob
-from cronmgr.models import utcnow
+from cronmgr.models import Run, utcnow
 from cronmgr.pidfile import AlreadyRunning, PidFile
 from cronmgr.pipelines import load_pipelines
 from cronmgr.store import Store, open_store
@@ -128,7 +128,7 @@ class Daemon:
         self._stopping = asyncio.Event()
         self._bookkeeping: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()  # wakes the heartbeat to publish new state at once
-        self._active: dict[str, asyncio.Task[None]] = {}
+        self._active: dict[str, asyncio.Task[Run | None]] = {}
         self._next_slot: datetime | None = None
         self._job: PipelineJob | None = None
 
@@ -211,15 +211,14 @@ class Daemon:
         assert self._job is not None
         if self._active:
             # Overlap policy "skip": the previous run is still going; say so in the record.
-            task = asyncio.create_task(self._job.record_skipped(slot, "previous run running"))
-            self._bookkeeping.add(task)
-            task.add_done_callback(self._bookkeeping.discard)
+            note = asyncio.create_task(self._job.record_skipped(slot, "previous run running"))
+            self._bookkeeping.add(note)
+            note.add_done_callback(self._bookkeeping.discard)
             return
-        job = self._job
-        task = asyncio.create_task(job.run(slot))
+        run = asyncio.create_task(self._job.run(slot))
         key = slot.isoformat()
-        self._active[key] = task
-        task.add_done_callback(lambda _t: self._forget(key))
+        self._active[key] = run
+        run.add_done_callback(lambda _t: self._forget(key))
         self._changed.set()
 
     def _forget(self, key: str) -> None:

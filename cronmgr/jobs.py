@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 import structlog
@@ -11,7 +12,7 @@ import structlog
 from cronmgr.config import Settings
 from cronmgr.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.pipelines import Pipeline
-from cronmgr.runner import StepContext, run_pipeline
+from cronmgr.runner import StepContext, run_pipeline, run_status
 from cronmgr.store import Store
 
 log = structlog.get_logger("cronmgr.jobs")
@@ -68,7 +69,7 @@ class PipelineJob:
                 kill_grace=self.settings.step_kill_grace_seconds,
                 on_step_finished=self._recorder(run),
             )
-            status, error = outcome(results)
+            status, error = run_status(self.pipeline, results), first_error(results)
         except asyncio.CancelledError:
             status, error = RunStatus.CANCELLED, "cancelled: the daemon is stopping"
             raise
@@ -98,7 +99,7 @@ class PipelineJob:
             extra_env={"CRONMGR_STATE_DIR": str(self.settings.state_path)},
         )
 
-    def _recorder(self, run: Run):  # type: ignore[no-untyped-def]
+    def _recorder(self, run: Run) -> Callable[[int, StepResult], Awaitable[None]]:
         async def record(position: int, result: StepResult) -> None:
             await asyncio.shield(self.store.insert_step_result(run.id, position, result))
 
@@ -122,10 +123,9 @@ class PipelineJob:
             log.info("run_skipped", job=self.name, scheduled_for=slot.isoformat(), reason=reason)
 
 
-def outcome(results: list[StepResult]) -> tuple[RunStatus, str | None]:
-    """A run's status from its steps: failed if any step failed without continue_on_error."""
-    failed = [r for r in results if r.status is RunStatus.FAILED]
-    if not failed:
-        return RunStatus.SUCCEEDED, None
-    first = failed[0]
-    return RunStatus.FAILED, f"step {first.step!r} failed: {first.error}"
+def first_error(results: list[StepResult]) -> str | None:
+    """The run's error summary: the first failed step and why."""
+    for result in results:
+        if result.status is RunStatus.FAILED:
+            return f"step {result.step!r} failed: {result.error}"
+    return None

@@ -242,11 +242,13 @@ async def test_start_failure_on_an_unwritable_log_directory(controller_factory: 
     log_file = controller.settings.log_file
     log_file.unlink(missing_ok=True)
     log_file.mkdir()  # a directory where the log file should be
-    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
-        async with http.post("/api/cron/start", json={"pipeline": "quick"}) as resp:
-            body = await resp.json()
-            assert resp.status == 503, body
-            assert str(log_file) in body["detail"]
+    async with (
+        aiohttp.ClientSession(controller.url, headers=controller.headers) as http,
+        http.post("/api/cron/start", json={"pipeline": "quick"}) as resp,
+    ):
+        body = await resp.json()
+        assert resp.status == 503, body
+        assert str(log_file) in body["detail"]
 
 
 async def test_stale_pid_file_is_reported_and_removed(
@@ -327,3 +329,66 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert b"non-loopback" in result.stderr and b"CRONMGR_API_TOKEN" in result.stderr
+
+
+async def read_runs(controller: Controller) -> list[Any]:
+    """Every run in the controller's SQLite store, newest first, with steps."""
+    from cronmgr.store import open_store
+
+    async with open_store(controller.settings.store_url) as store:
+        runs = await store.list_runs(limit=100)
+        return [await store.get_run(r.id) for r in runs]
+
+
+async def test_runs_and_step_results_are_recorded_in_the_store(
+    controller: Controller, http: aiohttp.ClientSession
+) -> None:
+    """A finished run is in SQLite with its slot, status and per-step result."""
+    await start(http, interval_seconds=60, pipeline="quick")
+    wait_for(lambda: events_named(controller, "run_finished"), what="a run")
+    runs = await read_runs(controller)
+    assert [r.status.value for r in runs] == ["succeeded"]
+    (step,) = runs[0].steps
+    assert step.step == "hello" and step.exit_code == 0
+    assert step.output_tail and "hello from quick" in step.output_tail[-1]
+    assert runs[0].schedule_id == "interval:quick" and runs[0].trigger.value == "schedule"
+
+
+async def test_a_run_orphaned_by_kill_9_is_failed_on_the_next_start(
+    controller: Controller, http: aiohttp.ClientSession
+) -> None:
+    """kill -9 mid-run leaves no run 'running': the next daemon marks it failed, with why."""
+    state_dir = controller.settings.state_path
+    pid = (await start(http, interval_seconds=60, pipeline="slow"))["pid"]
+    wait_for(lambda: (state_dir / "slow-sleeper.pid").exists(), what="the slow step")
+    step_pid = int(wait_for(lambda: (state_dir / "slow-step.pid").read_text().strip()))
+    os.kill(pid, signal.SIGKILL)
+    os.killpg(step_pid, signal.SIGKILL)  # what a reboot would do to the step
+    wait_for(lambda: not pid_alive(pid), what="the daemon to die")
+    assert [r.status.value for r in await read_runs(controller)] == ["running"]
+    await start(http, interval_seconds=60, pipeline="quick")
+    wait_for(lambda: events_named(controller, "run_finished"), what="the quick run")
+    orphan = (await read_runs(controller))[-1]
+    assert orphan.job == "slow" and orphan.status.value == "failed"
+    assert orphan.error == "the daemon stopped before this run finished"
+
+
+async def test_sighup_reload_picks_up_an_edited_pipeline(
+    controller: Controller, http: aiohttp.ClientSession
+) -> None:
+    """After editing the file, reload makes the next run use the new definition."""
+    await start(http, interval_seconds=60, pipeline="quick")
+    wait_for(lambda: events_named(controller, "run_finished"), what="a run")
+    pipeline_file = controller.settings.pipelines_path / "quick.toml"
+    pipeline_file.write_text(
+        pipeline_file.read_text().replace("hello from quick", "hello again")
+    )
+    async with http.post("/api/cron/reload") as resp:
+        assert resp.status == 200
+    wait_for(lambda: events_named(controller, "daemon_reloaded"), what="the reload")
+    async with http.post("/api/cron/restart", json={}) as resp:
+        assert resp.status == 200
+    wait_for(
+        lambda: any(e["line"] == "hello again" for e in events_named(controller, "step_output")),
+        what="the edited step's output",
+    )

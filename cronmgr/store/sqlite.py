@@ -17,6 +17,8 @@ from cronmgr.store.queries import load_queries, migrations
 
 BUSY_TIMEOUT_MS = 5000
 
+Row = Mapping[str, Any] | sqlite3.Row
+
 
 def _ts(value: datetime | None) -> str | None:
     # One fixed-width UTC form, so that text order is time order in SQL.
@@ -29,7 +31,7 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
-def run_from_row(row: Mapping[str, Any], steps: Iterable[StepResult] = ()) -> Run:
+def run_from_row(row: Row, steps: Iterable[StepResult] = ()) -> Run:
     """A Run from a `runs` row."""
     scheduled_for = _dt(row["scheduled_for"])
     assert scheduled_for is not None
@@ -47,7 +49,7 @@ def run_from_row(row: Mapping[str, Any], steps: Iterable[StepResult] = ()) -> Ru
     )
 
 
-def step_from_row(row: Mapping[str, Any]) -> StepResult:
+def step_from_row(row: Row) -> StepResult:
     """A StepResult from a `step_results` row."""
     started_at = _dt(row["started_at"])
     assert started_at is not None

@@ -1,0 +1,592 @@
+"""Running command steps: one process group per step, every output line into the log.
+
+Each step runs in its own session (so its own process group, led by the step's process).
+Whatever way a step ends - exit, timeout, cancellation - the whole group is stopped the
+same way: SIGTERM, `kill_grace` seconds, SIGKILL. So a background process a step leaves
+behind (`sleep 1000 &`) never outlives it, and never holds the output pipe open.
+
+Conventions a caller relies on:
+
+- `exit_code` is the process's exit status when it exited, None when a signal killed it;
+  `signal` is then the signal's number (asyncio's negative return codes are not exposed).
+- The environment of a step is the daemon's own, then `CRONMGR_RUN_ID`,
+  `CRONMGR_PIPELINE`, `CRONMGR_STEP`, `CRONMGR_SCHEDULED_FOR`, then the run's extra
+  variables, then the step's `env`: later layers win.
+- An output line is logged as one `step_output` event; lines longer than `MAX_LINE_CHARS`
+  characters are cut and end with `LINE_CUT_MARKER`; undecodable bytes become U+FFFD.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import inspect
+import os
+import signal
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import psutil
+import structlog
+from structlog.contextvars import bound_contextvars
+from structlog.typing import FilteringBoundLogger
+
+from cronmgr.models import ErrorType, RunStatus, StepResult, utcnow
+from cronmgr.pipelines import CommandStep, Pipeline
+
+MAX_LINE_CHARS = 8192
+LINE_CUT_MARKER = " …[cut: line was {size} bytes]"
+# Enough bytes for MAX_LINE_CHARS characters of any UTF-8 text; the rest of a line is
+# counted, never kept, so one endless line costs no more memory than a short one.
+_MAX_LINE_BYTES = MAX_LINE_CHARS * 4
+_CHUNK_BYTES = 64 * 1024
+# Once the step's group is gone the pipes reach EOF at once, unless a process that left
+# the group (setsid) still holds them: it gets this long, then the pipes are closed.
+_DRAIN_SECONDS = 2.0
+# After SIGKILL a process is gone as soon as the kernel has torn it down.
+_REAP_SECONDS = 2.0
+_POLL_FIRST, _POLL_MAX = 0.01, 0.1
+
+StepCallback = Callable[[StepResult], None]
+PipelineCallback = Callable[[int, StepResult], Awaitable[None] | None]
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """The run a step belongs to, exported to it as `CRONMGR_*` variables."""
+
+    run_id: str
+    pipeline: str
+    scheduled_for: datetime
+    extra_env: Mapping[str, str] = field(default_factory=dict)
+
+
+def step_environment(
+    step: CommandStep, context: StepContext, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The environment `step` runs with: `base` (default: ours), context, extras, step env."""
+    env = dict(os.environ if base is None else base)
+    env["CRONMGR_RUN_ID"] = context.run_id
+    env["CRONMGR_PIPELINE"] = context.pipeline
+    env["CRONMGR_STEP"] = step.name
+    env["CRONMGR_SCHEDULED_FOR"] = context.scheduled_for.isoformat()
+    env.update(context.extra_env)
+    env.update(step.env)
+    return env
+
+
+async def run_step(
+    step: CommandStep,
+    *,
+    context: StepContext,
+    kill_grace: float = 5.0,
+    keep_lines: int = 50,
+    on_finished: StepCallback | None = None,
+) -> StepResult:
+    """Run one command step to its end; on cancellation stop it, report it, re-raise.
+
+    `on_finished` gets the result in every case, including the `cancelled` result of an
+    interrupted step just before CancelledError propagates.
+    """
+    log = structlog.get_logger().bind(run_id=context.run_id, step=step.name)
+    with bound_contextvars(run_id=context.run_id, step=step.name):
+        execution = _Execution(step, context, log, kill_grace, keep_lines)
+        try:
+            result = await execution.run()
+        except asyncio.CancelledError:
+            _report(execution.cancelled(), log, on_finished)
+            raise
+        _report(result, log, on_finished)
+        return result
+
+
+async def run_pipeline(
+    pipeline: Pipeline,
+    *,
+    context: StepContext,
+    kill_grace: float = 5.0,
+    keep_lines: int = 50,
+    on_step_finished: PipelineCallback | None = None,
+) -> list[StepResult]:
+    """Run the steps in file order; after a failure the rest are `skipped`.
+
+    A failed step with `continue_on_error` does not stop the pipeline. `on_step_finished`
+    (plain or async) gets `(position, result)` for every step, skipped ones included, in
+    order; on cancellation it gets the interrupted step's `cancelled` result and the
+    `skipped` rest before CancelledError propagates.
+    """
+    log = structlog.get_logger().bind(run_id=context.run_id, pipeline=pipeline.name)
+    results: list[StepResult] = []
+    started = time.monotonic()
+    with bound_contextvars(run_id=context.run_id, pipeline=pipeline.name):
+        log.info(
+            "pipeline_started",
+            steps=len(pipeline.steps),
+            scheduled_for=context.scheduled_for.isoformat(),
+        )
+        try:
+            await _run_steps(pipeline, context, results, on_step_finished, kill_grace, keep_lines)
+        except asyncio.CancelledError:
+            await _skip_rest(pipeline, results, "the run was cancelled", on_step_finished)
+            _log_pipeline_finished(log, RunStatus.CANCELLED, results, started)
+            raise
+        _log_pipeline_finished(log, run_status(pipeline, results), results, started)
+    return results
+
+
+def run_status(pipeline: Pipeline, results: Sequence[StepResult]) -> RunStatus:
+    """A pipeline run's status from its step results.
+
+    Failed when a step failed without `continue_on_error`; cancelled when a step was;
+    succeeded otherwise (a failure allowed by `continue_on_error` does not count).
+    """
+    tolerant = {step.name for step in pipeline.steps if step.continue_on_error}
+    if any(r.status is RunStatus.FAILED and r.step not in tolerant for r in results):
+        return RunStatus.FAILED
+    if any(r.status is RunStatus.CANCELLED for r in results):
+        return RunStatus.CANCELLED
+    return RunStatus.SUCCEEDED
+
+
+# --- the pipeline loop -------------------------------------------------------------------
+
+
+async def _run_steps(
+    pipeline: Pipeline,
+    context: StepContext,
+    results: list[StepResult],
+    on_step_finished: PipelineCallback | None,
+    kill_grace: float,
+    keep_lines: int,
+) -> None:
+    for position, step in enumerate(pipeline.steps):
+        try:
+            result = await run_step(
+                step,
+                context=context,
+                kill_grace=kill_grace,
+                keep_lines=keep_lines,
+                on_finished=results.append,
+            )
+        finally:
+            # Also on cancellation: the caller must hear about the interrupted step.
+            if len(results) > position:
+                await _notify(on_step_finished, position, results[position])
+        if result.status is RunStatus.FAILED and not step.continue_on_error:
+            await _skip_rest(pipeline, results, f"step {step.name!r} failed", on_step_finished)
+            return
+
+
+async def _skip_rest(
+    pipeline: Pipeline,
+    results: list[StepResult],
+    reason: str,
+    on_step_finished: PipelineCallback | None,
+) -> None:
+    for position in range(len(results), len(pipeline.steps)):
+        skipped = StepResult(
+            step=pipeline.steps[position].name,
+            status=RunStatus.SKIPPED,
+            started_at=utcnow(),
+            duration_ms=0,
+            error=f"not run: {reason}",
+        )
+        results.append(skipped)
+        await _notify(on_step_finished, position, skipped)
+
+
+async def _notify(callback: PipelineCallback | None, position: int, result: StepResult) -> None:
+    if callback is None:
+        return
+    outcome = callback(position, result)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+def _log_pipeline_finished(
+    log: FilteringBoundLogger, status: RunStatus, results: list[StepResult], started: float
+) -> None:
+    counts: dict[str, int] = {}
+    for result in results:
+        counts[result.status.value] = counts.get(result.status.value, 0) + 1
+    log.info(
+        "pipeline_finished",
+        status=status.value,
+        duration_ms=_elapsed_ms(started),
+        steps=counts,
+    )
+
+
+def _report(
+    result: StepResult, log: FilteringBoundLogger, on_finished: StepCallback | None
+) -> None:
+    log.info(
+        "step_finished",
+        status=result.status.value,
+        exit_code=result.exit_code,
+        signal=result.signal,
+        duration_ms=result.duration_ms,
+        error_type=result.error_type.value if result.error_type else None,
+        error=result.error,
+    )
+    if on_finished is not None:
+        on_finished(result)
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+# --- one step ------------------------------------------------------------------------------
+
+
+class _Execution:
+    """The state of one step while it runs: its process, its output, its clock."""
+
+    def __init__(
+        self,
+        step: CommandStep,
+        context: StepContext,
+        log: FilteringBoundLogger,
+        kill_grace: float,
+        keep_lines: int,
+    ) -> None:
+        self.step = step
+        self.context = context
+        self.log = log
+        self.kill_grace = kill_grace
+        self.output = _Output(log, keep_lines)
+        self.proc: asyncio.subprocess.Process | None = None
+        self.started_at = utcnow()
+        self._started = time.monotonic()
+
+    async def run(self) -> StepResult:
+        """Spawn, supervise and wind down the step; its result unless cancelled."""
+        try:
+            try:
+                proc = await self._spawn()
+            except (OSError, ValueError) as exc:
+                return self._result(
+                    RunStatus.FAILED, ErrorType.UNKNOWN, _spawn_error(exc, self.step)
+                )
+            timed_out = await self._supervise(proc)
+            return self._outcome(proc, timed_out)
+        finally:
+            self.output.close()
+
+    def cancelled(self) -> StepResult:
+        """The result of a step interrupted by cancellation (its group already stopped)."""
+        return self._result(
+            RunStatus.CANCELLED, ErrorType.CANCELLED, "cancelled while running; processes stopped"
+        )
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        stdout, stderr = self.output.child_ends()
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *self.step.exec_args,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                cwd=self.step.cwd,
+                env=step_environment(self.step, self.context),
+                start_new_session=True,
+            )
+        finally:
+            self.output.close_child_ends()  # the child has its own copies now
+        self.log.info(
+            "step_started", pid=self.proc.pid, cwd=str(self.step.cwd), **_command(self.step)
+        )
+        return self.proc
+
+    async def _supervise(self, proc: asyncio.subprocess.Process) -> bool:
+        """Wait for the exit or the timeout, then stop the group; whether it timed out."""
+        wound_down = False
+        try:
+            try:
+                await self.output.start()
+                timed_out = await _wait_exit(proc, self.step.timeout_seconds)
+            except asyncio.CancelledError:
+                await self._wind_down(proc)
+                wound_down = True
+                raise
+            await self._wind_down(proc, timed_out=timed_out)
+            wound_down = True
+            return timed_out
+        finally:
+            if not wound_down:
+                # Interrupted while winding down (a second cancellation): no grace left.
+                _signal_group(proc.pid, signal.SIGKILL)
+
+    async def _wind_down(
+        self, proc: asyncio.subprocess.Process, *, timed_out: bool = False
+    ) -> None:
+        exited = proc.returncode is not None
+        if timed_out:
+            self.log.warning("step_timed_out", timeout_seconds=self.step.timeout_seconds)
+        if await stop_process_group(proc.pid, self.kill_grace) and exited:
+            self.log.warning("step_left_processes", pgid=proc.pid, action="stopped")
+        await _wait_reaped(proc)
+        if not await self.output.drain(_DRAIN_SECONDS):
+            self.log.warning("step_output_abandoned", reason="a process outside the group holds it")
+
+    def _outcome(self, proc: asyncio.subprocess.Process, timed_out: bool) -> StepResult:
+        code = proc.returncode
+        if timed_out:
+            limit = f"{self.step.timeout_seconds:g}"
+            return self._result(RunStatus.FAILED, ErrorType.TIMEOUT, f"timed out after {limit} s")
+        if code == 0:
+            return self._result(RunStatus.SUCCEEDED)
+        if code is None:
+            return self._result(RunStatus.FAILED, ErrorType.UNKNOWN, "did not terminate")
+        if code < 0:
+            return self._result(
+                RunStatus.FAILED, ErrorType.EXIT_CODE, f"killed by {_signal_name(-code)}"
+            )
+        return self._result(RunStatus.FAILED, ErrorType.EXIT_CODE, f"exited with code {code}")
+
+    def _result(
+        self, status: RunStatus, error_type: ErrorType | None = None, error: str | None = None
+    ) -> StepResult:
+        code = self.proc.returncode if self.proc is not None else None
+        return StepResult(
+            step=self.step.name,
+            status=status,
+            started_at=self.started_at,
+            duration_ms=_elapsed_ms(self._started),
+            exit_code=code if code is not None and code >= 0 else None,
+            signal=-code if code is not None and code < 0 else None,
+            error_type=error_type,
+            error=error,
+            output_tail=tuple(self.output.tail),
+        )
+
+
+def _command(step: CommandStep) -> dict[str, Any]:
+    return {"argv": list(step.argv)} if step.argv is not None else {"shell": step.shell}
+
+
+def _spawn_error(exc: OSError | ValueError, step: CommandStep) -> str:
+    if not isinstance(exc, OSError):
+        return f"cannot start: {exc}"
+    reason = exc.strerror or str(exc)
+    # subprocess names the working directory when chdir failed, the program otherwise.
+    if exc.filename is not None and os.fspath(exc.filename) == os.fspath(step.cwd):
+        return f"cannot use working directory {step.cwd}: {reason}"
+    return f"cannot run {step.exec_args[0]!r}: {reason}"
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {number} ({signal.Signals(number).name})"
+    except ValueError:
+        return f"signal {number}"
+
+
+async def _wait_exit(proc: asyncio.subprocess.Process, seconds: float) -> bool:
+    try:
+        await asyncio.wait_for(proc.wait(), seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def _wait_reaped(proc: asyncio.subprocess.Process) -> None:
+    # Bounded: a process stuck in the kernel (state D) must not hang the daemon.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(proc.wait(), _REAP_SECONDS)
+
+
+# --- process groups ------------------------------------------------------------------------
+
+
+async def stop_process_group(pgid: int, grace: float) -> bool:
+    """SIGTERM every process of group `pgid`, SIGKILL what is left after `grace` seconds.
+
+    Returns whether there was any live process to stop.
+    """
+    if not group_alive(pgid):
+        return False
+    _signal_group(pgid, signal.SIGTERM)
+    _signal_group(pgid, signal.SIGCONT)  # a stopped process sees SIGTERM only once continued
+    if not await _wait_group_gone(pgid, grace):
+        _signal_group(pgid, signal.SIGKILL)
+        await _wait_group_gone(pgid, _REAP_SECONDS)
+    return True
+
+
+def group_alive(pgid: int) -> bool:
+    """Whether process group `pgid` still has a live (not zombie) member of ours."""
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    # kill() also reaches zombies: dead members nobody has reaped yet (orphans wait for
+    # init, which in some containers never reaps). Only live members count.
+    return any(_live_member(proc, pgid) for proc in psutil.process_iter())
+
+
+def _live_member(proc: psutil.Process, pgid: int) -> bool:
+    try:
+        return os.getpgid(proc.pid) == pgid and proc.status() != psutil.STATUS_ZOMBIE
+    except (OSError, psutil.Error):
+        return False
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+async def _wait_group_gone(pgid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    delay = _POLL_FIRST
+    while group_alive(pgid):
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        await asyncio.sleep(min(delay, remaining))
+        delay = min(delay * 2, _POLL_MAX)
+    return True
+
+
+# --- output --------------------------------------------------------------------------------
+
+
+class _Output:
+    """A step's stdout and stderr: our own pipes, read line by line into the log and a tail.
+
+    Own pipes rather than asyncio's PIPE so that they can be closed on our terms, whatever
+    still holds their other end.
+    """
+
+    def __init__(self, log: FilteringBoundLogger, keep_lines: int) -> None:
+        self.tail: deque[str] = deque(maxlen=keep_lines)
+        self._log = log
+        self._read_ends: dict[str, int] = {}
+        self._write_ends: dict[str, int] = {}
+        self._transports: list[asyncio.BaseTransport] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        for stream in ("stdout", "stderr"):
+            self._read_ends[stream], self._write_ends[stream] = os.pipe()
+
+    def child_ends(self) -> tuple[int, int]:
+        """The write ends to hand to the child as stdout and stderr."""
+        return self._write_ends["stdout"], self._write_ends["stderr"]
+
+    def close_child_ends(self) -> None:
+        """Close our copies of the write ends, so EOF comes when the child's copies close."""
+        for fd in self._write_ends.values():
+            os.close(fd)
+        self._write_ends.clear()
+
+    async def start(self) -> None:
+        """Start reading both pipes."""
+        loop = asyncio.get_running_loop()
+        for stream in ("stdout", "stderr"):
+            reader = asyncio.StreamReader(limit=_CHUNK_BYTES)
+            pipe = os.fdopen(self._read_ends.pop(stream), "rb", buffering=0)
+            try:
+                transport, _ = await loop.connect_read_pipe(
+                    functools.partial(asyncio.StreamReaderProtocol, reader), pipe
+                )
+            except BaseException:
+                pipe.close()
+                raise
+            self._transports.append(transport)
+            self._tasks.append(asyncio.create_task(self._pump(reader, stream)))
+
+    async def drain(self, seconds: float) -> bool:
+        """Wait for both pipes to reach EOF; False if they did not within `seconds`."""
+        if not self._tasks:
+            return True
+        _, pending = await asyncio.wait(self._tasks, timeout=seconds)
+        if pending:
+            # Stop reading: the pumps finish the bounded amount they already hold.
+            for transport in self._transports:
+                transport.close()
+            await asyncio.wait(pending)
+        for task in self._tasks:
+            if not task.cancelled() and task.exception() is not None:
+                self._log.error("step_output_failed", error=repr(task.exception()))
+        return not pending
+
+    def close(self) -> None:
+        """Stop reading and release every descriptor; safe to call more than once."""
+        for task in self._tasks:
+            task.cancel()
+        for transport in self._transports:
+            transport.close()
+        for fd in (*self._read_ends.values(), *self._write_ends.values()):
+            os.close(fd)
+        self._read_ends.clear()
+        self._write_ends.clear()
+        self._transports.clear()
+
+    async def _pump(self, reader: asyncio.StreamReader, stream: str) -> None:
+        # read(n) returns whatever is there, so no line length can overrun a limit.
+        lines = LineSplitter()
+        while chunk := await reader.read(_CHUNK_BYTES):
+            for line in lines.feed(chunk):
+                self._emit(stream, line)
+        rest = lines.close()
+        if rest is not None:
+            self._emit(stream, rest)
+
+    def _emit(self, stream: str, line: str) -> None:
+        self.tail.append(f"{stream}: {line}")
+        self._log.info("step_output", stream=stream, line=line)
+
+
+class LineSplitter:
+    """Cuts a byte stream into text lines, holding at most `max_bytes` of any one line."""
+
+    def __init__(self, max_bytes: int = _MAX_LINE_BYTES) -> None:
+        self._max = max_bytes
+        self._head = bytearray()
+        self._size = 0
+
+    def feed(self, chunk: bytes) -> list[str]:
+        """The lines `chunk` completes; the unfinished rest waits for the next chunk."""
+        *complete, partial = chunk.split(b"\n")
+        lines = []
+        for piece in complete:
+            if self._size:
+                self._take(piece)
+                lines.append(self._finish())
+            else:
+                lines.append(decode_line(piece[: self._max], len(piece)))
+        self._take(partial)
+        return lines
+
+    def close(self) -> str | None:
+        """The last line if the stream did not end with a newline."""
+        return self._finish() if self._size else None
+
+    def _take(self, piece: bytes) -> None:
+        room = self._max - len(self._head)
+        if room > 0:
+            self._head += piece[:room]
+        self._size += len(piece)
+
+    def _finish(self) -> str:
+        line = decode_line(bytes(self._head), self._size)
+        self._head.clear()
+        self._size = 0
+        return line
+
+
+def decode_line(raw: bytes, size: int) -> str:
+    """Text of a line whose first bytes are `raw` out of `size`; cut, with a marker, if long."""
+    cut = size > len(raw)
+    if not cut:
+        raw = raw.removesuffix(b"\r")
+    text = raw.decode("utf-8", errors="replace")
+    if cut or len(text) > MAX_LINE_CHARS:
+        return text[:MAX_LINE_CHARS] + LINE_CUT_MARKER.format(size=size)
+    return text
