@@ -149,7 +149,8 @@ def remove_stale(path: Path) -> bool:
     except FileNotFoundError:
         return False
     try:
-        if not _try_lock(fd) or not _same_file(fd, path):
+        # Patient: another reader's brief probe of the lock must not make us give up.
+        if not _lock_patiently(fd, attempts=20) or not _same_file(fd, path):
             return False
         path.unlink()
         return True
