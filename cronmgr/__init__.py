@@ -13,8 +13,7 @@ if TYPE_CHECKING:
 
 
 def __getattr__(name: str) -> Any:
-    # The client pulls in aiohttp; import it only when asked for, so that the daemon and the
-    # CLI's cheap commands do not pay for it at start-up.
+    # Imported on first use, so that `import cronmgr` (the daemon, the CLI) stays cheap.
     if name in ("Client", "AsyncClient"):
         from cronmgr import client
 

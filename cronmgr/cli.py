@@ -1,7 +1,8 @@
 """The `cronmgr` command: serve the controller, run the daemon, talk to a running controller.
 
 Exit codes: 0 success, 1 the API or the operation failed (the error's detail goes to
-stderr), 2 bad usage or configuration, 3 the controller cannot be reached, 130 Ctrl-C.
+stderr), 2 bad usage or configuration, 3 the controller cannot be reached, 130 Ctrl-C
+(except for `logs -f`, which Ctrl-C is meant to end: 0).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import structlog
 from cronmgr import __version__
 from cronmgr.config import Settings, load_settings
 from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError
+from cronmgr.payloads import MIN_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
     from cronmgr.client import Client
@@ -38,7 +40,6 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 3
 EXIT_INTERRUPTED = 130
-MIN_INTERVAL_SECONDS = 10  # the API's minimum (cronmgr.payloads), checked before sending
 FIRE_TIMES_SHOWN = 5
 
 
@@ -66,7 +67,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_client_commands(sub)
     _add_validate(sub)
+    _hide_suppressed(sub)
     return parser
+
+
+def _hide_suppressed(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    # argparse lists a subcommand added with help=SUPPRESS as "==SUPPRESS==" instead of
+    # hiding it; drop it from the listing (it still parses).
+    sub._choices_actions = [a for a in sub._choices_actions if a.help != argparse.SUPPRESS]
 
 
 def _add_connection_options(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -109,11 +117,11 @@ def _command(
 def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     add = functools.partial(_command, sub, parents=[_connection_parent()])
     start = add("start", "start the daemon through the controller", cmd_start)
-    _add_launch_options(start)
+    _add_launch_options(start, restart=False)
     restart = add(
         "restart", "stop the daemon, then start it (last settings unless given)", cmd_restart
     )
-    _add_launch_options(restart)
+    _add_launch_options(restart, restart=True)
     add("stop", "stop the daemon (fine when it is not running)", cmd_stop)
     add("reload", "make the daemon re-read its pipeline and reopen its log file", cmd_reload)
     status = add("status", "show whether the daemon runs, and how", cmd_status)
@@ -133,14 +141,18 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     add("clear-logs", "empty the daemon's log file", cmd_clear_logs)
 
 
-def _add_launch_options(parser: argparse.ArgumentParser) -> None:
+def _add_launch_options(parser: argparse.ArgumentParser, *, restart: bool) -> None:
+    last = "default: as last started"
+    interval_default = last if restart else "default 120 unless configured"
+    pipeline_default = last if restart else "default: 'default' unless configured"
     parser.add_argument(
         "--interval",
         type=_interval,
         metavar="N",
-        help=f"run the pipeline every N seconds (at least {MIN_INTERVAL_SECONDS}; default 120)",
+        help=f"run the pipeline every N seconds (at least {MIN_INTERVAL_SECONDS}; "
+        f"{interval_default})",
     )
-    parser.add_argument("--pipeline", metavar="NAME", help="pipeline to run (default: default)")
+    parser.add_argument("--pipeline", metavar="NAME", help=f"pipeline to run ({pipeline_default})")
 
 
 def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -391,7 +403,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         print(format_pipeline(pipeline))
     for error in found.errors:
         print(f"cronmgr: invalid pipeline file {error.message}", file=sys.stderr)
-    _check_default(found.pipelines, settings)
+    _warn_missing(found.pipelines, settings)
     if args.interval is not None:
         print(format_fire_times(args.interval, datetime.now().astimezone()))
     print(
@@ -401,7 +413,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     return EXIT_FAILED if found.errors or not found.pipelines else EXIT_OK
 
 
-def _check_default(pipelines: Mapping[str, Pipeline], settings: Settings) -> None:
+def _warn_missing(pipelines: Mapping[str, Pipeline], settings: Settings) -> None:
     if not pipelines:
         print(f"cronmgr: no pipeline files (*.toml) in {settings.pipelines_path}", file=sys.stderr)
     elif settings.default_pipeline not in pipelines:

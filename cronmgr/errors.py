@@ -86,6 +86,14 @@ class StoreError(CronmgrError):
     status = 500
 
 
+class ControllerUnreachable(CronmgrError):
+    """No answer from the controller at all (refused, timed out); raised by the client only."""
+
+    # Never sent by the controller, so absent from the table below; 503 is what a proxy
+    # would answer for a backend it cannot reach.
+    status = 503
+
+
 ERRORS_BY_STATUS: dict[int, type[CronmgrError]] = {
     cls.status: cls
     for cls in (

@@ -380,9 +380,7 @@ async def test_sighup_reload_picks_up_an_edited_pipeline(
     await start(http, interval_seconds=60, pipeline="quick")
     wait_for(lambda: events_named(controller, "run_finished"), what="a run")
     pipeline_file = controller.settings.pipelines_path / "quick.toml"
-    pipeline_file.write_text(
-        pipeline_file.read_text().replace("hello from quick", "hello again")
-    )
+    pipeline_file.write_text(pipeline_file.read_text().replace("hello from quick", "hello again"))
     async with http.post("/api/cron/reload") as resp:
         assert resp.status == 200
     wait_for(lambda: events_named(controller, "daemon_reloaded"), what="the reload")

@@ -1,0 +1,426 @@
+"""Talk to a running controller: `Client` (blocking) and `AsyncClient` (asyncio).
+
+Every endpoint is described once, in `_Endpoints`: each method builds a `Call` (HTTP
+method, path, query, body) and hands it to the transport, asking for JSON or for text
+back. The transports are thin and share the decoding and the error mapping:
+
+- `Client` uses the standard library's `urllib.request`. Running `AsyncClient` on a private
+  event loop was the alternative, but it breaks when the calling thread already runs a
+  loop (an async application calling a blocking helper, a notebook), it needs care to
+  close the aiohttp session on the loop that opened it, and it turns `follow_logs()` into
+  a generator that drives a loop. urllib has none of that, and the CLI, which only needs
+  the blocking client, never imports aiohttp.
+- `AsyncClient` uses one aiohttp session, opened on first use and closed by `close()`.
+
+Both ignore the `HTTP(S)_PROXY` variables (aiohttp does by default; urllib is told to), so
+the two clients reach the same place and a proxy set for the outside world does not
+swallow requests to a controller on loopback.
+
+Errors come back as the project's own exceptions: a non-2xx answer raises the class
+`error_for_status()` picks, with the body's `detail` and `errors` and the HTTP status in
+`.status`; no answer at all raises `ControllerUnreachable`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from abc import ABC, abstractmethod
+from collections.abc import AsyncGenerator, Awaitable, Generator, Mapping
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import orjson
+
+from cronmgr.auth import read_token
+from cronmgr.config import Settings, is_loopback, load_settings
+from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError, error_for_status
+
+if TYPE_CHECKING:
+    import aiohttp
+
+__all__ = ["AsyncClient", "Call", "Client"]
+
+DEFAULT_TIMEOUT = 30.0
+FOLLOW_LINES = 10
+FOLLOW_POLL_SECONDS = 0.5
+_MAX_RAW_DETAIL = 500  # characters of a non-JSON error body worth showing
+
+J = TypeVar("J")  # what a JSON call returns: a dict, or an awaitable of one
+T = TypeVar("T")  # what a text call returns: a str, or an awaitable of one
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One request to the controller: method, path, query parameters and JSON body."""
+
+    method: str
+    path: str
+    query: Mapping[str, str | int] = field(default_factory=dict)
+    body: Mapping[str, Any] | None = None
+
+    def url(self, base_url: str) -> str:
+        """The full URL under `base_url`."""
+        query = urllib.parse.urlencode(self.query)
+        return base_url + self.path + (f"?{query}" if query else "")
+
+    def content(self) -> bytes | None:
+        """The encoded body, or None when the call sends none."""
+        return orjson.dumps(self.body) if self.body is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    body: bytes
+
+
+def _launch_body(interval_seconds: int | None, pipeline: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if interval_seconds is not None:
+        body["interval_seconds"] = interval_seconds
+    if pipeline is not None:
+        body["pipeline"] = pipeline
+    return body
+
+
+class _Endpoints(ABC, Generic[J, T]):
+    """Every endpoint, once; subclasses supply the transport."""
+
+    base_url: str
+
+    def start(self, interval_seconds: int | None = None, pipeline: str | None = None) -> J:
+        """Start the daemon (every `interval_seconds`, running `pipeline`); 409 if running."""
+        body = _launch_body(interval_seconds, pipeline)
+        return self._json(Call("POST", "/api/cron/start", body=body))
+
+    def stop(self) -> J:
+        """Stop the daemon; fine when it is not running."""
+        return self._json(Call("POST", "/api/cron/stop"))
+
+    def restart(self, interval_seconds: int | None = None, pipeline: str | None = None) -> J:
+        """Stop, then start with the given settings or the last ones."""
+        body = _launch_body(interval_seconds, pipeline)
+        return self._json(Call("POST", "/api/cron/restart", body=body))
+
+    def reload(self) -> J:
+        """Make the daemon re-read its pipeline and reopen its log (NotFound if stopped)."""
+        return self._json(Call("POST", "/api/cron/reload"))
+
+    def status(self) -> J:
+        """The daemon's state: is_running, pid, message, process and supervision details."""
+        return self._json(Call("GET", "/api/cron/status"))
+
+    def get_logs(self, lines: int | None = None) -> J:
+        """The last `lines` log lines (a bounded default) as `{"logs", "line_count"}`."""
+        # Like the seed's client, 0 asks for the default amount rather than for nothing.
+        query: dict[str, str | int] = {"lines": lines} if lines else {}
+        return self._json(Call("GET", "/api/cron/logs", query=query))
+
+    def tail_logs(self, lines: int = 50) -> T:
+        """The last `lines` log lines as plain text."""
+        return self._text(Call("GET", "/api/cron/logs/tail", query={"lines": lines}))
+
+    def clear_logs(self) -> J:
+        """Empty the daemon's log file."""
+        return self._json(Call("DELETE", "/api/cron/logs"))
+
+    def health(self) -> J:
+        """Whether the controller answers (no token needed)."""
+        return self._json(Call("GET", "/health"))
+
+    def log_page(self, cursor: str | None = None, lines: int | None = None) -> J:
+        """Log lines after `cursor` (the last `lines` without one): `{lines, cursor, reset}`."""
+        query: dict[str, str | int] = {"lines": lines} if lines is not None else {}
+        if cursor is not None:
+            query["cursor"] = cursor
+        return self._json(Call("GET", "/api/v1/logs", query=query))
+
+    @abstractmethod
+    def _json(self, call: Call) -> J:
+        """Send `call`; its decoded JSON object."""
+
+    @abstractmethod
+    def _text(self, call: Call) -> T:
+        """Send `call`; its body as text."""
+
+
+class Client(_Endpoints[dict[str, Any], str]):
+    """A blocking client of the controller's API.
+
+    `base_url` defaults to the configured controller (`settings.base_url`, with settings
+    from `load_settings()` when not given); the token to an explicit `token`, else the
+    configured `CRONMGR_API_TOKEN`, else the controller's token file.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        settings: Settings | None = None,
+    ) -> None:
+        self.base_url, self._token = _resolve(base_url, token, settings)
+        self.timeout = timeout
+        # An opener without the environment's proxies (see the module docstring).
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release resources; nothing stays open between calls, so this is a formality."""
+
+    def follow_logs(
+        self, lines: int = FOLLOW_LINES, *, poll_seconds: float = FOLLOW_POLL_SECONDS
+    ) -> Generator[str, None, None]:
+        """The last `lines` log lines, then each new one as it is written, until you stop.
+
+        Polls `GET /api/v1/logs` with the cursor of the previous answer, waiting
+        `poll_seconds` whenever nothing new came; after the log was cleared or rotated
+        it goes on from the new file's first line.
+        """
+        cursor: str | None = None
+        while True:
+            page, cursor = _page(self.log_page(cursor, lines if cursor is None else None))
+            yield from page
+            if not page:  # lines came: more may be waiting beyond the page limit
+                time.sleep(poll_seconds)
+
+    def _json(self, call: Call) -> dict[str, Any]:
+        return _decode_json(self._send(call), call)
+
+    def _text(self, call: Call) -> str:
+        return _decode_text(self._send(call))
+
+    def _send(self, call: Call) -> _Reply:
+        request = urllib.request.Request(
+            call.url(self.base_url),
+            data=call.content(),
+            headers=_headers(self._token, call),
+            method=call.method,
+        )
+        try:
+            with self._opener.open(request, timeout=self.timeout) as response:
+                return _Reply(response.status, response.read())
+        except urllib.error.HTTPError as exc:
+            with exc:
+                return _Reply(exc.code, exc.read())
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from exc
+
+    def _unreachable(self, exc: BaseException) -> ControllerUnreachable:
+        reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+        return _unreachable(self.base_url, reason, self.timeout)
+
+
+class AsyncClient(_Endpoints[Awaitable[dict[str, Any]], Awaitable[str]]):
+    """An asyncio client of the controller's API; the same calls as `Client`, awaited.
+
+    Arguments as for `Client`. The aiohttp session opens on the first call; close it with
+    `await client.close()` or `async with AsyncClient() as client`.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        token: str | None = None,
+        timeout: float = DEFAULT_TIMEOUT,
+        settings: Settings | None = None,
+    ) -> None:
+        self.base_url, self._token = _resolve(base_url, token, settings)
+        self.timeout = timeout
+        self._session: aiohttp.ClientSession | None = None
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.base_url!r})"
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the HTTP session, if one was opened."""
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def follow_logs(
+        self, lines: int = FOLLOW_LINES, *, poll_seconds: float = FOLLOW_POLL_SECONDS
+    ) -> AsyncGenerator[str, None]:
+        """The last `lines` log lines, then each new one as it is written, until you stop.
+
+        Polls `GET /api/v1/logs` with the cursor of the previous answer, waiting
+        `poll_seconds` whenever nothing new came; after the log was cleared or rotated
+        it goes on from the new file's first line.
+        """
+        cursor: str | None = None
+        while True:
+            page, cursor = _page(await self.log_page(cursor, lines if cursor is None else None))
+            for line in page:
+                yield line
+            if not page:  # lines came: more may be waiting beyond the page limit
+                await asyncio.sleep(poll_seconds)
+
+    async def _json(self, call: Call) -> dict[str, Any]:
+        return _decode_json(await self._send(call), call)
+
+    async def _text(self, call: Call) -> str:
+        return _decode_text(await self._send(call))
+
+    async def _send(self, call: Call) -> _Reply:
+        import aiohttp
+
+        session = self._open_session()
+        url, content = call.url(self.base_url), call.content()
+        try:
+            async with session.request(
+                call.method, url, data=content, headers=_headers(self._token, call)
+            ) as response:
+                return _Reply(response.status, await response.read())
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _unreachable(self.base_url, exc, self.timeout) from exc
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        # aiohttp is imported here so that the blocking client never pays for it.
+        import aiohttp
+
+        if self._session is None:
+            timeout = aiohttp.ClientTimeout(total=self.timeout)
+            self._session = aiohttp.ClientSession(timeout=timeout)
+        return self._session
+
+
+# --- shared by both transports -------------------------------------------------------------
+
+
+def _resolve(
+    base_url: str | None, token: str | None, settings: Settings | None
+) -> tuple[str, str | None]:
+    """The base URL and token to use; settings are only loaded when something is missing."""
+    if base_url is None or token is None:
+        settings = settings if settings is not None else load_settings()
+        local = base_url is None or _is_local(base_url)
+        base_url = base_url if base_url is not None else settings.base_url
+        if token is None:
+            # The token file belongs to this machine's controller: never send it elsewhere.
+            token = read_token(settings) if local else settings.api_token
+    return _checked_url(base_url), token or None
+
+
+def _is_local(base_url: str) -> bool:
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    return is_loopback(host)
+
+
+def _checked_url(base_url: str) -> str:
+    parts = urllib.parse.urlsplit(base_url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(
+            f"invalid controller URL {base_url!r}: expected http://HOST:PORT or https://HOST:PORT"
+        )
+    return base_url.rstrip("/")
+
+
+def _headers(token: str | None, call: Call) -> dict[str, str]:
+    headers = {"Accept": "application/json, text/plain;q=0.9"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    if call.body is not None:
+        headers["Content-Type"] = "application/json"
+    return headers
+
+
+def _unreachable(base_url: str, reason: object, timeout: float) -> ControllerUnreachable:
+    if isinstance(reason, TimeoutError):
+        reason = f"no answer within {timeout:g} s"
+    return ControllerUnreachable(
+        f"cannot reach the cronmgr controller at {base_url} ({reason}); "
+        "is it running? Start it with `cronmgr serve`"
+    )
+
+
+def _decode_json(reply: _Reply, call: Call) -> dict[str, Any]:
+    _raise_for_status(reply)
+    try:
+        data = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        data = None
+    if not isinstance(data, dict):
+        raise _with_status(
+            CronmgrError(
+                f"{call.method} {call.path} answered with something other than a JSON "
+                f"object: {_snippet(reply.body)!r}"
+            ),
+            reply.status,
+        )
+    return data
+
+
+def _decode_text(reply: _Reply) -> str:
+    _raise_for_status(reply)
+    return reply.body.decode("utf-8", errors="replace")
+
+
+def _raise_for_status(reply: _Reply) -> None:
+    if 200 <= reply.status < 300:
+        return
+    detail, errors = _error_fields(reply)
+    raise _with_status(error_for_status(reply.status)(detail, errors=errors), reply.status)
+
+
+def _error_fields(reply: _Reply) -> tuple[str, list[dict[str, Any]]]:
+    """Detail and field errors of the uniform error body; the raw text when it is not one."""
+    try:
+        data = orjson.loads(reply.body)
+    except orjson.JSONDecodeError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("detail"), str):
+        errors = data.get("errors")
+        return data["detail"], errors if isinstance(errors, list) else []
+    return _snippet(reply.body) or f"HTTP {reply.status}", []
+
+
+def _snippet(body: bytes) -> str:
+    text = body.decode("utf-8", errors="replace").strip()
+    return text if len(text) <= _MAX_RAW_DETAIL else text[:_MAX_RAW_DETAIL] + "..."
+
+
+def _with_status(error: CronmgrError, status: int) -> CronmgrError:
+    # The class says what kind of failure it is; the instance keeps the status actually
+    # received, which differs for statuses without a class of their own (502, 504, ...).
+    error.status = status
+    return error
+
+
+def _page(data: Mapping[str, Any]) -> tuple[list[str], str]:
+    """The lines and the next cursor of a `/api/v1/logs` answer."""
+    lines, cursor = data.get("lines"), data.get("cursor")
+    if not isinstance(lines, list) or not isinstance(cursor, str):
+        raise CronmgrError(f"unexpected answer from GET /api/v1/logs: {data!r:.200}")
+    return [str(line) for line in lines], cursor
