@@ -7,13 +7,15 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp_jinja2
+import jinja2
 import orjson
 import structlog
 from aiohttp import web
 
 from cronmgr import __version__, logs
 from cronmgr.auth import ensure_token, token_matches
-from cronmgr.config import Settings
+from cronmgr.config import Settings, bundled_path
 from cronmgr.control import DaemonControl, LaunchSpec
 from cronmgr.errors import (
     CronmgrError,
@@ -37,7 +39,7 @@ log = structlog.get_logger("cronmgr.web")
 SETTINGS = web.AppKey("settings", Settings)
 CONTROL = web.AppKey("control", DaemonControl)
 TOKEN = web.AppKey("token", str)
-OPEN_PATHS = frozenset({"/health", "/api/v1/health"})
+OPEN_PATHS = frozenset({"/", "/health", "/api/v1/health"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -239,6 +241,26 @@ async def clear_logs(request: web.Request) -> web.Response:
     )
 
 
+ENDPOINTS = (
+    ("POST", "/api/cron/start", 'start the daemon ({"interval_seconds": N})'),
+    ("POST", "/api/cron/stop", "stop the daemon (idempotent)"),
+    ("POST", "/api/cron/restart", "stop, then start"),
+    ("POST", "/api/cron/reload", "re-read pipelines, reopen the log (SIGHUP)"),
+    ("GET", "/api/cron/status", "daemon state, pid, uptime, cpu, memory, restarts"),
+    ("GET", "/api/cron/logs?lines=N", "the last N log lines as JSON"),
+    ("GET", "/api/cron/logs/tail?lines=N", "the last N log lines as text"),
+    ("DELETE", "/api/cron/logs", "clear the log"),
+    ("GET", "/api/v1/logs?cursor=C", "follow the log from a cursor"),
+    ("GET", "/health", "liveness, no token needed"),
+)
+
+
+@aiohttp_jinja2.template("index.html")
+async def index(request: web.Request) -> dict[str, Any]:
+    """GET /: what this controller is and what it answers (no state, so no token)."""
+    return {"version": __version__, "endpoints": ENDPOINTS}
+
+
 async def health(request: web.Request) -> web.Response:
     """GET /health: the controller answers; no auth."""
     return json_response({"status": "healthy", "timestamp": timestamp(), "version": __version__})
@@ -258,6 +280,7 @@ def add_routes(app: web.Application) -> None:
     app.router.add_get("/api/cron/logs/tail", tail_logs)
     app.router.add_delete("/api/cron/logs", clear_logs)
     app.router.add_get("/api/v1/logs", follow_logs)
+    app.router.add_get("/", index)
     app.router.add_get("/health", health)
     app.router.add_get("/api/v1/health", health)
 
@@ -284,6 +307,11 @@ def create_app(settings: Settings) -> web.Application:
     token = ensure_token(settings)
     if token is not None:
         app[TOKEN] = token
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.FileSystemLoader(bundled_path("templates")),
+        autoescape=jinja2.select_autoescape(default=True),
+    )
     add_routes(app)
     app.cleanup_ctx.append(supervision)
     return app

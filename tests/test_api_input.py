@@ -159,3 +159,11 @@ async def test_auth_off_on_loopback_serves_without_a_token(
     async with raw.get("/api/cron/status") as resp:
         assert resp.status == 200
     assert not settings.token_file.exists()
+
+
+async def test_index_page_is_rendered_from_the_templates(client: TestClient[Any, Any]) -> None:
+    """GET / renders templates/index.html with aiohttp-jinja2, without needing the token."""
+    async with client.get("/", headers={"Authorization": ""}) as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        page = await resp.text()
+    assert "/api/cron/start" in page and "&lt;token&gt;" in page
