@@ -390,3 +390,26 @@ async def test_sighup_reload_picks_up_an_edited_pipeline(
         lambda: any(e["line"] == "hello again" for e in events_named(controller, "step_output")),
         what="the edited step's output",
     )
+
+
+async def test_a_new_controller_resumes_a_daemon_that_should_be_running(
+    controller_factory: Any,
+) -> None:
+    """After a reboot-like loss of both, the controller starts the daemon it was asked for."""
+    controller = controller_factory(supervise=True)
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        pid = (await start(http, interval_seconds=45, pipeline="quick"))["pid"]
+    controller.shutdown()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not pid_alive(pid), what="the daemon to die")
+    controller.start()
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        state = await status(http)
+        assert state["is_running"] is True and state["pid"] != pid
+        assert state["interval_seconds"] == 45 and state["pipeline"] == "quick"
+        async with http.post("/api/cron/stop") as resp:
+            assert resp.status == 200
+    controller.shutdown()
+    controller.start()  # stopped on purpose: stays stopped
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        assert (await status(http))["is_running"] is False
