@@ -215,7 +215,7 @@ async def terminate(process: psutil.Process, grace: float) -> bool:
     if not alive:
         return False
     family = process_tree(process)
-    log.warning("daemon_kill", pid=process.pid, processes=len(family), grace_seconds=grace)
+    log.warning("daemon_kill", daemon_pid=process.pid, processes=len(family), grace_seconds=grace)
     for member in family:
         with contextlib.suppress(psutil.NoSuchProcess):
             member.kill()
@@ -303,7 +303,7 @@ class DaemonControl:
             pid = await launch(self.settings, spec)
             self._remember(spec)
             self._supervisor.started(pid, spec)
-            log.info("daemon_started", pid=pid, **spec_fields(spec))
+            log.info("daemon_started", daemon_pid=pid, **spec_fields(spec))
             return pid
 
     async def stop(self) -> StopOutcome:
@@ -317,7 +317,7 @@ class DaemonControl:
             grace = self.settings.stop_grace_seconds + self.settings.step_kill_grace_seconds
             killed = await terminate(found.process, grace + 2.0)
             pidfile.remove_stale(self.settings.pid_file)
-            log.info("daemon_stopped", pid=found.process.pid, killed=killed)
+            log.info("daemon_stopped", daemon_pid=found.process.pid, killed=killed)
             return StopOutcome(True, pid=found.process.pid, killed=killed)
 
     def reload(self) -> bool:
@@ -378,7 +378,7 @@ class DaemonControl:
         found = self.inspect()
         spec = self.desired_spec()
         if found.liveness is pidfile.Liveness.RUNNING and found.record:
-            log.info("daemon_attached", pid=found.record.pid)
+            log.info("daemon_attached", daemon_pid=found.record.pid)
             if spec:
                 self._supervisor.started(found.record.pid, spec, attached=True)
             return
@@ -417,7 +417,7 @@ class DaemonControl:
                 return  # someone started it meanwhile
             pid = await launch(self.settings, spec)
             self._supervisor.started(pid, spec, restart=True)
-            log.warning("daemon_restarted", pid=pid, restarts=self._supervisor.restarts)
+            log.warning("daemon_restarted", daemon_pid=pid, restarts=self._supervisor.restarts)
 
     def _exit_reason(self, found: pidfile.Inspection) -> str:
         record = read_json(self.settings.state_path / EXIT_FILENAME)
@@ -478,7 +478,7 @@ class Supervisor:
         """Record an unexpected death; return the spec to relaunch, or None to give up."""
         lived = _loop_time() - self._since
         self.last_exit = {"pid": self.pid, "reason": reason, "at": utcnow().isoformat()}
-        log.error("daemon_died", pid=self.pid, reason=reason, lived_seconds=round(lived, 3))
+        log.error("daemon_died", daemon_pid=self.pid, reason=reason, lived_seconds=round(lived, 3))
         if not self.settings.supervise:
             self.watching = False
             return None

@@ -143,7 +143,6 @@ class Daemon:
             ready.ok()
             log.info(
                 "daemon_ready",
-                pid=os.getpid(),
                 orphaned_runs_failed=recovered,
                 interval_seconds=self.spec.interval_seconds,
                 pipeline=self.spec.pipeline,
@@ -155,7 +154,7 @@ class Daemon:
             finally:
                 heartbeat.cancel()
                 await asyncio.gather(heartbeat, return_exceptions=True)
-        log.info("daemon_stopped", pid=os.getpid())
+        log.info("daemon_stopped")
 
     def _load_job(self, store: Store) -> PipelineJob:
         pipelines = load_pipelines(self.settings.pipelines_path)
