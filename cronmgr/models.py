@@ -6,7 +6,7 @@ import os
 import time
 import uuid
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -120,4 +120,165 @@ class Run:
         """A JSON-ready mapping, steps included."""
         data = {k: _plain(v) for k, v in asdict(self).items() if k != "steps"}
         data["steps"] = [s.as_dict() for s in self.steps]
+        return data
+
+
+class ScheduleType(StrEnum):
+    """How a schedule's slots are computed."""
+
+    INTERVAL = "interval"
+    CRON = "cron"
+    ONCE = "once"
+
+
+class ScheduleStatus(StrEnum):
+    """Whether a schedule fires."""
+
+    ACTIVE = "active"
+    PAUSED = "paused"
+    COMPLETED = "completed"
+    DISABLED = "disabled"
+
+
+class MisfirePolicy(StrEnum):
+    """What to do with slots missed while the daemon was down or late."""
+
+    SKIP = "skip"
+    RUN_ONCE = "run_once"
+    CATCH_UP = "catch_up"
+
+
+class OverlapPolicy(StrEnum):
+    """What to do when a slot comes while the previous run still runs."""
+
+    SKIP = "skip"
+    QUEUE = "queue"
+    ALLOW = "allow"
+    REPLACE = "replace"
+
+
+class FailurePolicy(StrEnum):
+    """What repeated failures do to a schedule."""
+
+    NONE = "none"
+    DISABLE = "disable"
+    CIRCUIT_BREAKER = "circuit_breaker"
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often and how patiently a failed HTTP attempt is retried."""
+
+    max_attempts: int = 3
+    backoff_base_seconds: float = 1.0
+    backoff_max_seconds: float = 30.0
+    retry_after_max_seconds: float = 120.0
+    jitter: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Assertion:
+    """One check of a response beyond its status code.
+
+    kind: `body_contains` (value: text), `body_regex` (value: pattern), `json_field`
+    (path: dotted path such as `data.items.0.id`, value: expected JSON value) or
+    `max_latency_ms` (value: milliseconds).
+    """
+
+    kind: str
+    value: Any = None
+    path: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (no `path` when unused)."""
+        data = {"type": self.kind, "value": self.value}
+        if self.path is not None:
+            data["path"] = self.path
+        return data
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """An HTTP request definition; header values may hold `${env:NAME}` references."""
+
+    id: str
+    name: str
+    url: str
+    method: str = "GET"
+    headers: dict[str, str] = field(default_factory=dict)
+    body_template: str | None = None
+    timeout_seconds: float = 30.0
+    expected_status: tuple[int, ...] = ()
+    assertions: tuple[Assertion, ...] = ()
+    follow_redirects: bool = True
+    verify_tls: bool = True
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    def status_ok(self, status: int) -> bool:
+        """Whether a response status counts as success (2xx unless listed explicitly)."""
+        if self.expected_status:
+            return status in self.expected_status
+        return 200 <= status < 300
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """What runs (a target or a pipeline) and when; plus the engine's bookkeeping."""
+
+    id: str
+    name: str
+    schedule_type: ScheduleType
+    target_id: str | None = None
+    pipeline: str | None = None
+    interval_seconds: float | None = None
+    cron_expression: str | None = None
+    run_at: datetime | None = None
+    timezone: str = "UTC"
+    jitter_seconds: float = 0.0
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    duration_seconds: float | None = None
+    max_runs: int | None = None
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    misfire_grace_seconds: float = 60.0
+    catch_up_max: int = 10
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    failure_policy: FailurePolicy = FailurePolicy.DISABLE
+    failure_threshold: int = 5
+    cooldown_seconds: float = 300.0
+    status: ScheduleStatus = ScheduleStatus.ACTIVE
+    status_reason: str | None = None
+    run_count: int = 0
+    consecutive_failures: int = 0
+    circuit_open_until: datetime | None = None
+    last_run_at: datetime | None = None
+    next_run_at: datetime | None = None
+    revision: int = 0
+    created_at: datetime = field(default_factory=utcnow)
+    updated_at: datetime = field(default_factory=utcnow)
+
+    @property
+    def job(self) -> str:
+        """The job name runs record: `target:<id>` or `pipeline:<name>`."""
+        return f"target:{self.target_id}" if self.target_id else f"pipeline:{self.pipeline}"
+
+    @property
+    def window_end(self) -> datetime | None:
+        """The earlier of end_at and start (or creation) plus duration_seconds."""
+        ends = [self.end_at] if self.end_at else []
+        if self.duration_seconds is not None:
+            begin = self.start_at or self.created_at
+            ends.append(begin + timedelta(seconds=self.duration_seconds))
+        return min(ends) if ends else None
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        data = {k: _plain(v) for k, v in asdict(self).items()}
+        data["window_end"] = _plain(self.window_end)
         return data
