@@ -321,12 +321,23 @@ class DaemonControl:
             return StopOutcome(True, pid=found.process.pid, killed=killed)
 
     def reload(self) -> bool:
-        """Ask a running daemon to re-read its definitions (SIGHUP); False if none runs."""
-        found = self.inspect()
+        """Ask a running daemon to re-read files and definitions (SIGHUP); False if none."""
+        return self._signal(signal.SIGHUP)
+
+    def definitions_changed(self) -> bool:
+        """Tell a running daemon that schedules changed in the store (SIGUSR1).
+
+        The daemon then fetches only what changed since the revision it last saw, so an
+        edit through the API takes effect at once, never on a polling tick.
+        """
+        return self._signal(signal.SIGUSR1)
+
+    def _signal(self, signum: int) -> bool:
+        found = pidfile.inspect(self.settings.pid_file)
         if found.process is None or found.liveness is not pidfile.Liveness.RUNNING:
             return False
         with contextlib.suppress(psutil.NoSuchProcess):
-            found.process.send_signal(signal.SIGHUP)
+            found.process.send_signal(signum)
             return True
         return False
 

@@ -2,14 +2,105 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from cronmgr.models import Run, RunStatus, StepResult
+from cronmgr.models import Run, RunStatus, Schedule, ScheduleStatus, StepResult, Target
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleChanges:
+    """What changed in the schedule definitions since a revision (for the daemon)."""
+
+    changed: list[Schedule]
+    deleted: list[str]
+    revision: int
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """The engine's bookkeeping for one schedule after a firing or a decision."""
+
+    schedule_id: str
+    run_count: int
+    consecutive_failures: int
+    last_run_at: datetime | None
+    next_run_at: datetime | None
+    circuit_open_until: datetime | None = None
+    status: ScheduleStatus | None = None
+    status_reason: str | None = None
 
 
 class Store(Protocol):
-    """Persistent runs and step results; SQLite by default, PostgreSQL for several hosts."""
+    """Targets, schedules, runs and step results behind one small async interface.
+
+    SQLite by default, PostgreSQL for several hosts. Definitions (targets, schedules) are
+    written by the controller; runs and schedule progress by the daemon. Every schedule
+    write bumps a store-wide revision, so the daemon can fetch just what changed.
+    """
+
+    async def insert_target(self, target: Target) -> None:
+        """Add a target; Conflict when the name is taken."""
+        ...
+
+    async def update_target(self, target: Target) -> None:
+        """Replace a target's definition; NotFound, or Conflict on a taken name."""
+        ...
+
+    async def get_target(self, target_id: str) -> Target:
+        """One target; NotFound."""
+        ...
+
+    async def list_targets(self, *, limit: int = 100, offset: int = 0) -> list[Target]:
+        """Targets by name."""
+        ...
+
+    async def delete_target(self, target_id: str, *, cascade: bool = False) -> list[str]:
+        """Delete a target; Conflict when schedules use it unless `cascade`, which deletes
+        them too. Returns the ids of the deleted schedules."""
+        ...
+
+    async def insert_schedule(self, schedule: Schedule) -> None:
+        """Add a schedule; Conflict on a taken name, NotFound for a missing target."""
+        ...
+
+    async def update_schedule(self, schedule: Schedule) -> None:
+        """Replace a schedule's definition (not its progress); NotFound or Conflict."""
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """One schedule with its progress; NotFound."""
+        ...
+
+    async def list_schedules(
+        self,
+        *,
+        status: ScheduleStatus | None = None,
+        target_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        """Schedules by name."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule (its runs stay); NotFound."""
+        ...
+
+    async def set_schedule_status(
+        self, schedule_id: str, status: ScheduleStatus, reason: str | None = None
+    ) -> Schedule:
+        """Pause, resume, complete or disable; resuming resets failures and the circuit."""
+        ...
+
+    async def record_progress(self, progress: list[Progress]) -> None:
+        """Store the engine's bookkeeping for several schedules in one transaction."""
+        ...
+
+    async def changed_schedules(self, since_revision: int) -> ScheduleChanges:
+        """Schedules written and ids deleted after `since_revision` (0: everything)."""
+        ...
 
     async def insert_run(self, run: Run) -> bool:
         """Record a new run; False when its (schedule, scheduled_for) slot is taken."""
@@ -42,6 +133,7 @@ class Store(Protocol):
         schedule_id: str | None = None,
         status: RunStatus | None = None,
         since: datetime | None = None,
+        target_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[Run]:
@@ -50,6 +142,12 @@ class Store(Protocol):
 
     async def fail_orphaned_runs(self, reason: str) -> int:
         """Mark runs a dead daemon left pending or running as failed; return how many."""
+        ...
+
+    async def purge_runs(
+        self, *, keep_per_schedule: int | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Delete finished runs beyond the newest N per schedule and/or older than a date."""
         ...
 
     async def close(self) -> None:
