@@ -1,0 +1,705 @@
+"""Running HTTP targets: one shared session, bounded reads, assertions, classified retries.
+
+Conventions a caller relies on:
+
+- `run_target` returns one `StepResult` per attempt (attempt 1..n, step = target name)
+  and hands each to `on_attempt` as soon as it is known; on cancellation the interrupted
+  attempt is reported as `cancelled` before CancelledError propagates. A cancellation
+  during the wait between attempts reports nothing more: no attempt was in flight.
+- The body is read in chunks: the first `KEEP_BYTES` are kept for the assertions, the
+  rest only counted, and reading stops once `max_response_bytes` have arrived (the
+  connection is then dropped). `response_size` is the number of body bytes read, after
+  content decoding (gzip, deflate), so it is what a compression bomb would have inflated
+  to, and never more than the cap plus one chunk.
+- `output_tail` holds one string: the first `EXCERPT_BYTES` of the body as UTF-8 (bad
+  bytes become U+FFFD), secrets scrubbed; when the read was cut at the cap a second
+  string says so. Empty body, empty tuple.
+- `duration_ms` runs on the monotonic clock from just before the request to the end of
+  the body, and is the latency `max_latency_ms` checks.
+- A status the target does not expect is `http_4xx` or `http_5xx` in those ranges; any
+  other unexpected status (a 3xx not followed, a 204 when 200 was listed, a 1xx or a
+  non-standard 6xx) is `assertion`: the server answered, just not as the target says
+  it should, and retrying would not change that.
+- Nothing logged or returned contains a resolved secret: URLs are logged as defined
+  (with their `${env:NAME}` references), redacted; messages and excerpts are scrubbed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import functools
+import inspect
+import os
+import random
+import re
+import socket
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import jinja2
+import orjson
+import structlog
+from aiohttp.abc import AbstractResolver
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from structlog.contextvars import bound_contextvars
+from structlog.typing import FilteringBoundLogger
+
+from cronmgr import __version__
+from cronmgr.models import Assertion, ErrorType, RunStatus, StepResult, Target, utcnow
+from cronmgr.retry import retry_after_seconds, retry_delay, should_retry
+from cronmgr.secret_refs import MissingSecret, SecretResolver, redact
+
+#: Body bytes kept in memory for the assertions (contains, regex, JSON field).
+KEEP_BYTES = 64 * 1024
+#: Body bytes shown in a result's `output_tail`.
+EXCERPT_BYTES = 2 * 1024
+#: Body bytes read at most; beyond this the response is dropped and marked truncated.
+MAX_RESPONSE_BYTES = 100 * 1024 * 1024
+MAX_REDIRECTS = 10
+#: Connecting (DNS excluded) never gets longer than this, even under a long total timeout.
+CONNECT_TIMEOUT_SECONDS = 10.0
+TRUNCATED_NOTE = "[body cut after {size} bytes; the rest was not read]"
+
+_READ_CHUNK = 64 * 1024
+_TEMPLATE_CACHE_SIZE = 256
+_SHOWN_CHARS = 120  # of a found value or body start, in an assertion message
+
+AttemptCallback = Callable[[StepResult], Awaitable[None] | None]
+_Describe = Callable[[BaseException, Target], str]
+
+
+@dataclass(frozen=True, slots=True)
+class RequestContext:
+    """The run a request belongs to; `attempt` and `now` are set afresh for each attempt."""
+
+    run_id: str
+    schedule_id: str | None
+    scheduled_for: datetime
+    attempt: int = 1
+    now: datetime | None = None
+
+    def template_variables(self) -> dict[str, Any]:
+        """What a body template sees: ids, ISO times, the attempt number."""
+        now = self.now or utcnow()
+        return {
+            "run_id": self.run_id,
+            # An empty string rather than None, which would render as "None".
+            "schedule_id": self.schedule_id or "",
+            "scheduled_for": self.scheduled_for.isoformat(),
+            "attempt": self.attempt,
+            "now": now.isoformat(),
+        }
+
+
+class HttpRunner:
+    """Runs HTTP targets over one pooled session; use as `async with HttpRunner() as r`."""
+
+    def __init__(
+        self,
+        *,
+        connector: aiohttp.BaseConnector | None = None,
+        resolver: AbstractResolver | None = None,
+        limit: int = 1000,
+        limit_per_host: int = 0,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
+        environ: Mapping[str, str] | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        """`connector` (kept open: the caller owns it) or `resolver`, never both.
+
+        `environ` is where `${env:NAME}` is looked up, the live `os.environ` by default.
+        """
+        if connector is not None and resolver is not None:
+            raise ValueError("pass a connector or a resolver, not both")
+        self._connector = connector
+        self._resolver = resolver
+        self._limits = (limit, limit_per_host)
+        self._max_response_bytes = max_response_bytes
+        self._environ = environ
+        self._rng = rng
+        self._session: aiohttp.ClientSession | None = None
+        self._templates = _TemplateCache(_TEMPLATE_CACHE_SIZE)
+
+    async def __aenter__(self) -> Self:
+        self._session = aiohttp.ClientSession(
+            connector=self._connector or self._make_connector(),
+            connector_owner=self._connector is None,
+            # Targets are independent: no cookie set by one may reach another.
+            cookie_jar=aiohttp.DummyCookieJar(),
+            # The daemon's proxy variables are not the targets' business, and a .netrc
+            # must not add credentials behind the definition's back.
+            trust_env=False,
+            headers={"User-Agent": f"cronmgr/{__version__}"},
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _make_connector(self) -> aiohttp.TCPConnector:
+        limit, limit_per_host = self._limits
+        # No per-host limit by default: many schedules may rightly hit one host at once,
+        # and the total limit already bounds the sockets the daemon holds.
+        return aiohttp.TCPConnector(
+            limit=limit,
+            limit_per_host=limit_per_host,
+            ttl_dns_cache=300,
+            keepalive_timeout=30,
+            resolver=self._resolver,
+        )
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The shared session; only inside `async with`."""
+        if self._session is None:
+            raise RuntimeError("HttpRunner is not open: use `async with HttpRunner() as runner`")
+        return self._session
+
+    async def run_target(
+        self,
+        target: Target,
+        *,
+        context: RequestContext,
+        on_attempt: AttemptCallback | None = None,
+    ) -> list[StepResult]:
+        """Send `target`'s request, retrying per its policy; one result per attempt."""
+        session = self.session  # not open: fail here, not as a recorded attempt
+        log = structlog.get_logger().bind(run_id=context.run_id, target=target.name)
+        results: list[StepResult] = []
+        with bound_contextvars(run_id=context.run_id, target=target.name):
+            for attempt in range(1, max(target.retry.max_attempts, 1) + 1):
+                this = replace(context, attempt=attempt, now=utcnow())
+                result, retry_after = await self._attempt(session, target, this, log, on_attempt)
+                results.append(result)
+                delay = self._delay_before_next(target, result, retry_after)
+                if delay is None:
+                    break
+                log.info(
+                    "http_retry_scheduled",
+                    attempt=attempt,
+                    delay_seconds=round(delay, 3),
+                    retry_after=retry_after,
+                )
+                await asyncio.sleep(delay)
+        return results
+
+    def _delay_before_next(
+        self, target: Target, result: StepResult, retry_after: float | None
+    ) -> float | None:
+        if result.status is RunStatus.SUCCEEDED or result.attempt >= target.retry.max_attempts:
+            return None
+        if not should_retry(result.status_code, result.error_type):
+            return None
+        return retry_delay(target.retry, result.attempt, retry_after, self._rng)
+
+    async def _attempt(
+        self,
+        session: aiohttp.ClientSession,
+        target: Target,
+        context: RequestContext,
+        log: FilteringBoundLogger,
+        on_attempt: AttemptCallback | None,
+    ) -> tuple[StepResult, float | None]:
+        secrets = SecretResolver(self._environ)
+        exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
+        method, shown_url = target.method.upper(), redact(target.url)
+        log.info("http_attempt_started", attempt=context.attempt, method=method, url=shown_url)
+        try:
+            result = await self._exchange(session, exchange, context, secrets)
+        except asyncio.CancelledError:
+            result = exchange.cancelled()
+            _log_finished(log, result, method, shown_url)
+            await _notify(on_attempt, result)
+            raise
+        _log_finished(log, result, method, shown_url)
+        await _notify(on_attempt, result)
+        return result, exchange.retry_after()
+
+    async def _exchange(
+        self,
+        session: aiohttp.ClientSession,
+        exchange: _Exchange,
+        context: RequestContext,
+        secrets: SecretResolver,
+    ) -> StepResult:
+        target = exchange.target
+        try:
+            request = self._prepare(target, context, secrets)
+        except _Unsendable as exc:
+            return exchange.failed(ErrorType.UNKNOWN, str(exc))
+        try:
+            async with session.request(**request) as response:
+                await exchange.read(response)
+        except Exception as exc:  # every failure becomes a recorded attempt, classified
+            return exchange.failed(*classify_error(exc, target))
+        return exchange.judged()
+
+    def _prepare(
+        self, target: Target, context: RequestContext, secrets: SecretResolver
+    ) -> dict[str, Any]:
+        body = None
+        if target.body_template is not None:
+            body = self._templates.render(target.body_template, context.template_variables())
+        try:
+            url = secrets.resolve(target.url, "the URL")
+            headers = {
+                name: secrets.resolve(value, f"header {name!r}")
+                for name, value in target.headers.items()
+            }
+            if body is not None:
+                body = secrets.resolve(body, "the body")
+        except MissingSecret as exc:
+            raise _Unsendable(str(exc)) from exc
+        total = target.timeout_seconds
+        return {
+            "method": target.method.upper(),
+            "url": url,
+            "headers": headers,
+            "data": body,
+            "timeout": aiohttp.ClientTimeout(
+                total=total, sock_connect=min(total, CONNECT_TIMEOUT_SECONDS)
+            ),
+            "allow_redirects": target.follow_redirects,
+            "max_redirects": MAX_REDIRECTS,
+            "ssl": target.verify_tls,
+        }
+
+
+class _Unsendable(Exception):
+    """The request cannot be built (template error, missing secret): no point retrying."""
+
+
+class _TemplateCache:
+    """Compiled body templates by source, least recently used dropped first."""
+
+    def __init__(self, size: int) -> None:
+        self._size = size
+        self._compiled: OrderedDict[str, jinja2.Template] = OrderedDict()
+        # Sandboxed: a template may not reach attributes like __class__ or call methods
+        # that mutate; StrictUndefined: a misspelt variable is an error, not "".
+        self._env = ImmutableSandboxedEnvironment(
+            autoescape=False, undefined=jinja2.StrictUndefined
+        )
+
+    def render(self, source: str, variables: Mapping[str, Any]) -> str:
+        """`source` rendered with `variables`; _Unsendable says what went wrong."""
+        try:
+            return self._template(source).render(variables)
+        except jinja2.TemplateSyntaxError as exc:
+            raise _Unsendable(f"body template, line {exc.lineno}: {exc.message}") from exc
+        except jinja2.TemplateError as exc:
+            raise _Unsendable(f"body template: {exc}") from exc
+        except Exception as exc:  # a template can raise anything: 1/0, int("x"), ...
+            raise _Unsendable(f"body template: {type(exc).__name__}: {exc}") from exc
+
+    def _template(self, source: str) -> jinja2.Template:
+        template = self._compiled.get(source)
+        if template is None:
+            template = self._env.from_string(source)
+            self._compiled[source] = template
+            if len(self._compiled) > self._size:
+                self._compiled.popitem(last=False)
+        else:
+            self._compiled.move_to_end(source)
+        return template
+
+
+# --- one attempt ----------------------------------------------------------------------------
+
+
+class _Exchange:
+    """One attempt while it runs: its clock, the response status, the body read so far."""
+
+    def __init__(
+        self, target: Target, attempt: int, secrets: SecretResolver, max_bytes: int
+    ) -> None:
+        self.target = target
+        self.attempt = attempt
+        self.secrets = secrets
+        self.body = _Body(max_bytes)
+        self.status_code: int | None = None
+        self.reason: str | None = None
+        self.retry_after_header: str | None = None
+        self.started_at = utcnow()
+        self._started = time.monotonic()
+        self._duration_ms: int | None = None
+
+    async def read(self, response: aiohttp.ClientResponse) -> None:
+        """Take the status and read the body (bounded), then stop the clock."""
+        self.status_code = response.status
+        self.reason = response.reason
+        self.retry_after_header = response.headers.get("Retry-After")
+        await self.body.read_from(response)
+        self._duration_ms = _elapsed_ms(self._started)
+
+    def retry_after(self) -> float | None:
+        """Seconds the server asked us to wait, if it did."""
+        return retry_after_seconds(self.retry_after_header, utcnow())
+
+    def judged(self) -> StepResult:
+        """The result of a complete response: status, then assertions."""
+        status = self.status_code
+        assert status is not None  # only called after read()
+        if not self.target.status_ok(status):
+            return self.failed(_status_error_type(status), self._status_message(status))
+        duration_ms = self._elapsed()
+        failures = check_assertions(self.target.assertions, self.body, duration_ms)
+        if failures:
+            return self.failed(ErrorType.ASSERTION, "; ".join(failures))
+        return self._result(RunStatus.SUCCEEDED)
+
+    def failed(self, error_type: ErrorType, message: str) -> StepResult:
+        """A failed result, its message scrubbed of secrets."""
+        return self._result(RunStatus.FAILED, error_type, redact(message, self.secrets))
+
+    def cancelled(self) -> StepResult:
+        """The result of an attempt abandoned because the run was cancelled."""
+        return self._result(
+            RunStatus.CANCELLED, ErrorType.CANCELLED, "cancelled while the request was in flight"
+        )
+
+    def _status_message(self, status: int) -> str:
+        expected = self.target.expected_status
+        wanted = ", ".join(map(str, expected)) if expected else "2xx"
+        reason = f" {self.reason}" if self.reason else ""
+        return f"HTTP {status}{reason} (expected {wanted})"
+
+    def _elapsed(self) -> int:
+        if self._duration_ms is None:
+            return _elapsed_ms(self._started)
+        return self._duration_ms
+
+    def _result(
+        self, status: RunStatus, error_type: ErrorType | None = None, error: str | None = None
+    ) -> StepResult:
+        return StepResult(
+            step=self.target.name,
+            status=status,
+            started_at=self.started_at,
+            duration_ms=self._elapsed(),
+            attempt=self.attempt,
+            status_code=self.status_code,
+            response_size=self.body.size if self.status_code is not None else None,
+            error_type=error_type,
+            error=error,
+            output_tail=self._tail(),
+        )
+
+    def _tail(self) -> tuple[str, ...]:
+        excerpt = self.body.excerpt()
+        tail: tuple[str, ...] = (redact(excerpt, self.secrets),) if excerpt else ()
+        if self.body.truncated:
+            tail += (TRUNCATED_NOTE.format(size=self.body.size),)
+        return tail
+
+
+class _Body:
+    """A response body as far as it matters: its first bytes, its size, whether it was cut."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.kept = bytearray()
+        self.size = 0
+        self.truncated = False
+        self._max_bytes = max_bytes
+
+    async def read_from(self, response: aiohttp.ClientResponse) -> None:
+        """Read up to the cap; beyond `KEEP_BYTES` the bytes are counted and dropped."""
+        while chunk := await response.content.read(_READ_CHUNK):
+            self.size += len(chunk)
+            room = KEEP_BYTES - len(self.kept)
+            if room > 0:
+                self.kept += chunk[:room]
+            if self.size >= self._max_bytes:
+                self.truncated = True
+                response.close()  # drop the connection: the rest is never read
+                return
+
+    @property
+    def complete(self) -> bool:
+        """Whether `kept` is the whole body."""
+        return self.size == len(self.kept) and not self.truncated
+
+    @functools.cached_property
+    def text(self) -> str:
+        """The kept bytes as UTF-8, bad bytes replaced."""
+        return self.kept.decode("utf-8", errors="replace")
+
+    def excerpt(self) -> str:
+        """The first `EXCERPT_BYTES` as text, without a character cut in half at the end."""
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        return decoder.decode(bytes(self.kept[:EXCERPT_BYTES]), final=False)
+
+    def scope(self) -> str:
+        """What the assertions saw, in words."""
+        return "body" if self.complete else f"first {len(self.kept)} bytes of the body"
+
+
+def _status_error_type(status: int) -> ErrorType:
+    if 400 <= status < 500:
+        return ErrorType.HTTP_4XX
+    if 500 <= status < 600:
+        return ErrorType.HTTP_5XX
+    return ErrorType.ASSERTION
+
+
+def _log_finished(log: FilteringBoundLogger, result: StepResult, method: str, url: str) -> None:
+    log.info(
+        "http_attempt_finished",
+        attempt=result.attempt,
+        method=method,
+        url=url,
+        status=result.status.value,
+        status_code=result.status_code,
+        duration_ms=result.duration_ms,
+        response_size=result.response_size,
+        error_type=result.error_type.value if result.error_type else None,
+        error=result.error,
+    )
+
+
+async def _notify(callback: AttemptCallback | None, result: StepResult) -> None:
+    if callback is None:
+        return
+    outcome = callback(result)
+    if inspect.isawaitable(outcome):
+        await outcome
+
+
+def _elapsed_ms(started: float) -> int:
+    return int((time.monotonic() - started) * 1000)
+
+
+# --- assertions -----------------------------------------------------------------------------
+
+
+def check_assertions(assertions: Sequence[Assertion], body: _Body, duration_ms: int) -> list[str]:
+    """A message for every assertion the response fails, in definition order."""
+    failures = []
+    for assertion in assertions:
+        check = _CHECKS.get(assertion.kind)
+        if check is None:
+            failures.append(f"{assertion.kind}: unknown assertion kind")
+            continue
+        message = check(assertion, body, duration_ms)
+        if message is not None:
+            failures.append(message)
+    return failures
+
+
+def _check_contains(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
+    needle = str(assertion.value)
+    if needle in body.text:
+        return None
+    return f"body_contains {needle!r}: not in the {body.scope()}, which starts {_start(body)}"
+
+
+def _check_regex(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
+    try:
+        pattern = _compiled_pattern(str(assertion.value))
+    except re.error as exc:
+        return f"body_regex {assertion.value!r}: invalid pattern: {exc}"
+    # Searched in the kept bytes only: a pathological pattern costs at most that much text.
+    if pattern.search(body.text):
+        return None
+    where = body.scope()
+    return f"body_regex {pattern.pattern!r}: no match in the {where}, which starts {_start(body)}"
+
+
+def _check_json_field(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
+    label = f"json_field {assertion.path}"
+    if not body.complete:
+        return f"{label}: the body is larger than {KEEP_BYTES} bytes, too large to parse"
+    try:
+        document = orjson.loads(body.kept)
+    except orjson.JSONDecodeError:
+        return f"{label}: the body is not JSON; it starts {_start(body)}"
+    found, missing = json_lookup(document, assertion.path or "")
+    if missing is not None:
+        return f"{label}: no such field ({missing})"
+    if json_equal(found, assertion.value):
+        return None
+    return f"{label}: expected {_json(assertion.value)}, found {_json(found)}"
+
+
+def _check_latency(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
+    limit = float(assertion.value)
+    if duration_ms <= limit:
+        return None
+    return f"max_latency_ms {limit:g}: the response took {duration_ms} ms"
+
+
+_CHECKS: dict[str, Callable[[Assertion, _Body, int], str | None]] = {
+    "body_contains": _check_contains,
+    "body_regex": _check_regex,
+    "json_field": _check_json_field,
+    "max_latency_ms": _check_latency,
+}
+
+
+@functools.lru_cache(maxsize=256)
+def _compiled_pattern(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+_INDEX = re.compile(r"\[(\d+)\]")
+
+
+def json_lookup(document: Any, path: str) -> tuple[Any, str | None]:
+    """The value at a dotted `path` (`data.items.0.id` or `data.items[0].id`).
+
+    Returns (value, None), or (None, why) when the path leads nowhere. An empty path is
+    the whole document.
+    """
+    value = document
+    keys = [key for key in _INDEX.sub(r".\1", path).split(".") if key]
+    for depth, key in enumerate(keys):
+        where = ".".join(keys[: depth + 1])
+        if isinstance(value, dict):
+            if key not in value:
+                return None, f"{where} is missing"
+            value = value[key]
+        elif isinstance(value, list):
+            if not key.isdigit() or int(key) >= len(value):
+                return None, f"{where}: the list has {len(value)} items"
+            value = value[int(key)]
+        else:
+            return None, f"{where}: {_json(value)} has no fields"
+    return value, None
+
+
+def json_equal(found: Any, expected: Any) -> bool:
+    """JSON equality: 1 equals 1.0, but true never equals 1 (as Python would have it)."""
+    if isinstance(found, bool) or isinstance(expected, bool):
+        return type(found) is type(expected) and found == expected
+    if isinstance(found, dict) and isinstance(expected, dict):
+        return found.keys() == expected.keys() and all(
+            json_equal(found[key], expected[key]) for key in found
+        )
+    if isinstance(found, list) and isinstance(expected, list):
+        return len(found) == len(expected) and all(map(json_equal, found, expected))
+    return bool(found == expected)
+
+
+def _json(value: Any) -> str:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:
+        text = repr(value)
+    return _cut(text)
+
+
+def _start(body: _Body) -> str:
+    return repr(_cut(body.text)) if body.size else "(empty)"
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
+
+
+# --- error classes --------------------------------------------------------------------------
+
+
+def classify_error(exc: BaseException, target: Target) -> tuple[ErrorType, str]:
+    """The error class of a failed request and a message saying what happened."""
+    for kinds, error_type, describe in _CLASSES:
+        if isinstance(exc, kinds) or (error_type is ErrorType.DNS and _caused_by_gaierror(exc)):
+            return error_type, describe(exc, target)
+    return ErrorType.UNKNOWN, f"{type(exc).__name__}: {exc}"
+
+
+def _timeout_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        connect = min(target.timeout_seconds, CONNECT_TIMEOUT_SECONDS)
+        return f"timed out connecting, after {connect:g} s"
+    return f"timed out after {target.timeout_seconds:g} s"
+
+
+def _ssl_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {exc.host} rejected: {_reason(exc.certificate_error)}"
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"TLS handshake with {exc.host} failed: {_reason(exc.os_error)}"
+    return f"TLS failure: {_reason(exc)}"
+
+
+def _dns_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return f"cannot resolve host {exc.host!r}: {_reason(exc.os_error)}"
+    return f"cannot resolve host: {_reason(exc)}"
+
+
+def _connection_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        error = exc.os_error
+        # asyncio words a refusal "Connect call failed (...)"; the errno says it plainly.
+        reason = os.strerror(error.errno) if error.errno else _reason(error)
+        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before a complete response"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return f"the response body broke off: {_reason(exc)}"
+    return f"connection failed: {_reason(exc)}"
+
+
+def _redirects_message(exc: BaseException, target: Target) -> str:
+    return f"more than {MAX_REDIRECTS} redirects"
+
+
+def _invalid_url_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, aiohttp.NonHttpUrlClientError):
+        return f"not an http or https URL: {_reason(exc)}"
+    return f"invalid URL: {_reason(exc)}"
+
+
+# First match wins; the order matters, as aiohttp's SSL and DNS errors are connector
+# errors too, and its timeouts are connection errors too.
+_CLASSES: tuple[
+    tuple[type[BaseException] | tuple[type[BaseException], ...], ErrorType, _Describe], ...
+] = (
+    (TimeoutError, ErrorType.TIMEOUT, _timeout_message),
+    (
+        (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError),
+        ErrorType.SSL,
+        _ssl_message,
+    ),
+    (aiohttp.ClientConnectorDNSError, ErrorType.DNS, _dns_message),
+    (
+        (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError),
+        ErrorType.CONNECTION,
+        _connection_message,
+    ),
+    (aiohttp.TooManyRedirects, ErrorType.UNKNOWN, _redirects_message),
+    ((aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError), ErrorType.UNKNOWN, _invalid_url_message),
+)
+
+
+def _caused_by_gaierror(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, socket.gaierror):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
