@@ -63,6 +63,11 @@ class Settings(BaseModel):
     restart_min_uptime_seconds: float = Field(30.0, ge=0, description="Shorter life is quick.")
     restart_max_quick_failures: int = Field(5, ge=1, description="Quick deaths before fatal.")
     supervise_poll_seconds: float = Field(1.0, gt=0, description="Liveness check period.")
+    retention_runs_per_schedule: int | None = Field(
+        10_000, ge=1, description="Finished runs kept per schedule (None: all)."
+    )
+    retention_days: float | None = Field(90.0, gt=0, description="Finished runs kept this long.")
+    retention_interval_seconds: float = Field(600.0, gt=0, description="Purge period.")
 
     @field_validator("home", "pipelines_dir", "log_dir", "state_dir")
     @classmethod

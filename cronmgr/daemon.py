@@ -12,29 +12,39 @@ import contextlib
 import os
 import signal
 import traceback
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import daemon as pydaemon
 import structlog
 
 from cronmgr import logs
-from cronmgr.config import Settings
+from cronmgr.config import ENV_PREFIX, Settings
 from cronmgr.control import (
     ERROR_PREFIX,
     EXIT_FILENAME,
     READY_PREFIX,
     STATE_FILENAME,
     LaunchSpec,
+    spec_fields,
     write_json_atomic,
 )
-from cronmgr.errors import CronmgrError
-from cronmgr.jobs import PipelineJob
-from cronmgr.models import Run, utcnow
+from cronmgr.errors import CronmgrError, NotFound
+from cronmgr.http_runner import HttpRunner
+from cronmgr.jobs import JobRunner
+from cronmgr.models import (
+    FailurePolicy,
+    MisfirePolicy,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    utcnow,
+)
 from cronmgr.pidfile import AlreadyRunning, PidFile
-from cronmgr.pipelines import load_pipelines
+from cronmgr.pipelines import PipelineSet, load_pipelines
+from cronmgr.scheduler import Scheduler
 from cronmgr.store import Store, open_store
-from cronmgr.triggers import IntervalTrigger
+from cronmgr.store.base import Progress
 
 log = structlog.get_logger("cronmgr.daemon")
 
@@ -119,121 +129,159 @@ def _record_exit(settings: Settings, reason: str) -> None:
         )
 
 
+START_SCHEDULE_ID = "daemon-interval"
+"""The schedule `POST /api/cron/start {"interval_seconds": N}` runs its pipeline on."""
+
+
+def start_schedule(spec: LaunchSpec, now: datetime) -> Schedule:
+    """The schedule of the pipeline the daemon was started with: from now, every N s."""
+    return Schedule(
+        id=START_SCHEDULE_ID,
+        name=START_SCHEDULE_ID,
+        schedule_type=ScheduleType.INTERVAL,
+        pipeline=spec.pipeline,
+        interval_seconds=float(spec.interval_seconds),
+        start_at=now,
+        misfire_policy=MisfirePolicy.SKIP,
+        failure_policy=FailurePolicy.NONE,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def ensure_start_schedule(store: Store, spec: LaunchSpec) -> None:
+    """Create or reset the start schedule: first slot now, counters from zero."""
+    now = utcnow()
+    schedule = start_schedule(spec, now)
+    try:
+        await store.get_schedule(START_SCHEDULE_ID)
+    except NotFound:
+        await store.insert_schedule(schedule)
+        return
+    await store.update_schedule(schedule)
+    await store.set_schedule_status(START_SCHEDULE_ID, ScheduleStatus.ACTIVE)
+    await store.record_progress([Progress(START_SCHEDULE_ID, 0, 0, None, now)])
+
+
 class Daemon:
-    """The daemon's event loop: fire the job on its slots, stop on SIGTERM, reload on SIGHUP."""
+    """The daemon's event loop: the engine, signals, heartbeat, retention, clean stop."""
 
     def __init__(self, settings: Settings, spec: LaunchSpec) -> None:
         self.settings = settings
         self.spec = spec
         self._stopping = asyncio.Event()
-        self._bookkeeping: set[asyncio.Task[None]] = set()
+        self._refresh_wanted = asyncio.Event()
         self._changed = asyncio.Event()  # wakes the heartbeat to publish new state at once
-        self._active: dict[str, asyncio.Task[Run | None]] = {}
-        self._next_slot: datetime | None = None
-        self._job: PipelineJob | None = None
+        self._pipelines: PipelineSet | None = None
+        self._jobs: JobRunner | None = None
+        self._engine: Scheduler | None = None
 
     async def run(self, ready: ReadyPipe) -> None:
-        """Open the store, recover, load the pipeline, report ready, serve until stopped."""
-        async with open_store(self.settings.store_url) as store:
+        """Open the store, recover, load definitions, report ready, serve until stopped."""
+        # Targets may reference `${env:NAME}`, but never cronmgr's own settings (the
+        # database URL may hold a password).
+        environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        async with (
+            open_store(self.settings.store_url) as store,
+            HttpRunner(environ=environ) as http,
+        ):
             recovered = await store.fail_orphaned_runs(
                 "the daemon stopped before this run finished"
             )
-            self._job = self._load_job(store)
+            self._load_pipelines().get(self.spec.pipeline)  # fail the start if it is missing
+            await ensure_start_schedule(store, self.spec)
+            self._jobs = JobRunner(self.settings, store, http, self._current_pipelines)
+            self._engine = Scheduler(self._jobs, store.record_progress)
+            self._engine.apply(await store.changed_schedules(0))
             self._install_signal_handlers()
             ready.ok()
-            log.info(
-                "daemon_ready",
-                orphaned_runs_failed=recovered,
-                interval_seconds=self.spec.interval_seconds,
-                pipeline=self.spec.pipeline,
-            )
-            heartbeat = asyncio.create_task(self._heartbeat())
-            try:
-                await self._fire_loop()
-                await self._drain()
-            finally:
-                heartbeat.cancel()
-                await asyncio.gather(heartbeat, return_exceptions=True)
+            log.info("daemon_ready", orphaned_runs_failed=recovered, **spec_fields(self.spec))
+            await self._serve(store)
         log.info("daemon_stopped")
 
-    def _load_job(self, store: Store) -> PipelineJob:
+    async def _serve(self, store: Store) -> None:
+        assert self._engine is not None
+        helpers = [
+            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._engine.progress_writer()),
+            asyncio.create_task(self._refresher(store)),
+            asyncio.create_task(self._retention(store)),
+        ]
+        try:
+            await self._stopping.wait()
+            self._engine.stop_firing()
+            cancelled = await self._engine.drain(self.settings.stop_grace_seconds)
+            if cancelled:
+                log.warning("runs_cancelled", count=cancelled, reason="stop grace period over")
+        finally:
+            for task in helpers:
+                task.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._engine.flush_progress()
+
+    def _load_pipelines(self) -> PipelineSet:
         pipelines = load_pipelines(self.settings.pipelines_path)
         for problem in pipelines.errors:
             log.error("pipeline_invalid", file=str(problem.file), error=problem.message)
-        pipeline = pipelines.get(self.spec.pipeline)
-        return PipelineJob(self.settings, store, pipeline, schedule_id=f"interval:{pipeline.name}")
+        self._pipelines = pipelines
+        return pipelines
+
+    def _current_pipelines(self) -> PipelineSet:
+        assert self._pipelines is not None
+        return self._pipelines
 
     def _install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
         loop.add_signal_handler(signal.SIGTERM, self._request_stop, "SIGTERM")
         loop.add_signal_handler(signal.SIGINT, self._request_stop, "SIGINT")
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGUSR1, self._refresh_wanted.set)
 
     def _request_stop(self, signame: str) -> None:
         if not self._stopping.is_set():
-            log.info("daemon_stopping", signal=signame, active_runs=len(self._active))
+            active = self._engine.active_runs() if self._engine else 0
+            log.info("daemon_stopping", signal=signame, active_runs=active)
             self._stopping.set()
 
     def _reload(self) -> None:
         logs.reopen_log_file()
-        assert self._job is not None
-        pipelines = load_pipelines(self.settings.pipelines_path)
-        try:
-            self._job = self._job.with_pipeline(pipelines.get(self.spec.pipeline))
-        except CronmgrError as exc:
-            log.error("reload_failed", error=exc.detail, kept="the previous definition")
-            return
-        log.info("daemon_reloaded", pipeline=self.spec.pipeline, invalid=len(pipelines.errors))
+        pipelines = self._load_pipelines()
+        self._refresh_wanted.set()
+        log.info(
+            "daemon_reloaded", pipelines=len(pipelines.pipelines), invalid=len(pipelines.errors)
+        )
 
-    async def _fire_loop(self) -> None:
-        # The first slot is the moment of start, as the original daemon ran at once.
-        trigger = IntervalTrigger(self.spec.interval_seconds, anchor=utcnow())
-        slot = trigger.anchor
-        while not self._stopping.is_set():
-            self._next_slot = slot
+    async def _refresher(self, store: Store) -> None:
+        # Signals only set a flag; one task fetches what changed, so a burst of API edits
+        # costs one query, never one per signal.
+        assert self._engine is not None
+        while True:
+            await self._refresh_wanted.wait()
+            self._refresh_wanted.clear()
+            try:
+                self._engine.apply(await store.changed_schedules(self._engine.revision))
+            except CronmgrError as exc:
+                log.error("schedules_refresh_failed", error=exc.detail)
             self._changed.set()
-            if not await self._sleep_until(slot):
-                break
-            self._fire(slot)
-            # Slots missed while the loop was held up are not replayed: run once, move on.
-            slot = trigger.after(max(slot, utcnow()))
-        self._next_slot = None
 
-    async def _sleep_until(self, moment: datetime) -> bool:
-        delay = (moment - utcnow()).total_seconds()
-        if delay > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
-        return not self._stopping.is_set()
-
-    def _fire(self, slot: datetime) -> None:
-        assert self._job is not None
-        if self._active:
-            # Overlap policy "skip": the previous run is still going; say so in the record.
-            note = asyncio.create_task(self._job.record_skipped(slot, "previous run running"))
-            self._bookkeeping.add(note)
-            note.add_done_callback(self._bookkeeping.discard)
+    async def _retention(self, store: Store) -> None:
+        settings = self.settings
+        if settings.retention_runs_per_schedule is None and settings.retention_days is None:
             return
-        run = asyncio.create_task(self._job.run(slot))
-        key = slot.isoformat()
-        self._active[key] = run
-        run.add_done_callback(lambda _t: self._forget(key))
-        self._changed.set()
-
-    def _forget(self, key: str) -> None:
-        self._active.pop(key, None)
-        self._changed.set()
-
-    async def _drain(self) -> None:
-        if not self._active:
-            return
-        tasks = list(self._active.values())
-        _done, pending = await asyncio.wait(tasks, timeout=self.settings.stop_grace_seconds)
-        for task in pending:
-            task.cancel()
-        if pending:
-            log.warning("runs_cancelled", count=len(pending), reason="stop grace period over")
-        await asyncio.gather(*tasks, return_exceptions=True)
+        while True:
+            older = None
+            if settings.retention_days is not None:
+                older = utcnow() - timedelta(days=settings.retention_days)
+            try:
+                purged = await store.purge_runs(
+                    keep_per_schedule=settings.retention_runs_per_schedule, older_than=older
+                )
+            except CronmgrError as exc:
+                log.error("retention_failed", error=exc.detail)
+            else:
+                if purged:
+                    log.info("runs_purged", count=purged)
+            await asyncio.sleep(settings.retention_interval_seconds)
 
     async def _heartbeat(self) -> None:
         path = self.settings.state_path / STATE_FILENAME
@@ -244,13 +292,11 @@ class Daemon:
                 await asyncio.wait_for(self._changed.wait(), HEARTBEAT_SECONDS)
 
     def _state(self) -> dict[str, Any]:
-        job = self._job
-        next_runs = []
-        if self._next_slot is not None and job is not None:
-            next_runs.append({"job": job.name, "at": self._next_slot.isoformat()})
+        engine, jobs = self._engine, self._jobs
         return {
             "pid": os.getpid(),
             "heartbeat_at": utcnow().isoformat(),
-            "active_runs": job.active_run_ids() if job else [],
-            "next_runs": next_runs,
+            "active_runs": jobs.active_run_ids() if jobs else [],
+            "next_runs": engine.next_runs() if engine else [],
+            "schedules": engine.schedule_count() if engine else 0,
         }

@@ -1,85 +1,107 @@
-"""What one firing does: claim the slot as a run, execute the steps, record every result."""
+"""What one firing does: claim the slot as a run, execute it, record every result.
+
+The engine (`scheduler.py`) decides *when*; this module decides nothing about time. A run
+is claimed by inserting it with its (schedule, scheduled_for) slot: the store's unique
+index makes the claim atomic, so a restarted daemon, or a second one, never runs a slot
+twice. Whatever happens next, the run ends recorded as succeeded, failed or cancelled;
+never left running.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 import structlog
 
 from cronmgr.config import Settings
-from cronmgr.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
-from cronmgr.pipelines import Pipeline
+from cronmgr.errors import CronmgrError
+from cronmgr.http_runner import HttpRunner, RequestContext
+from cronmgr.models import Run, RunStatus, Schedule, StepResult, Target, Trigger, new_id, utcnow
+from cronmgr.pipelines import Pipeline, PipelineSet
 from cronmgr.runner import StepContext, run_pipeline, run_status
 from cronmgr.store import Store
 
 log = structlog.get_logger("cronmgr.jobs")
 
+Recorder = Callable[[int, StepResult], Awaitable[None]]
 
-@dataclasses.dataclass
-class PipelineJob:
-    """A pipeline bound to a schedule id and a store: runs it and records the runs."""
 
-    settings: Settings
-    store: Store
-    pipeline: Pipeline
-    schedule_id: str | None = None
-    _active: set[str] = dataclasses.field(default_factory=set)
+class JobRunner:
+    """Runs schedules' jobs (HTTP targets and pipelines) and records them in the store."""
 
-    @property
-    def name(self) -> str:
-        """The job's name as runs record it."""
-        return self.pipeline.name
-
-    def with_pipeline(self, pipeline: Pipeline) -> PipelineJob:
-        """The same job with a reloaded definition (runs in flight keep the old one)."""
-        return dataclasses.replace(self, pipeline=pipeline, _active=self._active)
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        http: HttpRunner,
+        pipelines: Callable[[], PipelineSet],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.http = http
+        self._pipelines = pipelines
+        self._active: set[str] = set()
 
     def active_run_ids(self) -> list[str]:
         """Ids of runs executing now."""
         return sorted(self._active)
 
-    async def run(self, slot: datetime, trigger: Trigger = Trigger.SCHEDULE) -> Run | None:
-        """Run the pipeline for `slot`; None when another firing already took the slot."""
+    async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
+        """Claim `slot` of `schedule` and run it; None when the slot was taken already."""
+        run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
+        if not await self.store.insert_run(run):
+            log.warning("run_duplicate_skipped", schedule_id=schedule.id, slot=slot.isoformat())
+            return None
+        with structlog.contextvars.bound_contextvars(run_id=run.id, schedule_id=schedule.id):
+            return await self._execute(run, lambda: self._work(schedule, run))
+
+    async def run_pipeline_now(self, pipeline: Pipeline, trigger: Trigger) -> Run:
+        """Run a pipeline outside any schedule (manual or API); returns the finished run."""
+        run = _new_run(f"pipeline:{pipeline.name}", utcnow(), trigger, None)
+        await self.store.insert_run(run)
+        with structlog.contextvars.bound_contextvars(run_id=run.id):
+            status = await self._execute(run, lambda: self._pipeline(pipeline, run))
+        return await self.store.get_run(run.id) if status else run
+
+    async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
+        """Record a slot that will not run (overlap, misfire, open circuit)."""
+        now = utcnow()
         run = Run(
             id=new_id(),
-            job=self.name,
-            schedule_id=self.schedule_id,
+            job=schedule.job,
+            schedule_id=schedule.id,
             scheduled_for=slot,
-            trigger=trigger,
-            status=RunStatus.RUNNING,
-            started_at=utcnow(),
+            trigger=Trigger.SCHEDULE,
+            status=RunStatus.SKIPPED,
+            started_at=now,
+            finished_at=now,
+            error=reason,
         )
-        if not await self.store.insert_run(run):
-            log.warning("run_duplicate_skipped", job=self.name, scheduled_for=slot.isoformat())
-            return None
-        with structlog.contextvars.bound_contextvars(run_id=run.id, pipeline=self.name):
-            return await self._execute(run)
+        if await self.store.insert_run(run):
+            log.info("run_skipped", schedule_id=schedule.id, slot=slot.isoformat(), reason=reason)
 
-    async def _execute(self, run: Run) -> Run:
+    async def _execute(
+        self, run: Run, work: Callable[[], Awaitable[tuple[RunStatus, str | None]]]
+    ) -> RunStatus:
         self._active.add(run.id)
-        log.info("run_started", scheduled_for=run.scheduled_for.isoformat())
+        log.info("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
         status, error = RunStatus.FAILED, None
         try:
-            results = await run_pipeline(
-                self.pipeline,
-                context=self._context(run),
-                kill_grace=self.settings.step_kill_grace_seconds,
-                on_step_finished=self._recorder(run),
-            )
-            status, error = run_status(self.pipeline, results), first_error(results)
-        except asyncio.CancelledError:
-            status, error = RunStatus.CANCELLED, "cancelled: the daemon is stopping"
+            status, error = await work()
+        except asyncio.CancelledError as exc:
+            status, error = RunStatus.CANCELLED, f"cancelled: {_cancel_reason(exc)}"
             raise
-        except Exception as exc:  # a bug in a step's plumbing must not kill the daemon
+        except CronmgrError as exc:
+            error = exc.detail
+        except Exception as exc:  # a bug in one job must not take the daemon down
             error = f"{type(exc).__name__}: {exc}"
             log.exception("run_crashed")
         finally:
             self._active.discard(run.id)
             await self._finish(run, status, error)
-        return dataclasses.replace(run, status=status, error=error)
+        return status
 
     async def _finish(self, run: Run, status: RunStatus, error: str | None) -> None:
         # Shielded: a cancelled run must still be recorded as cancelled, never left running.
@@ -91,39 +113,70 @@ class PipelineJob:
         duration_ms = int((finished - run.started_at).total_seconds() * 1000)
         log.info("run_finished", status=status.value, error=error, duration_ms=duration_ms)
 
-    def _context(self, run: Run) -> StepContext:
-        return StepContext(
+    async def _work(self, schedule: Schedule, run: Run) -> tuple[RunStatus, str | None]:
+        if schedule.target_id is not None:
+            target = await self.store.get_target(schedule.target_id)
+            return await self._target(target, run)
+        assert schedule.pipeline is not None
+        return await self._pipeline(self._pipelines().get(schedule.pipeline), run)
+
+    async def _target(self, target: Target, run: Run) -> tuple[RunStatus, str | None]:
+        context = RequestContext(
+            run_id=run.id, schedule_id=run.schedule_id, scheduled_for=run.scheduled_for
+        )
+        attempts = await self.http.run_target(
+            target, context=context, on_attempt=self._attempt_recorder(run)
+        )
+        last = attempts[-1]
+        if last.status is RunStatus.SUCCEEDED:
+            return RunStatus.SUCCEEDED, None
+        return last.status, f"{last.error_type}: {last.error}" if last.error_type else last.error
+
+    async def _pipeline(self, pipeline: Pipeline, run: Run) -> tuple[RunStatus, str | None]:
+        context = StepContext(
             run_id=run.id,
-            pipeline=self.name,
+            pipeline=pipeline.name,
             scheduled_for=run.scheduled_for,
             extra_env={"CRONMGR_STATE_DIR": str(self.settings.state_path)},
         )
+        results = await run_pipeline(
+            pipeline,
+            context=context,
+            kill_grace=self.settings.step_kill_grace_seconds,
+            on_step_finished=self._step_recorder(run),
+        )
+        return run_status(pipeline, results), first_error(results)
 
-    def _recorder(self, run: Run) -> Callable[[int, StepResult], Awaitable[None]]:
+    def _step_recorder(self, run: Run) -> Recorder:
         async def record(position: int, result: StepResult) -> None:
             await asyncio.shield(self.store.insert_step_result(run.id, position, result))
 
         return record
 
-    async def record_skipped(self, slot: datetime, reason: str) -> None:
-        """Record a slot that was not run (overlap), so the history shows the gap."""
-        now = utcnow()
-        run = Run(
-            id=new_id(),
-            job=self.name,
-            schedule_id=self.schedule_id,
-            scheduled_for=slot,
-            trigger=Trigger.SCHEDULE,
-            status=RunStatus.SKIPPED,
-            started_at=now,
-            finished_at=now,
-            error=reason,
-        )
-        if await self.store.insert_run(run):
-            log.info("run_skipped", job=self.name, scheduled_for=slot.isoformat(), reason=reason)
+    def _attempt_recorder(self, run: Run) -> Callable[[StepResult], Awaitable[None]]:
+        async def record(result: StepResult) -> None:
+            await asyncio.shield(self.store.insert_step_result(run.id, 0, result))
+
+        return record
 
 
-def first_error(results: list[StepResult]) -> str | None:
+def _new_run(job: str, slot: datetime, trigger: Trigger, schedule_id: str | None) -> Run:
+    return Run(
+        id=new_id(),
+        job=job,
+        schedule_id=schedule_id,
+        scheduled_for=slot,
+        trigger=trigger,
+        status=RunStatus.RUNNING,
+        started_at=utcnow(),
+    )
+
+
+def _cancel_reason(exc: asyncio.CancelledError) -> str:
+    return str(exc.args[0]) if exc.args and exc.args[0] else "the daemon is stopping"
+
+
+def first_error(results: Sequence[StepResult]) -> str | None:
     """The run's error summary: the first failed step and why."""
     for result in results:
         if result.status is RunStatus.FAILED:

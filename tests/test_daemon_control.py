@@ -351,7 +351,7 @@ async def test_runs_and_step_results_are_recorded_in_the_store(
     (step,) = runs[0].steps
     assert step.step == "hello" and step.exit_code == 0
     assert step.output_tail and "hello from quick" in step.output_tail[-1]
-    assert runs[0].schedule_id == "interval:quick" and runs[0].trigger.value == "schedule"
+    assert runs[0].schedule_id == "daemon-interval" and runs[0].trigger.value == "schedule"
 
 
 async def test_a_run_orphaned_by_kill_9_is_failed_on_the_next_start(
@@ -369,7 +369,7 @@ async def test_a_run_orphaned_by_kill_9_is_failed_on_the_next_start(
     await start(http, interval_seconds=60, pipeline="quick")
     wait_for(lambda: events_named(controller, "run_finished"), what="the quick run")
     orphan = (await read_runs(controller))[-1]
-    assert orphan.job == "slow" and orphan.status.value == "failed"
+    assert orphan.job == "pipeline:slow" and orphan.status.value == "failed"
     assert orphan.error == "the daemon stopped before this run finished"
 
 

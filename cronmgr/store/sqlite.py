@@ -2,20 +2,48 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import sqlite3
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import AsyncIterator, Iterable, Mapping
+from contextlib import asynccontextmanager
 from datetime import datetime
+from enum import Enum
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 import orjson
 
-from cronmgr.errors import NotFound, StoreError
-from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, utcnow
+from cronmgr.errors import Conflict, NotFound, StoreError
+from cronmgr.models import (
+    Assertion,
+    ErrorType,
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    StepResult,
+    Target,
+    Trigger,
+    utcnow,
+)
+from cronmgr.store.base import Progress, ScheduleChanges
 from cronmgr.store.queries import load_queries, migrations
 
 BUSY_TIMEOUT_MS = 5000
+
+PRAGMAS = (
+    f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
+    "PRAGMA foreign_keys=ON",
+    "PRAGMA synchronous=NORMAL",
+)
 
 Row = Mapping[str, Any] | sqlite3.Row
 
@@ -31,15 +59,43 @@ def _dt(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value) if value else None
 
 
+def _required_dt(value: str) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _column(value: Any) -> Any:
+    """A model attribute as SQLite stores it."""
+    if isinstance(value, datetime):
+        return _ts(value)
+    if isinstance(value, Enum):
+        return value.value
+    return value
+
+
+def split_statements(script: str) -> list[str]:
+    """The statements of an SQL script, one by one (executescript would commit first)."""
+    statements, pending = [], ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            statements.append(pending.strip())
+            pending = ""
+    if any(not line.strip().startswith("--") for line in pending.splitlines() if line.strip()):
+        raise ValueError(f"incomplete SQL statement: {pending.strip()!r}")
+    return statements
+
+
 def run_from_row(row: Row, steps: Iterable[StepResult] = ()) -> Run:
     """A Run from a `runs` row."""
-    scheduled_for = _dt(row["scheduled_for"])
-    assert scheduled_for is not None
     return Run(
         id=row["id"],
         job=row["job"],
         schedule_id=row["schedule_id"],
-        scheduled_for=scheduled_for,
+        scheduled_for=_required_dt(row["scheduled_for"]),
         trigger=Trigger(row["trigger"]),
         status=RunStatus(row["status"]),
         started_at=_dt(row["started_at"]),
@@ -51,12 +107,10 @@ def run_from_row(row: Row, steps: Iterable[StepResult] = ()) -> Run:
 
 def step_from_row(row: Row) -> StepResult:
     """A StepResult from a `step_results` row."""
-    started_at = _dt(row["started_at"])
-    assert started_at is not None
     return StepResult(
         step=row["step"],
         status=RunStatus(row["status"]),
-        started_at=started_at,
+        started_at=_required_dt(row["started_at"]),
         duration_ms=row["duration_ms"],
         attempt=row["attempt"],
         exit_code=row["exit_code"],
@@ -69,57 +123,372 @@ def step_from_row(row: Row) -> StepResult:
     )
 
 
+def _assertion(data: Mapping[str, Any]) -> Assertion:
+    return Assertion(kind=data["type"], value=data.get("value"), path=data.get("path"))
+
+
+def target_from_row(row: Row) -> Target:
+    """A Target from a `targets` row."""
+    return Target(
+        id=row["id"],
+        name=row["name"],
+        url=row["url"],
+        method=row["method"],
+        headers=orjson.loads(row["headers"]),
+        body_template=row["body_template"],
+        timeout_seconds=row["timeout_seconds"],
+        expected_status=tuple(orjson.loads(row["expected_status"])),
+        assertions=tuple(_assertion(a) for a in orjson.loads(row["assertions"])),
+        follow_redirects=bool(row["follow_redirects"]),
+        verify_tls=bool(row["verify_tls"]),
+        retry=RetryPolicy(**orjson.loads(row["retry"])),
+        created_at=_required_dt(row["created_at"]),
+        updated_at=_required_dt(row["updated_at"]),
+    )
+
+
+def _target_params(target: Target) -> dict[str, Any]:
+    params = {f.name: _column(getattr(target, f.name)) for f in dataclasses.fields(target)}
+    params.update(
+        headers=_json(target.headers),
+        expected_status=_json(target.expected_status),
+        assertions=_json([a.as_dict() for a in target.assertions]),
+        retry=_json(target.retry.as_dict()),
+    )
+    return params
+
+
+def schedule_from_row(row: Row) -> Schedule:
+    """A Schedule, progress and revision included, from a `schedules` row."""
+    return Schedule(
+        id=row["id"],
+        name=row["name"],
+        schedule_type=ScheduleType(row["schedule_type"]),
+        target_id=row["target_id"],
+        pipeline=row["pipeline"],
+        interval_seconds=row["interval_seconds"],
+        cron_expression=row["cron_expression"],
+        run_at=_dt(row["run_at"]),
+        timezone=row["timezone"],
+        jitter_seconds=row["jitter_seconds"],
+        start_at=_dt(row["start_at"]),
+        end_at=_dt(row["end_at"]),
+        duration_seconds=row["duration_seconds"],
+        max_runs=row["max_runs"],
+        misfire_policy=MisfirePolicy(row["misfire_policy"]),
+        misfire_grace_seconds=row["misfire_grace_seconds"],
+        catch_up_max=row["catch_up_max"],
+        overlap_policy=OverlapPolicy(row["overlap_policy"]),
+        failure_policy=FailurePolicy(row["failure_policy"]),
+        failure_threshold=row["failure_threshold"],
+        cooldown_seconds=row["cooldown_seconds"],
+        status=ScheduleStatus(row["status"]),
+        status_reason=row["status_reason"],
+        run_count=row["run_count"],
+        consecutive_failures=row["consecutive_failures"],
+        circuit_open_until=_dt(row["circuit_open_until"]),
+        last_run_at=_dt(row["last_run_at"]),
+        next_run_at=_dt(row["next_run_at"]),
+        revision=row["revision"],
+        created_at=_required_dt(row["created_at"]),
+        updated_at=_required_dt(row["updated_at"]),
+    )
+
+
+def _schedule_params(schedule: Schedule) -> dict[str, Any]:
+    return {f.name: _column(getattr(schedule, f.name)) for f in dataclasses.fields(schedule)}
+
+
+def _progress_params(progress: Progress) -> dict[str, Any]:
+    return {f.name: _column(getattr(progress, f.name)) for f in dataclasses.fields(progress)}
+
+
+def _refusal(exc: sqlite3.IntegrityError, kind: str, name: str, target_id: str | None) -> Exception:
+    """The caller's words for a constraint SQLite enforced."""
+    code = exc.sqlite_errorname
+    if code == "SQLITE_CONSTRAINT_FOREIGNKEY":
+        return NotFound(f"target {target_id!r} does not exist")
+    if code == "SQLITE_CONSTRAINT_UNIQUE" and str(exc).endswith(".name"):
+        return Conflict(f"a {kind} named {name!r} already exists")
+    if code in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
+        return Conflict(f"a {kind} with this id already exists: {exc}")
+    return StoreError(f"the store refused the {kind} {name!r}: {exc}")
+
+
 class SQLiteStore:
-    """The Store on one SQLite file."""
+    """The Store on one SQLite file.
+
+    The controller and the daemon open the same file from two processes. Every write runs
+    in `BEGIN IMMEDIATE`, which takes the write lock up front (waiting out the busy timeout)
+    instead of upgrading a read lock mid-transaction, the upgrade two writers can deadlock on.
+    """
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._db = connection
         self._q = load_queries("sqlite")
+        # All tasks of a process share this one connection: a transaction's statements must
+        # not interleave with another task's, so every use of the connection takes the lock.
+        self._lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
         """Open (creating and upgrading as needed) the store at `path`."""
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            connection = await aiosqlite.connect(path, timeout=BUSY_TIMEOUT_MS / 1000)
-            connection.row_factory = sqlite3.Row
-            store = cls(connection)
-            await store._prepare()
+            # isolation_level=None: no implicit BEGIN from the driver; transactions are ours.
+            connection = await aiosqlite.connect(
+                path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None
+            )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
+        connection.row_factory = sqlite3.Row
+        store = cls(connection)
+        try:
+            await store._prepare()
+        except sqlite3.Error as exc:
+            await connection.close()
+            raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
+        except BaseException:
+            await connection.close()
+            raise
         return store
 
     async def _prepare(self) -> None:
-        await self._db.execute("PRAGMA journal_mode=WAL")
-        await self._db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        await self._db.execute("PRAGMA foreign_keys=ON")
-        await self._db.execute("PRAGMA synchronous=NORMAL")
-        await self._migrate()
+        for pragma in PRAGMAS:
+            await self._db.execute(pragma)
+        await self._enable_wal()
+        if await self._pending_migrations():
+            # Two processes may open a new file at once: look again under the write lock.
+            async with self._transaction("migrate"):
+                for version, script in await self._pending_migrations():
+                    await self._migrate(version, script)
 
-    async def _migrate(self) -> None:
+    async def _enable_wal(self) -> None:
+        # Turning a new file to WAL needs an exclusive lock, and SQLite answers BUSY at once,
+        # without its busy handler, while another process opens the same new file: retry.
+        deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                await self._db.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorname != "SQLITE_BUSY" or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.01)
+
+    async def _pending_migrations(self) -> list[tuple[int, str]]:
         async with self._db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
         current = row[0] if row else 0
-        for version, sql in migrations(self._q):
-            if version <= current:
-                continue
-            # executescript commits first; the version bump rides in the same script.
-            await self._db.executescript(f"BEGIN;\n{sql}\nPRAGMA user_version={version};\nCOMMIT;")
+        return [(version, sql) for version, sql in migrations(self._q) if version > current]
 
-    async def _write(self, name: str, params: Mapping[str, Any]) -> int:
-        try:
-            cursor = await self._db.execute(self._q[name], params)
-            await self._db.commit()
-        except sqlite3.Error as exc:
-            raise StoreError(f"store write {name} failed: {exc}") from exc
+    async def _migrate(self, version: int, script: str) -> None:
+        for statement in split_statements(script):
+            await self._db.execute(statement)
+        await self._db.execute(f"PRAGMA user_version={version}")
+
+    @asynccontextmanager
+    async def _guard(self, what: str) -> AsyncIterator[None]:
+        """Exclusive use of the connection; driver errors become StoreError."""
+        async with self._lock:
+            try:
+                yield
+            except sqlite3.Error as exc:
+                raise StoreError(f"store {what} failed: {exc}") from exc
+
+    @asynccontextmanager
+    async def _transaction(self, what: str, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
+        """One transaction, committed at the end of the block, rolled back on any error."""
+        async with self._guard(what):
+            try:
+                # Inside the try: a task cancelled while BEGIN waits for the lock must still
+                # roll back, or the connection would keep the write lock once BEGIN succeeds.
+                await self._db.execute(begin)
+                yield
+                await self._db.commit()
+            except BaseException:
+                await self._db.rollback()
+                raise
+
+    async def _run(self, name: str, params: Mapping[str, Any]) -> int:
+        cursor = await self._db.execute(self._q[name], params)
         return cursor.rowcount
 
+    async def _rows(self, name: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+        async with self._db.execute(self._q[name], params) as cursor:
+            return list(await cursor.fetchall())
+
     async def _read(self, name: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+        async with self._guard(name):
+            return await self._rows(name, params)
+
+    async def _write(self, name: str, params: Mapping[str, Any]) -> int:
+        # A single statement commits on its own (autocommit) and takes the write lock at once.
+        async with self._guard(name):
+            return await self._run(name, params)
+
+    async def _bump_revision(self) -> None:
+        await self._run("bump_revision", {})
+
+    # Targets
+
+    async def insert_target(self, target: Target) -> None:
+        """Add a target; Conflict when the name is taken."""
+        async with self._transaction("insert_target"):
+            await self._write_target("insert_target", target)
+
+    async def update_target(self, target: Target) -> None:
+        """Replace a target's definition; NotFound, or Conflict on a taken name.
+
+        The schedules that use the target take a new revision, so a daemon that caches
+        targets learns of the edit through changed_schedules.
+        """
+        async with self._transaction("update_target"):
+            if not await self._write_target("update_target", target):
+                raise NotFound(f"target {target.id!r} does not exist")
+            await self._bump_revision()
+            await self._run("touch_target_schedules", {"target_id": target.id})
+
+    async def _write_target(self, name: str, target: Target) -> int:
         try:
-            async with self._db.execute(self._q[name], params) as cursor:
-                return list(await cursor.fetchall())
-        except sqlite3.Error as exc:
-            raise StoreError(f"store read {name} failed: {exc}") from exc
+            return await self._run(name, _target_params(target))
+        except sqlite3.IntegrityError as exc:
+            raise _refusal(exc, "target", target.name, None) from exc
+
+    async def get_target(self, target_id: str) -> Target:
+        """One target; NotFound."""
+        rows = await self._read("get_target", {"id": target_id})
+        if not rows:
+            raise NotFound(f"target {target_id!r} does not exist")
+        return target_from_row(rows[0])
+
+    async def list_targets(self, *, limit: int = 100, offset: int = 0) -> list[Target]:
+        """Targets by name."""
+        rows = await self._read("list_targets", {"limit": limit, "offset": offset})
+        return [target_from_row(row) for row in rows]
+
+    async def delete_target(self, target_id: str, *, cascade: bool = False) -> list[str]:
+        """Delete a target; Conflict when schedules use it unless `cascade`, which deletes
+        them too (their runs stay). Returns the ids of the deleted schedules."""
+        async with self._transaction("delete_target"):
+            targets = await self._rows("get_target", {"id": target_id})
+            if not targets:
+                raise NotFound(f"target {target_id!r} does not exist")
+            rows = await self._rows("target_schedule_ids", {"target_id": target_id})
+            users = [row["id"] for row in rows]
+            if users and not cascade:
+                raise Conflict(
+                    f"target {targets[0]['name']!r} is used by {len(users)} schedule(s);"
+                    " delete them first or pass ?cascade=true"
+                )
+            if users:
+                await self._delete_target_schedules(target_id)
+            await self._run("delete_target", {"id": target_id})
+        return users
+
+    async def _delete_target_schedules(self, target_id: str) -> None:
+        await self._bump_revision()
+        await self._run("bury_target_schedules", {"target_id": target_id})
+        await self._run("delete_target_schedules", {"target_id": target_id})
+
+    # Schedules
+
+    async def insert_schedule(self, schedule: Schedule) -> None:
+        """Add a schedule at the next revision (its own `revision` is ignored); Conflict on a
+        taken name, NotFound for a missing target."""
+        async with self._transaction("insert_schedule"):
+            await self._bump_revision()
+            await self._run("unbury_schedule", {"id": schedule.id})
+            await self._write_schedule("insert_schedule", schedule)
+
+    async def update_schedule(self, schedule: Schedule) -> None:
+        """Replace a schedule's definition, not its status, progress or created_at;
+        NotFound or Conflict."""
+        async with self._transaction("update_schedule"):
+            await self._bump_revision()
+            if not await self._write_schedule("update_schedule", schedule):
+                raise NotFound(f"schedule {schedule.id!r} does not exist")
+
+    async def _write_schedule(self, name: str, schedule: Schedule) -> int:
+        try:
+            return await self._run(name, _schedule_params(schedule))
+        except sqlite3.IntegrityError as exc:
+            raise _refusal(exc, "schedule", schedule.name, schedule.target_id) from exc
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """One schedule with its progress; NotFound."""
+        rows = await self._read("get_schedule", {"id": schedule_id})
+        if not rows:
+            raise NotFound(f"schedule {schedule_id!r} does not exist")
+        return schedule_from_row(rows[0])
+
+    async def list_schedules(
+        self,
+        *,
+        status: ScheduleStatus | None = None,
+        target_id: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Schedule]:
+        """Schedules by name."""
+        params = {
+            "status": _column(status),
+            "target_id": target_id,
+            "limit": limit,
+            "offset": offset,
+        }
+        return [schedule_from_row(row) for row in await self._read("list_schedules", params)]
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule, leaving a tombstone at the next revision (its runs stay);
+        NotFound."""
+        async with self._transaction("delete_schedule"):
+            await self._bump_revision()
+            await self._run("bury_schedule", {"id": schedule_id})
+            if not await self._run("delete_schedule", {"id": schedule_id}):
+                raise NotFound(f"schedule {schedule_id!r} does not exist")
+
+    async def set_schedule_status(
+        self, schedule_id: str, status: ScheduleStatus, reason: str | None = None
+    ) -> Schedule:
+        """Pause, resume, complete or disable; resuming resets failures and the circuit and
+        clears the reason. Returns the schedule as stored."""
+        params = {"id": schedule_id, "status": status.value, "reason": reason, "now": _ts(utcnow())}
+        async with self._transaction("set_schedule_status"):
+            await self._bump_revision()
+            rows = await self._rows("set_schedule_status", params)
+            if not rows:
+                raise NotFound(f"schedule {schedule_id!r} does not exist")
+        return schedule_from_row(rows[0])
+
+    async def record_progress(self, progress: list[Progress]) -> None:
+        """Store the engine's bookkeeping for several schedules in one transaction.
+
+        Only engine-owned fields (and status/reason when given); no revision is taken, so
+        the daemon is not told about its own writes. Ids of deleted schedules are ignored.
+        """
+        if not progress:
+            return
+        async with self._transaction("record_progress"):
+            await self._db.executemany(
+                self._q["record_progress"], [_progress_params(p) for p in progress]
+            )
+
+    async def changed_schedules(self, since_revision: int) -> ScheduleChanges:
+        """Schedules written and ids deleted after `since_revision` (0: everything), read
+        from one snapshot together with the current revision."""
+        since = {"since": since_revision}
+        async with self._transaction("changed_schedules", begin="BEGIN"):
+            revision = await self._rows("get_revision", {})
+            changed = await self._rows("changed_schedules", since)
+            deleted = await self._rows("deleted_schedules", since)
+        return ScheduleChanges(
+            changed=[schedule_from_row(row) for row in changed],
+            deleted=[row["id"] for row in deleted],
+            revision=revision[0]["revision"],
+        )
+
+    # Runs
 
     async def insert_run(self, run: Run) -> bool:
         """Record a new run; False when its (schedule, scheduled_for) slot is taken."""
@@ -169,10 +538,11 @@ class SQLiteStore:
 
     async def get_run(self, run_id: str) -> Run:
         """A run with its step results; raises NotFound."""
-        rows = await self._read("get_run", {"id": run_id})
+        async with self._guard("get_run"):
+            rows = await self._rows("get_run", {"id": run_id})
+            steps = await self._rows("get_step_results", {"run_id": run_id})
         if not rows:
             raise NotFound(f"run {run_id!r} does not exist")
-        steps = await self._read("get_step_results", {"run_id": run_id})
         return run_from_row(rows[0], (step_from_row(s) for s in steps))
 
     async def list_runs(
@@ -182,24 +552,49 @@ class SQLiteStore:
         schedule_id: str | None = None,
         status: RunStatus | None = None,
         since: datetime | None = None,
+        target_id: str | None = None,
         limit: int = 50,
         offset: int = 0,
     ) -> list[Run]:
-        """Runs, newest first, without their steps."""
+        """Runs, newest first, without their steps; `target_id` means job `target:<id>`."""
+        jobs = {j for j in (job, f"target:{target_id}" if target_id else None) if j}
+        if len(jobs) > 1:
+            return []  # two different jobs asked for at once: nothing matches both
         params = {
-            "job": job,
+            "job": jobs.pop() if jobs else None,
             "schedule_id": schedule_id,
-            "status": status.value if status else None,
+            "status": _column(status),
             "since": _ts(since),
             "limit": limit,
             "offset": offset,
         }
-        return [run_from_row(row) for row in await self._read("list_runs", params)]
+        return [run_from_row(row) for row in await self._read(_runs_query(params), params)]
 
     async def fail_orphaned_runs(self, reason: str) -> int:
         """Mark runs a dead daemon left pending or running as failed; return how many."""
         return await self._write("fail_orphaned_runs", {"now": _ts(utcnow()), "reason": reason})
 
+    async def purge_runs(
+        self, *, keep_per_schedule: int | None = None, older_than: datetime | None = None
+    ) -> int:
+        """Delete finished runs (never pending or running ones) beyond the newest N finished
+        runs of their schedule (per job for runs without one) and/or finished before
+        `older_than`, with their step results; return how many runs went."""
+        if keep_per_schedule is None and older_than is None:
+            return 0
+        params = {"keep": keep_per_schedule, "older_than": _ts(older_than)}
+        async with self._transaction("purge_runs"):
+            return await self._run("purge_runs", params)
+
     async def close(self) -> None:
         """Flush and release the connection."""
         await self._db.close()
+
+
+def _runs_query(params: Mapping[str, Any]) -> str:
+    # Fixing the most selective filter in the query text lets SQLite use its index.
+    if params["job"] is not None:
+        return "list_runs_of_job"
+    if params["schedule_id"] is not None:
+        return "list_runs_of_schedule"
+    return "list_runs"

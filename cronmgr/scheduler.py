@@ -1,0 +1,501 @@
+"""The engine: one timer that sleeps until the earliest due slot, then fires what is due.
+
+Schedules live in a heap keyed by their next fire moment; the event loop's own timer
+(`loop.call_at`) wakes the engine exactly then, never a polling tick. Firing only spawns a
+task: claiming the slot in the store, running the job and recording the result happen in
+that task, so the timer never waits on disk or on the network.
+
+Per schedule the engine applies, in order: status (only active schedules fire), the
+window (start_at, end_at / duration_seconds, max_runs → `completed`), the circuit breaker,
+the misfire policy for slots that are already late, and the overlap policy for slots that
+come while a run is still going. Its bookkeeping (run_count, consecutive_failures,
+last_run_at, next_run_at, circuit_open_until, completed/disabled) is written back through
+`Store.record_progress`, gathered and flushed in batches.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import heapq
+import itertools
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Protocol
+
+import structlog
+
+from cronmgr.models import (
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    utcnow,
+)
+from cronmgr.store.base import Progress, ScheduleChanges
+from cronmgr.triggers import Trigger, build_trigger, jitter_offset
+
+log = structlog.get_logger("cronmgr.scheduler")
+
+QUEUE_LIMIT = 10
+"""Most slots an `overlap_policy = queue` schedule keeps waiting behind a running one."""
+
+PROGRESS_FLUSH_SECONDS = 0.2
+MAX_TIMER_SECONDS = 60.0
+"""Longest single sleep: the engine re-reads the wall clock at least this often."""
+
+
+class Jobs(Protocol):
+    """What the engine needs from whoever runs and records jobs (see `jobs.py`)."""
+
+    async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
+        """Claim the slot, run it, record it; its final status, or None if already claimed."""
+        ...
+
+    async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
+        """Record a slot that will not run, with the reason."""
+        ...
+
+
+@dataclass
+class Entry:
+    """One schedule in the engine: its definition, trigger, next slot and live runs."""
+
+    schedule: Schedule
+    trigger: Trigger
+    slot: datetime | None = None
+    version: int = 0
+    running: dict[datetime, asyncio.Task[RunStatus | None]] = field(default_factory=dict)
+    queued: deque[datetime] = field(default_factory=deque)
+
+
+def _ts(moment: datetime) -> float:
+    return moment.timestamp()
+
+
+def _from_ts(value: float) -> datetime:
+    return datetime.fromtimestamp(value, UTC)
+
+
+class Scheduler:
+    """The heap timer and the per-schedule policies."""
+
+    def __init__(
+        self,
+        jobs: Jobs,
+        save_progress: Callable[[list[Progress]], Awaitable[None]],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._jobs = jobs
+        self._save_progress = save_progress
+        self._clock = clock
+        self._entries: dict[str, Entry] = {}
+        self._heap: list[tuple[float, int, str, int]] = []
+        self._seq = itertools.count()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
+        self._pending_progress: dict[str, Progress] = {}
+        self._progress_wake = asyncio.Event()
+        self._side_tasks: set[asyncio.Future[None]] = set()
+        self._stopped = False
+        self.revision = 0
+
+    # --- definitions -----------------------------------------------------------------
+
+    def apply(self, changes: ScheduleChanges) -> None:
+        """Take new, edited and deleted schedules into the engine at once."""
+        for schedule_id in changes.deleted:
+            self._remove(schedule_id)
+        for schedule in changes.changed:
+            self._upsert(schedule)
+        self.revision = max(self.revision, changes.revision)
+        self._arm()
+        log.info(
+            "schedules_applied",
+            changed=len(changes.changed),
+            deleted=len(changes.deleted),
+            revision=self.revision,
+            total=len(self._entries),
+        )
+
+    def _upsert(self, schedule: Schedule) -> None:
+        old = self._entries.get(schedule.id)
+        if schedule.status is not ScheduleStatus.ACTIVE:
+            if old is not None:
+                old.schedule, old.version = schedule, old.version + 1
+                old.queued.clear()
+            return
+        try:
+            trigger = build_trigger(schedule)
+        except ValueError as exc:
+            log.error("schedule_invalid", schedule_id=schedule.id, error=str(exc))
+            return
+        entry = Entry(schedule, trigger)
+        resumed = old is not None and old.schedule.status is not ScheduleStatus.ACTIVE
+        if old is not None:
+            entry.running, entry.version = old.running, old.version + 1
+        self._entries[schedule.id] = entry
+        if resumed:
+            # A pause is not an outage: the paused slots are not misfires to make up for.
+            self._plan(entry, trigger.at_or_after(_from_ts(self._clock())))
+        else:
+            self._plan_first(entry)
+
+    def _remove(self, schedule_id: str) -> None:
+        entry = self._entries.pop(schedule_id, None)
+        if entry is not None:
+            entry.queued.clear()
+            entry.version += 1
+
+    def schedule_count(self) -> int:
+        """How many schedules the engine holds."""
+        return len(self._entries)
+
+    def next_runs(self, count: int = 5) -> list[dict[str, str]]:
+        """The soonest upcoming firings, for status."""
+        soonest = heapq.nsmallest(count * 2, self._heap)
+        found = []
+        for fire_at, _, schedule_id, version in soonest:
+            entry = self._entries.get(schedule_id)
+            if entry is None or entry.version != version:
+                continue
+            found.append(
+                {
+                    "schedule_id": schedule_id,
+                    "job": entry.schedule.job,
+                    "at": _from_ts(fire_at).isoformat(),
+                }
+            )
+        return found[:count]
+
+    def active_runs(self) -> int:
+        """Runs executing now."""
+        return sum(len(e.running) for e in self._entries.values())
+
+    # --- planning --------------------------------------------------------------------
+
+    def _plan_first(self, entry: Entry) -> None:
+        schedule = entry.schedule
+        now = _from_ts(self._clock())
+        last = schedule.last_run_at
+        slot = (
+            entry.trigger.after(last)
+            if last
+            else entry.trigger.at_or_after(schedule.start_at or schedule.created_at)
+        )
+        if slot is not None and slot < now - timedelta(seconds=schedule.misfire_grace_seconds):
+            slot = self._misfired(entry, slot, now)
+        self._plan(entry, slot)
+
+    def _misfired(self, entry: Entry, first_missed: datetime, now: datetime) -> datetime | None:
+        """Handle slots missed while the daemon was down; return the next slot to plan."""
+        schedule = entry.schedule
+        policy = schedule.misfire_policy
+        limit = schedule.catch_up_max if policy is MisfirePolicy.CATCH_UP else 1
+        missed = recent_slots(entry.trigger, first_missed, now, limit)
+        upcoming = entry.trigger.after(now)
+        total = count_slots(entry.trigger, first_missed, now)
+        runs = [] if policy is MisfirePolicy.SKIP else missed
+        if total > len(runs):
+            self._note_missed(entry, first_missed, total - len(runs), ran=len(runs))
+        for slot in runs:
+            self._fire(entry, slot)
+        return upcoming
+
+    def _note_missed(self, entry: Entry, slot: datetime, count: int, ran: int) -> None:
+        more = "or more " if count >= COUNT_CAP else ""
+        reason = f"missed {count} {more}slot(s) while the daemon was not running"
+        log.warning("slots_missed", schedule_id=entry.schedule.id, missed=count, run_now=ran)
+        self._spawn(self._jobs.skip(entry.schedule, slot, reason))
+
+    def _plan(self, entry: Entry, slot: datetime | None) -> None:
+        schedule = entry.schedule
+        if slot is not None and not self._within_window(entry, slot):
+            self._complete(entry, "its window is over")
+            return
+        entry.slot = slot
+        if slot is None:
+            if not entry.running:
+                self._complete(entry, "no more slots")
+            return
+        fire_at = _ts(slot) + jitter_offset(schedule.id, slot, schedule.jitter_seconds)
+        heapq.heappush(self._heap, (fire_at, next(self._seq), schedule.id, entry.version))
+        if slot != schedule.next_run_at:
+            entry.schedule = dataclasses.replace(schedule, next_run_at=slot)
+            self._progress(entry, next_run_at=slot)
+
+    @staticmethod
+    def _within_window(entry: Entry, slot: datetime) -> bool:
+        schedule = entry.schedule
+        end = schedule.window_end
+        if end is not None and slot > end:
+            return False
+        # Runs in flight count: with overlap allowed they have not finished yet.
+        started = schedule.run_count + len(entry.running)
+        return schedule.max_runs is None or started < schedule.max_runs
+
+    def _complete(self, entry: Entry, why: str) -> None:
+        entry.slot = None
+        if entry.schedule.status is ScheduleStatus.COMPLETED:
+            return
+        entry.schedule = dataclasses.replace(
+            entry.schedule, status=ScheduleStatus.COMPLETED, status_reason=why
+        )
+        self._progress(entry, status=ScheduleStatus.COMPLETED, reason=why, next_run_at=None)
+        log.info("schedule_completed", schedule_id=entry.schedule.id, reason=why)
+
+    # --- the timer -------------------------------------------------------------------
+
+    def _arm(self) -> None:
+        while self._heap and not self._is_current(self._heap[0]):
+            heapq.heappop(self._heap)
+        if self._stopped or not self._heap:
+            return
+        fire_at = self._heap[0][0]
+        if self._timer is not None and fire_at >= self._timer_at:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = min(max(0.0, fire_at - self._clock()), MAX_TIMER_SECONDS)
+        self._timer_at = fire_at if delay < MAX_TIMER_SECONDS else float("inf")
+        self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+
+    def _is_current(self, item: tuple[float, int, str, int]) -> bool:
+        entry = self._entries.get(item[2])
+        return entry is not None and entry.version == item[3]
+
+    def _on_timer(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
+        now = self._clock()
+        while self._heap and self._heap[0][0] <= now:
+            item = heapq.heappop(self._heap)
+            if self._is_current(item):
+                self._due(self._entries[item[2]])
+        self._arm()
+
+    def _due(self, entry: Entry) -> None:
+        slot = entry.slot
+        if slot is None or entry.schedule.status is not ScheduleStatus.ACTIVE:
+            return
+        now = _from_ts(self._clock())
+        if self._circuit_open(entry, now):
+            self._spawn(self._jobs.skip(entry.schedule, slot, "circuit open after failures"))
+        else:
+            self._fire_by_overlap(entry, slot)
+        self._plan(entry, entry.trigger.after(slot))
+
+    def _circuit_open(self, entry: Entry, now: datetime) -> bool:
+        until = entry.schedule.circuit_open_until
+        return until is not None and now < until
+
+    # --- firing ----------------------------------------------------------------------
+
+    def _fire_by_overlap(self, entry: Entry, slot: datetime) -> None:
+        policy = entry.schedule.overlap_policy
+        if not entry.running or policy is OverlapPolicy.ALLOW:
+            self._fire(entry, slot)
+        elif policy is OverlapPolicy.SKIP:
+            self._spawn(self._jobs.skip(entry.schedule, slot, "previous run still running"))
+        elif policy is OverlapPolicy.QUEUE:
+            self._enqueue(entry, slot)
+        else:  # REPLACE
+            for task in entry.running.values():
+                task.cancel("replaced by a newer run")
+            self._fire(entry, slot)
+
+    def _enqueue(self, entry: Entry, slot: datetime) -> None:
+        if len(entry.queued) >= QUEUE_LIMIT:
+            reason = f"queue full ({QUEUE_LIMIT} runs waiting)"
+            self._spawn(self._jobs.skip(entry.schedule, slot, reason))
+            return
+        entry.queued.append(slot)
+        log.info("run_queued", schedule_id=entry.schedule.id, scheduled_for=slot.isoformat())
+
+    def _fire(self, entry: Entry, slot: datetime) -> None:
+        schedule = entry.schedule
+        task = asyncio.create_task(self._jobs.run(schedule, slot))
+        entry.running[slot] = task
+        task.add_done_callback(lambda t: self._finished(schedule.id, slot, t))
+
+    def _finished(
+        self, schedule_id: str, slot: datetime, task: asyncio.Task[RunStatus | None]
+    ) -> None:
+        entry = self._entries.get(schedule_id)
+        if entry is None:
+            return
+        entry.running.pop(slot, None)
+        status = None if task.cancelled() or task.exception() else task.result()
+        if status is not None:
+            self._account(entry, slot, status)
+        if entry.queued and not entry.running and entry.schedule.status is ScheduleStatus.ACTIVE:
+            self._fire(entry, entry.queued.popleft())
+        elif self._exhausted(entry):
+            self._complete(entry, "no more slots")
+
+    @staticmethod
+    def _exhausted(entry: Entry) -> bool:
+        idle = entry.slot is None and not entry.running and not entry.queued
+        return idle and entry.schedule.status is ScheduleStatus.ACTIVE
+
+    def _account(self, entry: Entry, slot: datetime, status: RunStatus) -> None:
+        schedule = entry.schedule
+        failures = schedule.consecutive_failures
+        if status is RunStatus.SUCCEEDED:
+            failures = 0
+        elif status is RunStatus.FAILED:
+            failures += 1
+        last = max(slot, schedule.last_run_at) if schedule.last_run_at else slot
+        entry.schedule = dataclasses.replace(
+            schedule,
+            run_count=schedule.run_count + 1,
+            consecutive_failures=failures,
+            last_run_at=last,
+            circuit_open_until=None if failures == 0 else schedule.circuit_open_until,
+        )
+        self._apply_failure_policy(entry, status)
+        self._progress(entry, next_run_at=entry.slot)
+        if schedule.max_runs is not None and entry.schedule.run_count >= schedule.max_runs:
+            entry.version += 1
+            self._complete(entry, f"max_runs ({schedule.max_runs}) reached")
+
+    def _apply_failure_policy(self, entry: Entry, status: RunStatus) -> None:
+        schedule = entry.schedule
+        if (
+            status is not RunStatus.FAILED
+            or schedule.consecutive_failures < schedule.failure_threshold
+        ):
+            return
+        if schedule.failure_policy is FailurePolicy.DISABLE:
+            why = f"disabled after {schedule.consecutive_failures} consecutive failed runs"
+            entry.schedule = dataclasses.replace(
+                schedule, status=ScheduleStatus.DISABLED, status_reason=why
+            )
+            entry.version += 1
+            entry.queued.clear()
+            self._progress(entry, status=ScheduleStatus.DISABLED, reason=why, next_run_at=None)
+            log.warning("schedule_disabled", schedule_id=schedule.id, reason=why)
+        elif schedule.failure_policy is FailurePolicy.CIRCUIT_BREAKER:
+            until = utcnow() + timedelta(seconds=schedule.cooldown_seconds)
+            entry.schedule = dataclasses.replace(schedule, circuit_open_until=until)
+            log.warning("circuit_opened", schedule_id=schedule.id, until=until.isoformat())
+
+    # --- bookkeeping -----------------------------------------------------------------
+
+    def _progress(
+        self,
+        entry: Entry,
+        *,
+        next_run_at: datetime | None,
+        status: ScheduleStatus | None = None,
+        reason: str | None = None,
+    ) -> None:
+        schedule = entry.schedule
+        self._pending_progress[schedule.id] = Progress(
+            schedule_id=schedule.id,
+            run_count=schedule.run_count,
+            consecutive_failures=schedule.consecutive_failures,
+            last_run_at=schedule.last_run_at,
+            next_run_at=next_run_at,
+            circuit_open_until=schedule.circuit_open_until,
+            status=status,
+            status_reason=reason,
+        )
+        self._progress_wake.set()
+
+    async def flush_progress(self) -> None:
+        """Write the gathered bookkeeping in one store call."""
+        if not self._pending_progress:
+            return
+        batch = list(self._pending_progress.values())
+        self._pending_progress.clear()
+        await self._save_progress(batch)
+
+    async def progress_writer(self) -> None:
+        """Flush bookkeeping in batches for as long as the engine runs."""
+        while True:
+            await self._progress_wake.wait()
+            self._progress_wake.clear()
+            await asyncio.sleep(PROGRESS_FLUSH_SECONDS)
+            try:
+                await self.flush_progress()
+            except Exception:
+                log.exception("progress_write_failed")
+
+    def _spawn(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+    # --- shutdown --------------------------------------------------------------------
+
+    def stop_firing(self) -> None:
+        """No new firings from now on; runs in flight continue."""
+        self._stopped = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def running_tasks(self) -> list[asyncio.Task[RunStatus | None]]:
+        """Every run task still executing."""
+        return [t for e in self._entries.values() for t in e.running.values()]
+
+    async def drain(self, grace: float) -> int:
+        """Wait up to `grace` for running runs, cancel the rest; how many were cancelled."""
+        for entry in self._entries.values():
+            entry.queued.clear()
+        tasks = self.running_tasks()
+        if not tasks:
+            return 0
+        _done, pending = await asyncio.wait(tasks, timeout=grace)
+        for task in pending:
+            task.cancel("the daemon is stopping")
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.gather(*self._side_tasks, return_exceptions=True)
+        return len(pending)
+
+
+COUNT_CAP = 10_000
+"""Missed slots are counted up to this many; beyond it the record says "or more"."""
+
+
+def count_slots(trigger: Trigger, first: datetime, now: datetime) -> int:
+    """How many slots lie in [first, now], counted up to COUNT_CAP."""
+    count = 0
+    slot: datetime | None = first
+    while slot is not None and slot <= now and count < COUNT_CAP:
+        count += 1
+        slot = trigger.after(slot)
+    return count
+
+
+def recent_slots(trigger: Trigger, since: datetime, now: datetime, limit: int) -> list[datetime]:
+    """The latest `limit` slots in [since, now], oldest first.
+
+    Looks back from `now` over a span that grows fourfold until it holds enough slots, so
+    the cost follows `limit`, not the length of the outage.
+    """
+    span = 1.0
+    while True:
+        start = max(since, now - timedelta(seconds=span))
+        found = _slots_between(trigger, start, now, cap=8 * limit + 8)
+        if len(found) >= limit or start == since:
+            return found[-limit:]
+        span *= 4
+
+
+def _slots_between(trigger: Trigger, start: datetime, end: datetime, cap: int) -> list[datetime]:
+    found: deque[datetime] = deque(maxlen=cap)
+    slot = trigger.at_or_after(start)
+    while slot is not None and slot <= end:
+        found.append(slot)
+        slot = trigger.after(slot)
+    return list(found)

@@ -1,0 +1,882 @@
+"""The SQLite store against real files: definitions, revisions, progress, runs, retention,
+the schema upgrade, and two connections writing at once."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from cronmgr.errors import Conflict, NotFound, StoreError
+from cronmgr.models import (
+    Assertion,
+    ErrorType,
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    StepResult,
+    Target,
+    Trigger,
+    new_id,
+)
+from cronmgr.store.base import Progress
+from cronmgr.store.queries import load_queries
+from cronmgr.store.sqlite import SQLiteStore
+
+T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
+BERLIN = ZoneInfo("Europe/Berlin")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "var" / "cronmgr.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = await SQLiteStore.open(db_path)
+    yield opened
+    await opened.close()
+
+
+def make_target(name: str = "orders", **changes: Any) -> Target:
+    """A target with every field away from its default."""
+    target = Target(
+        id=new_id(),
+        name=name,
+        url="https://example.test/orders?page=1",
+        method="POST",
+        headers={"Authorization": "Bearer ${env:API_TOKEN}", "X-Trace": "on"},
+        body_template='{"run": "{{ run_id }}"}',
+        timeout_seconds=12.5,
+        expected_status=(200, 202),
+        assertions=(
+            Assertion("body_contains", "ok"),
+            Assertion("json_field", [1, {"a": None}], path="data.items.0"),
+            Assertion("max_latency_ms", 250),
+        ),
+        follow_redirects=False,
+        verify_tls=False,
+        retry=RetryPolicy(
+            max_attempts=5,
+            backoff_base_seconds=0.5,
+            backoff_max_seconds=10.0,
+            retry_after_max_seconds=60.0,
+            jitter=False,
+        ),
+        created_at=T0,
+        updated_at=T0 + timedelta(minutes=1),
+    )
+    return replace(target, **changes)
+
+
+def make_schedule(target_id: str | None, name: str = "nightly", **changes: Any) -> Schedule:
+    """A schedule with every field away from its default, timestamps in several zones."""
+    schedule = Schedule(
+        id=new_id(),
+        name=name,
+        schedule_type=ScheduleType.CRON,
+        target_id=target_id,
+        pipeline=None if target_id else "etl",
+        interval_seconds=90.5,
+        cron_expression="30 2 * * *",
+        run_at=datetime(2026, 7, 1, 9, 0, tzinfo=BERLIN),
+        timezone="Europe/Berlin",
+        jitter_seconds=1.5,
+        start_at=T0,
+        end_at=T0 + timedelta(days=30),
+        duration_seconds=86400.0,
+        max_runs=42,
+        misfire_policy=MisfirePolicy.CATCH_UP,
+        misfire_grace_seconds=15.0,
+        catch_up_max=3,
+        overlap_policy=OverlapPolicy.QUEUE,
+        failure_policy=FailurePolicy.CIRCUIT_BREAKER,
+        failure_threshold=7,
+        cooldown_seconds=120.0,
+        status=ScheduleStatus.PAUSED,
+        status_reason="maintenance",
+        run_count=9,
+        consecutive_failures=2,
+        circuit_open_until=T0 + timedelta(minutes=5, microseconds=7),
+        last_run_at=T0 - timedelta(hours=1),
+        next_run_at=datetime(2026, 3, 30, 2, 30, tzinfo=BERLIN),
+        revision=999,
+        created_at=T0,
+        updated_at=T0 + timedelta(seconds=2),
+    )
+    return replace(schedule, **changes)
+
+
+def make_run(
+    schedule_id: str | None,
+    slot: datetime,
+    status: RunStatus = RunStatus.SUCCEEDED,
+    job: str = "pipeline:etl",
+    finished_at: datetime | None = None,
+) -> Run:
+    finished = finished_at or (slot + timedelta(seconds=1) if status.finished else None)
+    return Run(
+        id=new_id(),
+        job=job,
+        schedule_id=schedule_id,
+        scheduled_for=slot,
+        trigger=Trigger.SCHEDULE,
+        status=status,
+        started_at=slot,
+        finished_at=finished,
+    )
+
+
+async def revision(store: SQLiteStore) -> int:
+    return (await store.changed_schedules(2**62)).revision
+
+
+async def add_target_with_schedules(store: SQLiteStore, count: int) -> tuple[Target, list[str]]:
+    target = make_target()
+    await store.insert_target(target)
+    ids = []
+    for n in range(count):
+        schedule = make_schedule(target.id, name=f"s{n:04d}", status=ScheduleStatus.ACTIVE)
+        await store.insert_schedule(schedule)
+        ids.append(schedule.id)
+    return target, ids
+
+
+# Targets
+
+
+async def test_a_target_round_trips_with_every_field(store: SQLiteStore) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    assert await store.get_target(target.id) == target
+
+
+async def test_update_target_replaces_the_definition_but_not_created_at(
+    store: SQLiteStore,
+) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    edited = make_target(
+        id=target.id,
+        name="orders-v2",
+        headers={},
+        expected_status=(),
+        assertions=(),
+        retry=RetryPolicy(),
+        created_at=T0 + timedelta(days=1),
+        updated_at=T0 + timedelta(days=2),
+    )
+    await store.update_target(edited)
+    assert await store.get_target(target.id) == replace(edited, created_at=T0)
+
+
+async def test_missing_targets_are_not_found_naming_the_id(store: SQLiteStore) -> None:
+    ghost = make_target()
+    with pytest.raises(NotFound, match=ghost.id):
+        await store.get_target(ghost.id)
+    with pytest.raises(NotFound, match=ghost.id):
+        await store.update_target(ghost)
+    with pytest.raises(NotFound, match=ghost.id):
+        await store.delete_target(ghost.id)
+
+
+async def test_a_taken_target_name_is_a_conflict_naming_it(store: SQLiteStore) -> None:
+    first, second = make_target("alpha"), make_target("beta")
+    await store.insert_target(first)
+    await store.insert_target(second)
+    with pytest.raises(Conflict, match="a target named 'alpha' already exists"):
+        await store.insert_target(make_target("alpha"))
+    with pytest.raises(Conflict, match="a target named 'alpha' already exists"):
+        await store.update_target(replace(second, name="alpha"))
+    assert (await store.get_target(second.id)).name == "beta"
+
+
+async def test_a_taken_target_id_is_a_conflict(store: SQLiteStore) -> None:
+    target = make_target("alpha")
+    await store.insert_target(target)
+    with pytest.raises(Conflict, match="id already exists"):
+        await store.insert_target(replace(target, name="other"))
+
+
+async def test_targets_are_listed_by_name_with_limit_and_offset(store: SQLiteStore) -> None:
+    for name in ("delta", "alpha", "charlie", "bravo"):
+        await store.insert_target(make_target(name))
+    assert [t.name for t in await store.list_targets()] == ["alpha", "bravo", "charlie", "delta"]
+    page = await store.list_targets(limit=2, offset=1)
+    assert [t.name for t in page] == ["bravo", "charlie"]
+
+
+async def test_editing_a_target_gives_its_schedules_a_new_revision(store: SQLiteStore) -> None:
+    """A daemon that caches targets learns of the edit through changed_schedules."""
+    target, (used,) = await add_target_with_schedules(store, 1)
+    other = make_target("other")
+    await store.insert_target(other)
+    await store.insert_schedule(make_schedule(other.id, name="unrelated"))
+    before = await revision(store)
+    await store.update_target(replace(target, url="https://example.test/v2"))
+    changes = await store.changed_schedules(before)
+    assert [s.id for s in changes.changed] == [used]
+    assert changes.revision == before + 1
+
+
+# Schedules
+
+
+async def test_a_schedule_round_trips_with_every_field(store: SQLiteStore) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    schedule = make_schedule(target.id)
+    await store.insert_schedule(schedule)
+    stored = await store.get_schedule(schedule.id)
+    assert stored.revision == 1, "the store stamps its own revision"
+    assert stored == replace(schedule, revision=1)
+
+
+async def test_a_pipeline_schedule_with_defaults_round_trips(store: SQLiteStore) -> None:
+    schedule = Schedule(
+        id=new_id(), name="every-minute", schedule_type=ScheduleType.INTERVAL, pipeline="etl"
+    )
+    schedule = replace(schedule, interval_seconds=60)
+    await store.insert_schedule(schedule)
+    assert await store.get_schedule(schedule.id) == replace(schedule, revision=1)
+
+
+async def test_a_schedule_for_a_missing_target_is_not_found_naming_the_target(
+    store: SQLiteStore,
+) -> None:
+    with pytest.raises(NotFound, match="target 'no-such-target' does not exist"):
+        await store.insert_schedule(make_schedule("no-such-target"))
+    assert await store.list_schedules() == []
+
+
+async def test_a_taken_schedule_name_is_a_conflict_naming_it(store: SQLiteStore) -> None:
+    _, (first, second) = await add_target_with_schedules(store, 2)
+    with pytest.raises(Conflict, match="a schedule named 's0000' already exists"):
+        await store.insert_schedule(make_schedule(None, name="s0000"))
+    renamed = replace(await store.get_schedule(second), name="s0000")
+    with pytest.raises(Conflict, match="a schedule named 's0000' already exists"):
+        await store.update_schedule(renamed)
+    assert (await store.get_schedule(first)).name == "s0000"
+
+
+async def test_update_schedule_replaces_the_definition_not_status_or_progress(
+    store: SQLiteStore,
+) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    original = make_schedule(target.id)
+    await store.insert_schedule(original)
+    edited = replace(
+        make_schedule(None, name="nightly-etl"),
+        id=original.id,
+        status=ScheduleStatus.DISABLED,
+        status_reason="ignored",
+        run_count=0,
+        consecutive_failures=0,
+        circuit_open_until=None,
+        last_run_at=None,
+        next_run_at=None,
+        created_at=T0 + timedelta(days=3),
+        updated_at=T0 + timedelta(days=4),
+    )
+    await store.update_schedule(edited)
+    stored = await store.get_schedule(original.id)
+    kept = {
+        f: getattr(original, f)
+        for f in (
+            "status",
+            "status_reason",
+            "run_count",
+            "consecutive_failures",
+            "circuit_open_until",
+            "last_run_at",
+            "next_run_at",
+            "created_at",
+        )
+    }
+    assert stored == replace(edited, revision=2, **kept)
+
+
+async def test_updating_a_missing_schedule_or_to_a_missing_target_is_not_found(
+    store: SQLiteStore,
+) -> None:
+    _, (schedule_id,) = await add_target_with_schedules(store, 1)
+    with pytest.raises(NotFound, match="schedule 'ghost' does not exist"):
+        await store.update_schedule(make_schedule(None, id="ghost", name="ghost"))
+    schedule = await store.get_schedule(schedule_id)
+    with pytest.raises(NotFound, match="target 'gone' does not exist"):
+        await store.update_schedule(replace(schedule, target_id="gone"))
+    with pytest.raises(NotFound, match="schedule 'ghost' does not exist"):
+        await store.get_schedule("ghost")
+
+
+async def test_schedules_are_listed_by_name_filtered_by_status_and_target(
+    store: SQLiteStore,
+) -> None:
+    target, ids = await add_target_with_schedules(store, 3)
+    await store.insert_schedule(
+        make_schedule(None, name="a-pipeline", status=ScheduleStatus.ACTIVE)
+    )
+    await store.set_schedule_status(ids[1], ScheduleStatus.PAUSED)
+    names = [s.name for s in await store.list_schedules()]
+    assert names == ["a-pipeline", "s0000", "s0001", "s0002"]
+    by_target = await store.list_schedules(target_id=target.id, limit=2, offset=1)
+    assert [s.name for s in by_target] == ["s0001", "s0002"]
+    active = await store.list_schedules(status=ScheduleStatus.ACTIVE, target_id=target.id)
+    assert [s.name for s in active] == ["s0000", "s0002"]
+    paused = await store.list_schedules(status=ScheduleStatus.PAUSED)
+    assert [s.id for s in paused] == [ids[1]]
+
+
+async def test_deleting_a_schedule_keeps_its_runs(store: SQLiteStore) -> None:
+    _, (schedule_id,) = await add_target_with_schedules(store, 1)
+    run = make_run(schedule_id, T0)
+    await store.insert_run(run)
+    await store.delete_schedule(schedule_id)
+    with pytest.raises(NotFound):
+        await store.get_schedule(schedule_id)
+    assert (await store.get_run(run.id)).schedule_id == schedule_id
+    with pytest.raises(NotFound, match=schedule_id):
+        await store.delete_schedule(schedule_id)
+
+
+# Revisions
+
+
+async def test_every_schedule_write_takes_the_next_revision(store: SQLiteStore) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    assert await revision(store) == 0, "target writes alone take no revision"
+    schedule = make_schedule(target.id)
+    await store.insert_schedule(schedule)
+    await store.update_schedule(replace(schedule, jitter_seconds=0.0))
+    await store.set_schedule_status(schedule.id, ScheduleStatus.ACTIVE)
+    assert (await store.get_schedule(schedule.id)).revision == 3
+    await store.delete_schedule(schedule.id)
+    changes = await store.changed_schedules(2)
+    assert (changes.changed, changes.deleted, changes.revision) == ([], [schedule.id], 4)
+
+
+async def test_changed_schedules_returns_only_what_came_after(store: SQLiteStore) -> None:
+    _, ids = await add_target_with_schedules(store, 3)
+    everything = await store.changed_schedules(0)
+    assert [s.id for s in everything.changed] == ids
+    assert [s.revision for s in everything.changed] == [1, 2, 3]
+    assert everything.deleted == [] and everything.revision == 3
+    await store.set_schedule_status(ids[0], ScheduleStatus.PAUSED, "by hand")
+    await store.delete_schedule(ids[2])
+    later = await store.changed_schedules(3)
+    assert [(s.id, s.status, s.revision) for s in later.changed] == [
+        (ids[0], ScheduleStatus.PAUSED, 4)
+    ]
+    assert later.deleted == [ids[2]] and later.revision == 5
+    assert await store.changed_schedules(5) == replace(later, changed=[], deleted=[])
+
+
+async def test_a_refused_write_takes_no_revision(store: SQLiteStore) -> None:
+    await add_target_with_schedules(store, 1)
+    before = await revision(store)
+    with pytest.raises(Conflict):
+        await store.insert_schedule(make_schedule(None, name="s0000"))
+    with pytest.raises(NotFound):
+        await store.set_schedule_status("ghost", ScheduleStatus.PAUSED)
+    with pytest.raises(NotFound):
+        await store.delete_schedule("ghost")
+    assert await revision(store) == before
+    assert (await store.changed_schedules(before)).deleted == []
+
+
+async def test_a_deleted_id_that_comes_back_is_a_change_not_a_deletion(
+    store: SQLiteStore,
+) -> None:
+    schedule = make_schedule(None)
+    await store.insert_schedule(schedule)
+    await store.delete_schedule(schedule.id)
+    await store.insert_schedule(schedule)
+    changes = await store.changed_schedules(0)
+    assert [s.id for s in changes.changed] == [schedule.id] and changes.deleted == []
+
+
+# Engine progress and status
+
+
+def progress_for(schedule_id: str, n: int, **extra: Any) -> Progress:
+    return Progress(
+        schedule_id=schedule_id,
+        run_count=n,
+        consecutive_failures=n % 3,
+        last_run_at=T0 + timedelta(seconds=n),
+        next_run_at=T0 + timedelta(seconds=n + 60),
+        circuit_open_until=T0 + timedelta(minutes=n),
+        **extra,
+    )
+
+
+async def test_record_progress_writes_engine_fields_without_a_revision(
+    store: SQLiteStore,
+) -> None:
+    """The daemon's own bookkeeping must not look like a definition change to the daemon."""
+    _, ids = await add_target_with_schedules(store, 3)
+    before = await store.changed_schedules(0)
+    await store.record_progress([progress_for(i, n) for n, i in enumerate(ids, start=1)])
+    assert await store.changed_schedules(before.revision) == replace(before, changed=[], deleted=[])
+    for n, (old, new) in enumerate(
+        zip(before.changed, await store.list_schedules(), strict=True), start=1
+    ):
+        assert new == replace(
+            old,
+            run_count=n,
+            consecutive_failures=n % 3,
+            last_run_at=T0 + timedelta(seconds=n),
+            next_run_at=T0 + timedelta(seconds=n + 60),
+            circuit_open_until=T0 + timedelta(minutes=n),
+        )
+
+
+async def test_a_status_from_the_engine_is_visible_and_no_status_keeps_the_current_one(
+    store: SQLiteStore,
+) -> None:
+    _, (done, failing, paused) = await add_target_with_schedules(store, 3)
+    await store.set_schedule_status(paused, ScheduleStatus.PAUSED, "by hand")
+    await store.record_progress(
+        [
+            progress_for(done, 1, status=ScheduleStatus.COMPLETED),
+            progress_for(failing, 2, status=ScheduleStatus.DISABLED, status_reason="5 failures"),
+            progress_for(paused, 3),
+        ]
+    )
+    statuses = {s.id: (s.status, s.status_reason) for s in await store.list_schedules()}
+    assert statuses == {
+        done: (ScheduleStatus.COMPLETED, None),
+        failing: (ScheduleStatus.DISABLED, "5 failures"),
+        paused: (ScheduleStatus.PAUSED, "by hand"),
+    }
+
+
+async def test_record_progress_skips_deleted_schedules_and_accepts_nothing(
+    store: SQLiteStore,
+) -> None:
+    _, (kept, gone) = await add_target_with_schedules(store, 2)
+    await store.delete_schedule(gone)
+    await store.record_progress([progress_for(gone, 5), progress_for(kept, 6)])
+    await store.record_progress([])
+    assert (await store.get_schedule(kept)).run_count == 6
+
+
+async def test_pause_keeps_the_reason_and_resume_resets_failures_circuit_and_reason(
+    store: SQLiteStore,
+) -> None:
+    _, (schedule_id,) = await add_target_with_schedules(store, 1)
+    tripped = progress_for(
+        schedule_id,
+        4,
+        status=ScheduleStatus.DISABLED,
+        status_reason="4 consecutive failures",
+    )
+    await store.record_progress([replace(tripped, consecutive_failures=4)])
+    paused = await store.set_schedule_status(schedule_id, ScheduleStatus.PAUSED, "deploy")
+    assert (paused.status, paused.status_reason, paused.consecutive_failures) == (
+        ScheduleStatus.PAUSED,
+        "deploy",
+        4,
+    )
+    resumed = await store.set_schedule_status(schedule_id, ScheduleStatus.ACTIVE, "ignored")
+    assert resumed == await store.get_schedule(schedule_id)
+    assert resumed.status is ScheduleStatus.ACTIVE and resumed.status_reason is None
+    assert resumed.consecutive_failures == 0 and resumed.circuit_open_until is None
+    assert resumed.run_count == 4 and resumed.revision == paused.revision + 1
+
+
+async def test_record_progress_of_1000_schedules_in_one_call(store: SQLiteStore) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    ids = [new_id() for _ in range(1000)]
+    for n, schedule_id in enumerate(ids):
+        await store.insert_schedule(make_schedule(target.id, name=f"s{n:04d}", id=schedule_id))
+    started = time.perf_counter()
+    await store.record_progress([progress_for(i, 7) for i in ids])
+    elapsed = time.perf_counter() - started
+    print(f"\nrecord_progress of 1,000 schedules: {elapsed * 1000:.1f} ms")
+    assert {s.run_count for s in await store.list_schedules(limit=2000)} == {7}
+
+
+# Deleting targets
+
+
+async def test_deleting_a_used_target_is_a_conflict_counting_its_schedules(
+    store: SQLiteStore,
+) -> None:
+    target, ids = await add_target_with_schedules(store, 2)
+    before = await revision(store)
+    with pytest.raises(Conflict) as raised:
+        await store.delete_target(target.id)
+    assert raised.value.detail == (
+        "target 'orders' is used by 2 schedule(s); delete them first or pass ?cascade=true"
+    )
+    assert await store.get_target(target.id) == target
+    assert [s.id for s in await store.list_schedules()] == ids
+    assert await revision(store) == before
+
+
+async def test_cascade_deletes_the_schedules_with_tombstones_and_keeps_runs(
+    store: SQLiteStore,
+) -> None:
+    target, ids = await add_target_with_schedules(store, 2)
+    survivor = make_schedule(None, name="pipeline-only")
+    await store.insert_schedule(survivor)
+    run = make_run(ids[0], T0, job=f"target:{target.id}")
+    await store.insert_run(run)
+    before = await revision(store)
+    assert sorted(await store.delete_target(target.id, cascade=True)) == sorted(ids)
+    with pytest.raises(NotFound):
+        await store.get_target(target.id)
+    assert [s.id for s in await store.list_schedules()] == [survivor.id]
+    changes = await store.changed_schedules(before)
+    assert sorted(changes.deleted) == sorted(ids) and changes.revision == before + 1
+    assert [r.id for r in await store.list_runs(target_id=target.id)] == [run.id]
+
+
+async def test_an_unused_target_is_deleted_without_cascade(store: SQLiteStore) -> None:
+    target = make_target()
+    await store.insert_target(target)
+    assert await store.delete_target(target.id) == []
+    assert await store.list_targets() == []
+
+
+# Runs
+
+
+async def test_runs_of_a_target_are_listed_newest_first_page_by_page(store: SQLiteStore) -> None:
+    target, (schedule_id,) = await add_target_with_schedules(store, 1)
+    job = f"target:{target.id}"
+    mine = [make_run(schedule_id, T0 + timedelta(minutes=n), job=job) for n in range(5)]
+    for run in mine:
+        await store.insert_run(run)
+        await store.insert_run(make_run(None, run.scheduled_for, job="pipeline:etl"))
+    newest_first = [r.id for r in reversed(mine)]
+    assert [r.id for r in await store.list_runs(target_id=target.id)] == newest_first
+    page = await store.list_runs(target_id=target.id, limit=2, offset=2)
+    assert [r.id for r in page] == newest_first[2:4]
+    assert len(await store.list_runs()) == 10
+    assert [r.id for r in await store.list_runs(job=job, target_id=target.id)] == newest_first
+    assert await store.list_runs(job="pipeline:etl", target_id=target.id) == []
+
+
+async def test_list_runs_filters_by_schedule_status_and_since(store: SQLiteStore) -> None:
+    runs = [
+        make_run("a", T0, RunStatus.SUCCEEDED),
+        make_run("a", T0 + timedelta(minutes=1), RunStatus.FAILED),
+        make_run("b", T0, RunStatus.FAILED),
+    ]
+    for run in runs:
+        await store.insert_run(run)
+    cutoff = datetime.now(UTC)
+    late = make_run("a", T0 + timedelta(minutes=2), RunStatus.RUNNING)
+    await store.insert_run(late)
+
+    async def ids(**filters: Any) -> list[str]:
+        return [r.id for r in await store.list_runs(**filters)]
+
+    assert await ids(schedule_id="a") == [late.id, runs[1].id, runs[0].id]
+    assert await ids(schedule_id="a", status=RunStatus.FAILED) == [runs[1].id]
+    assert await ids(status=RunStatus.FAILED) == [runs[2].id, runs[1].id]
+    assert await ids(since=cutoff) == [late.id]
+    assert await ids(job="pipeline:etl", schedule_id="b") == [runs[2].id]
+
+
+async def test_a_slot_is_one_run_and_a_run_keeps_its_steps(store: SQLiteStore) -> None:
+    run = make_run("a", T0, RunStatus.RUNNING)
+    assert await store.insert_run(run)
+    assert not await store.insert_run(replace(run, id=new_id()))
+    step = StepResult(
+        step="call",
+        status=RunStatus.FAILED,
+        started_at=T0,
+        duration_ms=12,
+        attempt=2,
+        status_code=503,
+        response_size=10,
+        error_type=ErrorType.HTTP_5XX,
+        error="503",
+        output_tail=("busy",),
+    )
+    await store.insert_step_result(run.id, 0, step)
+    await store.update_run(run.id, RunStatus.FAILED, finished_at=T0 + timedelta(seconds=1))
+    stored = await store.get_run(run.id)
+    assert stored.steps == (step,) and stored.status is RunStatus.FAILED
+
+
+# Retention
+
+
+async def insert_runs(store: SQLiteStore, runs: list[Run]) -> None:
+    for run in runs:
+        assert await store.insert_run(run)
+
+
+async def remaining(store: SQLiteStore) -> set[str]:
+    return {r.id for r in await store.list_runs(limit=10_000)}
+
+
+async def test_purge_keeps_the_newest_finished_runs_per_schedule_and_every_unfinished_one(
+    store: SQLiteStore,
+) -> None:
+    slots = [T0 + timedelta(minutes=n) for n in range(6)]
+    a = [make_run("a", s) for s in slots[:4]]
+    a_running = make_run("a", slots[4], RunStatus.RUNNING)
+    a_pending = make_run("a", slots[5], RunStatus.PENDING)
+    b = [make_run("b", s, RunStatus.FAILED) for s in slots[:2]]
+    manual = [make_run(None, s, job="pipeline:etl") for s in slots[:3]]
+    manual_other = [make_run(None, slots[0], job="pipeline:other")]
+    await insert_runs(store, [*a, a_running, a_pending, *b, *manual, *manual_other])
+    assert await store.purge_runs(keep_per_schedule=2) == 2 + 0 + 1 + 0
+    expected = {a[2].id, a[3].id, a_running.id, a_pending.id, b[0].id, b[1].id}
+    assert await remaining(store) == expected | {manual[1].id, manual[2].id, manual_other[0].id}
+
+
+async def test_purge_older_than_deletes_only_runs_finished_before_it(store: SQLiteStore) -> None:
+    old = make_run("a", T0, finished_at=T0 + timedelta(seconds=5))
+    old_running = make_run("a", T0 + timedelta(minutes=1), RunStatus.RUNNING)
+    recent = make_run("a", T0 + timedelta(minutes=2), finished_at=T0 + timedelta(days=2))
+    await insert_runs(store, [old, old_running, recent])
+    assert await store.purge_runs(older_than=T0 + timedelta(days=1)) == 1
+    assert await remaining(store) == {old_running.id, recent.id}
+
+
+async def test_purge_with_both_bounds_deletes_what_either_condemns(store: SQLiteStore) -> None:
+    runs = [make_run("a", T0 + timedelta(days=n)) for n in range(4)]
+    await insert_runs(store, runs)
+    deleted = await store.purge_runs(keep_per_schedule=3, older_than=T0 + timedelta(days=2))
+    assert deleted == 2, "runs[0] is beyond the newest 3, runs[1] is too old"
+    assert await remaining(store) == {runs[2].id, runs[3].id}
+
+
+async def test_purge_takes_step_results_with_the_runs(store: SQLiteStore, db_path: Path) -> None:
+    runs = [make_run("a", T0 + timedelta(minutes=n)) for n in range(2)]
+    await insert_runs(store, runs)
+    for run in runs:
+        step = StepResult(step="s", status=RunStatus.SUCCEEDED, started_at=T0, duration_ms=1)
+        await store.insert_step_result(run.id, 0, step)
+    assert await store.purge_runs(keep_per_schedule=1) == 1
+    with sqlite3.connect(db_path) as db:
+        left = db.execute("SELECT run_id FROM step_results").fetchall()
+    assert left == [(runs[1].id,)]
+
+
+async def test_purge_without_bounds_deletes_nothing(store: SQLiteStore) -> None:
+    await insert_runs(store, [make_run("a", T0)])
+    assert await store.purge_runs() == 0
+    assert await store.purge_runs(keep_per_schedule=1) == 0
+
+
+def fill_runs(path: Path, schedules: int, per_schedule: int) -> None:
+    """Bulk-load runs, one step result each, straight into the store's file, in time order;
+    every 100th run of a schedule is still running."""
+    runs, steps = [], []
+    for k in range(per_schedule):
+        slot = (T0 + timedelta(seconds=k)).isoformat(timespec="microseconds")
+        status, finished = ("running", None) if k % 100 == 0 else ("succeeded", slot)
+        for n in range(schedules):
+            run_id = new_id()
+            runs.append((run_id, f"s{n}", slot, status, slot, finished, slot))
+            steps.append((run_id, slot))
+    with sqlite3.connect(path) as db:
+        db.executemany(
+            "INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status,"
+            " started_at, finished_at, created_at)"
+            " VALUES (?, 'pipeline:etl', ?, ?, 'schedule', ?, ?, ?, ?)",
+            runs,
+        )
+        db.executemany(
+            "INSERT INTO step_results (run_id, position, step, attempt, status, started_at,"
+            " duration_ms) VALUES (?, 0, 'call', 1, 'succeeded', ?, 3)",
+            steps,
+        )
+    db.close()  # `with` commits but does not close
+
+
+async def test_purge_of_100k_runs(store: SQLiteStore, db_path: Path) -> None:
+    """Timing is printed, not asserted: 100 schedules x 1,000 runs, keep the newest 100."""
+    fill_runs(db_path, schedules=100, per_schedule=1000)
+    started = time.perf_counter()
+    deleted = await store.purge_runs(keep_per_schedule=100)
+    first = time.perf_counter() - started
+    started = time.perf_counter()
+    assert await store.purge_runs(keep_per_schedule=100) == 0
+    again = time.perf_counter() - started
+    print(
+        f"\npurge of 100k runs: {deleted} deleted in {first * 1000:.0f} ms;"
+        f" steady-state pass over the remaining {100_000 - deleted} in {again * 1000:.0f} ms"
+    )
+    # 990 finished runs per schedule, 100 kept; the 10 running ones stay too.
+    assert deleted == 100 * 890
+    with sqlite3.connect(db_path) as db:
+        counts = db.execute(
+            "SELECT (SELECT count(*) FROM runs), (SELECT count(*) FROM step_results)"
+        )
+        assert counts.fetchone() == (100_000 - deleted,) * 2
+    db.close()
+
+
+# Schema upgrade and concurrency
+
+
+async def test_a_version_1_database_is_upgraded_keeping_its_runs(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True)
+    with sqlite3.connect(db_path) as db:
+        db.executescript(load_queries("sqlite")["migration_1"])
+        db.execute(
+            "INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, created_at)"
+            " VALUES ('r1', 'etl', 'interval:etl', ?, 'schedule', 'succeeded', ?)",
+            (T0.isoformat(timespec="microseconds"),) * 2,
+        )
+        db.execute("PRAGMA user_version=1")
+    db.close()
+    store = await SQLiteStore.open(db_path)
+    try:
+        assert [r.id for r in await store.list_runs()] == ["r1"]
+        await store.insert_schedule(make_schedule(None))
+        assert (await store.changed_schedules(0)).revision == 1
+    finally:
+        await store.close()
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+    db.close()
+
+
+async def test_stores_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
+    """Turning a new file to WAL fails at once while another opener holds it (no busy
+    handler there), and two openers must not both create the tables; ten tries."""
+    for attempt in range(10):
+        path = tmp_path / f"new-{attempt}.db"
+        stores = await asyncio.gather(*(SQLiteStore.open(path) for _ in range(4)))
+        try:
+            await stores[0].insert_schedule(make_schedule(None))
+            assert len(await stores[3].list_schedules()) == 1
+        finally:
+            for opened in stores:
+                await opened.close()
+
+
+async def test_two_connections_write_at_once_without_locking_errors(db_path: Path) -> None:
+    """The controller inserts and pauses schedules while the daemon records progress."""
+    controller = await SQLiteStore.open(db_path)
+    daemon = await SQLiteStore.open(db_path)
+    try:
+        target, ids = await add_target_with_schedules(controller, 50)
+
+        async def define() -> None:
+            for n in range(200):
+                await controller.insert_schedule(make_schedule(target.id, name=f"new{n:04d}"))
+                await controller.set_schedule_status(ids[n % 50], ScheduleStatus.ACTIVE)
+
+        async def progress() -> None:
+            for n in range(200):
+                await daemon.record_progress([progress_for(i, n) for i in ids])
+                await daemon.insert_run(make_run(ids[0], T0 + timedelta(seconds=n)))
+
+        await asyncio.gather(define(), progress())
+        schedules = await daemon.list_schedules(target_id=target.id, limit=1000)
+        assert len(schedules) == 250
+        assert {s.run_count for s in schedules if s.id in ids} == {199}
+        assert (await daemon.changed_schedules(0)).revision == 50 + 200 + 200
+    finally:
+        await controller.close()
+        await daemon.close()
+
+
+async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction_open(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    blocker = sqlite3.connect(db_path, isolation_level=None)
+    blocker.execute("BEGIN IMMEDIATE")
+    task = asyncio.create_task(store.insert_schedule(make_schedule(None, name="cancelled")))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.sleep(0.1)
+    blocker.execute("ROLLBACK")
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await store.insert_schedule(make_schedule(None, name="after"))
+    blocker.execute("BEGIN IMMEDIATE")  # the store let go of the write lock
+    blocker.execute("ROLLBACK")
+    blocker.close()
+    assert [s.name for s in await store.list_schedules()] == ["after"]
+
+
+async def test_many_tasks_share_one_store_without_interleaving_transactions(
+    store: SQLiteStore,
+) -> None:
+    target, ids = await add_target_with_schedules(store, 10)
+    tasks = [store.insert_schedule(make_schedule(target.id, name=f"t{n}")) for n in range(50)]
+    tasks += [store.record_progress([progress_for(i, 3) for i in ids]) for _ in range(20)]
+    tasks += [store.set_schedule_status(i, ScheduleStatus.PAUSED) for i in ids]
+    await asyncio.gather(*tasks)
+    with pytest.raises(Conflict):
+        await store.insert_schedule(make_schedule(None, name="t1"))
+    assert len(await store.list_schedules(limit=100)) == 60
+    assert (await store.changed_schedules(0)).revision == 10 + 50 + 10
+
+
+CHILD = """
+import asyncio, sys, time
+from datetime import UTC, datetime
+from pathlib import Path
+from cronmgr.store.base import Progress
+from cronmgr.store.sqlite import SQLiteStore
+
+async def main(path, ids):
+    store = await SQLiteStore.open(Path(path))
+    print("ready", flush=True)
+    writes, deadline = 0, time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        now = datetime.now(UTC)
+        await store.record_progress([Progress(i, writes, 0, now, now) for i in ids])
+        writes += 1
+    await store.close()
+    print(writes, flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2:]))
+"""
+
+
+async def test_a_daemon_process_records_progress_while_the_controller_writes(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    target, ids = await add_target_with_schedules(store, 20)
+    child = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CHILD, str(db_path), *ids, stdout=asyncio.subprocess.PIPE
+    )
+    assert child.stdout is not None
+    assert await child.stdout.readline() == b"ready\n"
+    inserts, deadline = 0, time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        await store.insert_schedule(make_schedule(target.id, name=f"c{inserts:05d}"))
+        inserts += 1
+    child_writes = int(await child.stdout.readline())
+    assert await child.wait() == 0
+    assert inserts > 10 and child_writes > 10
+    assert (await store.get_schedule(ids[0])).run_count == child_writes - 1
+
+
+async def test_an_unusable_file_is_a_store_error(tmp_path: Path) -> None:
+    path = tmp_path / "not-a-db"
+    path.write_bytes(b"this is not an SQLite database, just text" * 100)
+    with pytest.raises(StoreError, match="cannot open the SQLite store"):
+        await SQLiteStore.open(path)
