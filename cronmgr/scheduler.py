@@ -217,8 +217,9 @@ class Scheduler:
 
     def _plan(self, entry: Entry, slot: datetime | None) -> None:
         schedule = entry.schedule
-        if slot is not None and not self._within_window(entry, slot):
-            self._complete(entry, "its window is over")
+        over = self._window_over(entry, slot) if slot is not None else None
+        if over:
+            self._complete(entry, over)
             return
         entry.slot = slot
         if slot is None:
@@ -232,14 +233,17 @@ class Scheduler:
             self._progress(entry, next_run_at=slot)
 
     @staticmethod
-    def _within_window(entry: Entry, slot: datetime) -> bool:
+    def _window_over(entry: Entry, slot: datetime) -> str | None:
+        """Why `slot` is outside the schedule's window, or None when it is inside."""
         schedule = entry.schedule
         end = schedule.window_end
         if end is not None and slot > end:
-            return False
+            return f"its window ended at {end.isoformat()}"
         # Runs in flight count: with overlap allowed they have not finished yet.
         started = schedule.run_count + len(entry.running)
-        return schedule.max_runs is None or started < schedule.max_runs
+        if schedule.max_runs is not None and started >= schedule.max_runs:
+            return f"max_runs ({schedule.max_runs}) reached"
+        return None
 
     def _complete(self, entry: Entry, why: str) -> None:
         entry.slot = None
@@ -398,6 +402,11 @@ class Scheduler:
         reason: str | None = None,
     ) -> None:
         schedule = entry.schedule
+        pending = self._pending_progress.get(schedule.id)
+        if status is None and pending is not None and pending.status is not None:
+            # An unflushed status change (completed, disabled) must not be lost to a later
+            # counter update of the same schedule.
+            status, reason = pending.status, pending.status_reason
         self._pending_progress[schedule.id] = Progress(
             schedule_id=schedule.id,
             run_count=schedule.run_count,

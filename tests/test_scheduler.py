@@ -1,0 +1,318 @@
+"""The engine's timing and policies, in-process, with a job runner that records calls.
+
+`Recorder` implements the engine's `Jobs` protocol honestly (it records, it can block,
+it returns the status it is told to); everything else is the real Scheduler with the
+real triggers and the real clock, at sub-second intervals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+
+from cronmgr.models import (
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    new_id,
+    utcnow,
+)
+from cronmgr.scheduler import Scheduler
+from cronmgr.store.base import Progress, ScheduleChanges
+
+
+@dataclass
+class Recorder:
+    """Runs nothing; remembers every run and skip, and returns `status`."""
+
+    status: RunStatus = RunStatus.SUCCEEDED
+    gate: asyncio.Event | None = None
+    runs: list[tuple[str, datetime]] = field(default_factory=list)
+    skips: list[tuple[str, datetime, str]] = field(default_factory=list)
+    cancelled: list[tuple[datetime, str]] = field(default_factory=list)
+
+    async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
+        self.runs.append((schedule.id, slot))
+        if self.gate is not None:
+            try:
+                await self.gate.wait()
+            except asyncio.CancelledError as exc:
+                self.cancelled.append((slot, str(exc.args[0]) if exc.args else ""))
+                raise
+        return self.status
+
+    async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
+        self.skips.append((schedule.id, slot, reason))
+
+
+@dataclass
+class Engine:
+    """A scheduler with its recorder and the progress it saved."""
+
+    scheduler: Scheduler
+    jobs: Recorder
+    progress: list[Progress]
+
+    def add(self, *schedules: Schedule) -> None:
+        self.scheduler.apply(ScheduleChanges(list(schedules), [], 1))
+
+    def last_progress(self, schedule_id: str) -> Progress | None:
+        found = [p for p in self.progress if p.schedule_id == schedule_id]
+        return found[-1] if found else None
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    """A running scheduler whose bookkeeping lands in a list."""
+    saved: list[Progress] = []
+
+    async def save(batch: list[Progress]) -> None:
+        saved.extend(batch)
+
+    jobs = Recorder()
+    scheduler = Scheduler(jobs, save)
+    writer = asyncio.create_task(scheduler.progress_writer())
+    yield Engine(scheduler, jobs, saved)
+    scheduler.stop_firing()
+    if jobs.gate is not None:
+        jobs.gate.set()
+    await scheduler.drain(1.0)
+    writer.cancel()
+    await asyncio.gather(writer, return_exceptions=True)
+
+
+def interval(seconds: float, **fields: Any) -> Schedule:
+    """An active interval schedule starting now unless told otherwise."""
+    now = utcnow()
+    values: dict[str, Any] = {"start_at": now, "created_at": now}
+    values.update(fields)
+    return Schedule(
+        id=values.pop("id", new_id()),
+        name=values.pop("name", "s"),
+        schedule_type=ScheduleType.INTERVAL,
+        pipeline="p",
+        interval_seconds=seconds,
+        **values,
+    )
+
+
+async def until(predicate: Any, timeout: float = 5.0) -> None:
+    """Poll `predicate` on the loop until true; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        await asyncio.sleep(0.01)
+
+
+async def test_interval_slots_fire_once_each_on_the_anchor(engine: Engine) -> None:
+    """Slots are anchor + k·interval, each fired once, in order."""
+    schedule = interval(0.1)
+    engine.add(schedule)
+    await until(lambda: len(engine.jobs.runs) >= 5)
+    slots = [slot for _, slot in engine.jobs.runs]
+    assert len(set(slots)) == len(slots)
+    assert all(
+        (slot - schedule.start_at).total_seconds() == pytest.approx(0.1 * i, abs=1e-6)
+        for i, slot in enumerate(slots)
+        if schedule.start_at
+    )
+
+
+async def test_max_runs_completes_the_schedule(engine: Engine) -> None:
+    """After max_runs runs, no more firing and the schedule is completed."""
+    schedule = interval(0.05, max_runs=3)
+    engine.add(schedule)
+    await until(lambda: (p := engine.last_progress(schedule.id)) is not None and p.status)
+    await asyncio.sleep(0.2)
+    assert len(engine.jobs.runs) == 3
+    progress = engine.last_progress(schedule.id)
+    assert progress is not None and progress.status is ScheduleStatus.COMPLETED
+    assert progress.run_count == 3 and "max_runs" in (progress.status_reason or "")
+
+
+async def test_window_end_completes_the_schedule(engine: Engine) -> None:
+    """Slots after end_at are not fired; the schedule completes."""
+    start = utcnow()
+    schedule = interval(0.1, start_at=start, end_at=start + timedelta(seconds=0.25))
+    engine.add(schedule)
+    await until(lambda: (p := engine.last_progress(schedule.id)) is not None and p.status)
+    assert len(engine.jobs.runs) == 3  # 0.0, 0.1, 0.2
+
+
+async def test_overlap_skip_records_the_skipped_slots(engine: Engine) -> None:
+    """While a run is going, new slots are recorded as skipped (the default policy)."""
+    engine.jobs.gate = asyncio.Event()
+    schedule = interval(0.05)
+    engine.add(schedule)
+    await until(lambda: len(engine.jobs.skips) >= 3)
+    assert len(engine.jobs.runs) == 1
+    assert {reason for *_, reason in engine.jobs.skips} == {"previous run still running"}
+
+
+async def test_overlap_queue_runs_waiting_slots_in_order(engine: Engine) -> None:
+    """Queued slots run one after another once the blocking run ends."""
+    engine.jobs.gate = asyncio.Event()
+    schedule = interval(0.05, overlap_policy=OverlapPolicy.QUEUE)
+    engine.add(schedule)
+    await asyncio.sleep(0.2)
+    assert len(engine.jobs.runs) == 1
+    engine.jobs.gate.set()
+    await until(lambda: len(engine.jobs.runs) >= 4)
+    slots = [slot for _, slot in engine.jobs.runs]
+    assert slots == sorted(slots) and not engine.jobs.skips
+
+
+async def test_overlap_allow_runs_concurrently(engine: Engine) -> None:
+    """With allow, every slot starts even while earlier runs still go."""
+    engine.jobs.gate = asyncio.Event()
+    engine.add(interval(0.05, overlap_policy=OverlapPolicy.ALLOW))
+    await until(lambda: len(engine.jobs.runs) >= 3)
+    assert engine.scheduler.active_runs() >= 3
+
+
+async def test_overlap_replace_cancels_the_running_one(engine: Engine) -> None:
+    """With replace, the running run is cancelled, saying why, and the new slot starts."""
+    engine.jobs.gate = asyncio.Event()
+    engine.add(interval(0.1, overlap_policy=OverlapPolicy.REPLACE))
+    await until(lambda: len(engine.jobs.cancelled) >= 2)
+    assert engine.jobs.cancelled[0][1] == "replaced by a newer run"
+    assert engine.scheduler.active_runs() == 1
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_runs"),
+    [(MisfirePolicy.SKIP, 0), (MisfirePolicy.RUN_ONCE, 1), (MisfirePolicy.CATCH_UP, 3)],
+)
+async def test_misfire_policies_after_an_outage(
+    engine: Engine, policy: MisfirePolicy, expected_runs: int
+) -> None:
+    """Slots missed during an outage: skipped, run once, or caught up (capped)."""
+    now = utcnow()
+    schedule = interval(
+        60,
+        start_at=now - timedelta(hours=1, seconds=30),
+        last_run_at=now - timedelta(hours=1, seconds=30),
+        misfire_policy=policy,
+        catch_up_max=3,
+    )
+    engine.add(schedule)
+    await until(lambda: bool(engine.jobs.skips))
+    await until(lambda: engine.last_progress(schedule.id) is not None)
+    assert len(engine.jobs.runs) == expected_runs
+    ran = [slot for _, slot in engine.jobs.runs]
+    assert all(now - timedelta(minutes=4) < slot <= now for slot in ran)
+    assert ran == sorted(ran)
+    (skip,) = engine.jobs.skips
+    assert f"missed {60 - expected_runs} slot(s)" in skip[2]
+    progress = engine.last_progress(schedule.id)
+    assert progress is not None and progress.next_run_at is not None
+    assert progress.next_run_at > now
+
+
+async def test_failures_disable_the_schedule_at_the_threshold(engine: Engine) -> None:
+    """N consecutive failed runs disable the schedule with a reason."""
+    engine.jobs.status = RunStatus.FAILED
+    schedule = interval(0.05, failure_threshold=2, failure_policy=FailurePolicy.DISABLE)
+    engine.add(schedule)
+    await until(
+        lambda: (
+            (p := engine.last_progress(schedule.id)) is not None
+            and p.status is ScheduleStatus.DISABLED
+        )
+    )
+    await asyncio.sleep(0.2)
+    assert len(engine.jobs.runs) == 2
+    progress = engine.last_progress(schedule.id)
+    assert progress is not None and "2 consecutive failed runs" in (progress.status_reason or "")
+
+
+async def test_circuit_breaker_skips_while_open_then_tries_again(engine: Engine) -> None:
+    """Open circuit: slots skipped for the cool-down, then one half-open try."""
+    engine.jobs.status = RunStatus.FAILED
+    schedule = interval(
+        0.05,
+        failure_threshold=2,
+        failure_policy=FailurePolicy.CIRCUIT_BREAKER,
+        cooldown_seconds=0.3,
+    )
+    engine.add(schedule)
+    await until(lambda: len(engine.jobs.runs) >= 2)
+    await until(lambda: any("circuit open" in s[2] for s in engine.jobs.skips))
+    engine.jobs.status = RunStatus.SUCCEEDED
+    await until(lambda: len(engine.jobs.runs) >= 3, timeout=3)
+    await until(lambda: len(engine.jobs.runs) >= 5, timeout=3)
+    await until(lambda: (p := engine.last_progress(schedule.id)) is not None and p.run_count >= 5)
+    progress = engine.last_progress(schedule.id)
+    assert progress is not None and progress.consecutive_failures == 0
+    assert progress.circuit_open_until is None
+
+
+async def test_deleted_and_paused_schedules_stop_firing(engine: Engine) -> None:
+    """A deletion or a pause applied while running takes effect at once."""
+    first, second = interval(0.05, name="a"), interval(0.05, name="b")
+    engine.add(first, second)
+    await until(lambda: len(engine.jobs.runs) >= 4)
+    engine.scheduler.apply(
+        ScheduleChanges([dataclasses.replace(second, status=ScheduleStatus.PAUSED)], [first.id], 2)
+    )
+    count = len(engine.jobs.runs)
+    await asyncio.sleep(0.3)
+    assert len(engine.jobs.runs) == count
+
+
+async def test_resume_plans_from_now_without_misfires(engine: Engine) -> None:
+    """Resuming a paused schedule does not make up for the paused slots."""
+    schedule = interval(0.05)
+    engine.add(schedule)
+    await until(lambda: len(engine.jobs.runs) >= 2)
+    paused = dataclasses.replace(schedule, status=ScheduleStatus.PAUSED)
+    engine.scheduler.apply(ScheduleChanges([paused], [], 2))
+    await asyncio.sleep(0.3)
+    before = len(engine.jobs.runs)
+    engine.scheduler.apply(ScheduleChanges([schedule], [], 3))
+    await until(lambda: len(engine.jobs.runs) >= before + 2)
+    assert not engine.jobs.skips
+    assert len(engine.jobs.runs) <= before + 3
+
+
+async def test_once_fires_once_then_completes(engine: Engine) -> None:
+    """A once schedule runs at its moment, then is completed."""
+    now = utcnow()
+    schedule = Schedule(
+        id=new_id(),
+        name="once",
+        schedule_type=ScheduleType.ONCE,
+        pipeline="p",
+        run_at=now + timedelta(seconds=0.1),
+        created_at=now,
+    )
+    engine.add(schedule)
+    await until(
+        lambda: (
+            (p := engine.last_progress(schedule.id)) is not None
+            and p.status is ScheduleStatus.COMPLETED
+        )
+    )
+    assert [slot for _, slot in engine.jobs.runs] == [schedule.run_at]
+
+
+async def test_drain_cancels_runs_past_the_grace(engine: Engine) -> None:
+    """Stop: no new firing; runs past the grace are cancelled."""
+    engine.jobs.gate = asyncio.Event()
+    engine.add(interval(10))
+    await until(lambda: len(engine.jobs.runs) == 1)
+    engine.scheduler.stop_firing()
+    assert await engine.scheduler.drain(0.05) == 1
+    assert engine.jobs.cancelled[0][1] == "the daemon is stopping"
