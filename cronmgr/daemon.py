@@ -101,6 +101,9 @@ def _run_detached(settings: Settings, spec: LaunchSpec, ready: ReadyPipe) -> int
         asyncio.run(Daemon(settings, spec).run(ready))
     except BaseException as exc:
         reason = _describe_failure(exc)
+        # Let go of the PID file before answering: the controller reports the failure at
+        # once, and a status right after must not still see this process as the daemon.
+        pid_file.release()
         ready.fail(reason)
         _record_exit(settings, reason)
         with contextlib.suppress(Exception):

@@ -2,13 +2,43 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, TypeVar
+import dataclasses
+import re
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal, TypeVar
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from jinja2 import TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from cronmgr.errors import BadRequest, InvalidInput
+from cronmgr.models import (
+    Assertion,
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RetryPolicy,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    Target,
+    utcnow,
+)
+from cronmgr.triggers import validate_cron, validate_timezone
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 MIN_INTERVAL_SECONDS = 10
@@ -91,3 +121,507 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
 def validate_query(model: type[M], query: Mapping[str, str]) -> M:
     """Query parameters as `model` (lax: "20" is 20)."""
     return validate(model, dict(query), "query parameters")
+
+
+# --- /api/v1 resources --------------------------------------------------------------------
+#
+# One model per resource definition. POST validates the body as the spec; PATCH applies the
+# body to the stored definition as a JSON merge patch and validates the merged whole again,
+# so a PATCH can never leave a definition that a POST would have refused.
+
+MAX_NAME_CHARS = 200
+REDACTION_PLACEHOLDER = "***"
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+TIMING_FIELDS = {
+    ScheduleType.INTERVAL: "interval_seconds",
+    ScheduleType.CRON: "cron_expression",
+    ScheduleType.ONCE: "run_at",
+}
+# Defaults come from the domain records, so the API and the engine never disagree on them.
+_TARGET = Target(id="", name="", url="")
+_RETRY = RetryPolicy()
+_SCHEDULE = Schedule(id="", name="", schedule_type=ScheduleType.ONCE)
+
+
+def problem(message: str, kind: str = "invalid") -> PydanticCustomError:
+    """A validation error whose message is `message` as written (no "Value error, ")."""
+    return PydanticCustomError(kind, "{message}", {"message": message})
+
+
+def raise_problems(model: BaseModel, problems: list[tuple[str, str]]) -> None:
+    """Raise cross-field `(field, message)` problems as errors located at their fields."""
+    if not problems:
+        return
+    # A ValueError would land at the model's own location, as "Value error, …"; pydantic
+    # passes a ValidationError raised in a validator through with its locations (prefixed
+    # by where the model sits, e.g. `assertions.0.value`), so each problem names its field.
+    details = [
+        InitErrorDetails(type=problem(message), loc=(name,), input=getattr(model, name, None))
+        for name, message in problems
+    ]
+    raise ValidationError.from_exception_data(type(model).__name__, details)
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """`patch` applied to `target` as an RFC 7396 JSON merge patch (null deletes a key)."""
+    if not isinstance(patch, dict):
+        return patch
+    merged = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = merge_patch(merged.get(key), value)
+    return merged
+
+
+class RetrySpec(BaseModel):
+    """How a failed HTTP attempt is retried: exponential backoff with jitter.
+
+    4xx answers are not retried, except 408 and 429; `Retry-After` is honoured up to
+    `retry_after_max_seconds`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_attempts: int = Field(
+        default=_RETRY.max_attempts, ge=1, le=10, description="Attempts in all, the first included."
+    )
+    backoff_base_seconds: float = Field(
+        default=_RETRY.backoff_base_seconds,
+        ge=0,
+        le=3600,
+        description="Delay before the 2nd attempt.",
+    )
+    backoff_max_seconds: float = Field(
+        default=_RETRY.backoff_max_seconds,
+        ge=0,
+        le=86400,
+        description="Longest delay between attempts.",
+    )
+    retry_after_max_seconds: float = Field(
+        default=_RETRY.retry_after_max_seconds,
+        ge=0,
+        le=86400,
+        description="Longest `Retry-After` honoured; a longer one ends the retries.",
+    )
+    jitter: bool = Field(default=_RETRY.jitter, description="Randomise each delay (full jitter).")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetrySpec:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise_problems(self, [("backoff_max_seconds", "must be ≥ backoff_base_seconds")])
+        return self
+
+    def to_policy(self) -> RetryPolicy:
+        """The domain record."""
+        return RetryPolicy(**self.model_dump())
+
+
+AssertionType = Literal["body_contains", "body_regex", "json_field", "max_latency_ms"]
+
+
+class AssertionSpec(BaseModel):
+    """One check of a response beyond its status code.
+
+    `body_contains`: value is a text the body must contain; `body_regex`: value is a
+    regular expression (Python syntax) the body must match; `json_field`: the JSON value at
+    `path` (dotted, list indexes as numbers: `data.items.0.id`) must equal value;
+    `max_latency_ms`: value is the longest acceptable response time in milliseconds.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: AssertionType = Field(description="What to check.")
+    value: JsonValue = Field(None, description="Text, pattern, expected value or milliseconds.")
+    path: str | None = Field(
+        None, min_length=1, max_length=500, description="Dotted JSON path (json_field only)."
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AssertionSpec:
+        raise_problems(self, _assertion_problems(self))
+        return self
+
+    def to_assertion(self) -> Assertion:
+        """The domain record."""
+        return Assertion(kind=self.type, value=self.value, path=self.path)
+
+
+def _assertion_problems(spec: AssertionSpec) -> list[tuple[str, str]]:
+    if spec.path is not None and spec.type != "json_field":
+        return [("path", f"only used by json_field assertions, not {spec.type}")]
+    if spec.type == "json_field":
+        return [] if spec.path else [("path", "required for json_field (e.g. data.items.0.id)")]
+    if spec.type == "max_latency_ms":
+        value = spec.value
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            return [("value", "milliseconds: a number > 0")]
+        return []
+    if not isinstance(spec.value, str) or not spec.value:
+        return [("value", f"{spec.type} needs a non-empty text value")]
+    if spec.type == "body_regex":
+        return _regex_problems(spec.value)
+    return []
+
+
+def _regex_problems(pattern: str) -> list[tuple[str, str]]:
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        return [("value", f"not a valid regular expression: {exc}")]
+    return []
+
+
+class TargetSpec(BaseModel):
+    """An HTTP target: the request to send and what counts as success.
+
+    Header values may reference secrets as `${env:NAME}`, resolved from the daemon's
+    environment at run time and never stored resolved. Responses show `${env:…}` references
+    as written and the values of credential headers (Authorization, Cookie, X-Api-Key,
+    Proxy-Authorization) as `***`; sending `***` back in a PATCH keeps the stored value.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_CHARS, description="Unique.", examples=["Example API"]
+    )
+    url: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="Absolute http:// or https:// URL; may hold `${env:NAME}` references.",
+        examples=["https://httpbin.org/post"],
+    )
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
+        "GET", description="HTTP method; accepted in any case, stored upper case."
+    )
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="Request headers; values may use `${env:NAME}`."
+    )
+    body_template: str | None = Field(
+        None,
+        max_length=65536,
+        description=(
+            "Request body, a sandboxed Jinja2 template rendered per attempt with run_id, "
+            "scheduled_for, attempt and now."
+        ),
+    )
+    timeout_seconds: float = Field(
+        _TARGET.timeout_seconds, gt=0, le=300, description="Per attempt, the whole exchange."
+    )
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Statuses that count as success; empty: any 2xx.",
+    )
+    assertions: list[AssertionSpec] = Field(default_factory=list, max_length=50)
+    follow_redirects: bool = Field(_TARGET.follow_redirects, description="Follow 3xx answers.")
+    verify_tls: bool = Field(_TARGET.verify_tls, description="Check the server certificate.")
+    retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("headers")
+    @classmethod
+    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
+        return check_headers(value)
+
+    @field_validator("body_template")
+    @classmethod
+    def _template(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_template(value)
+        return value
+
+    def to_target(self, target_id: str, created_at: datetime | None = None) -> Target:
+        """The domain record with `target_id` (created now unless `created_at`)."""
+        now = utcnow()
+        return Target(
+            id=target_id,
+            **self.model_dump(exclude={"assertions", "retry", "expected_status"}),
+            expected_status=tuple(self.expected_status),
+            assertions=tuple(a.to_assertion() for a in self.assertions),
+            retry=self.retry.to_policy(),
+            created_at=created_at or now,
+            updated_at=now,
+        )
+
+    @classmethod
+    def fields_of(cls, target: Target) -> dict[str, Any]:
+        """A stored target's definition as this model's fields."""
+        fields = {name: getattr(target, name) for name in cls.model_fields}
+        fields.update(
+            headers=dict(target.headers),
+            expected_status=list(target.expected_status),
+            assertions=[a.as_dict() for a in target.assertions],
+            retry=target.retry.as_dict(),
+        )
+        return fields
+
+    @classmethod
+    def patched(cls, target: Target, patch: dict[str, Any]) -> dict[str, Any]:
+        """The stored definition with `patch` merged in, to be validated as a whole."""
+        return dict(merge_patch(cls.fields_of(target), patch))
+
+
+def check_http_url(value: str) -> str:
+    """`value` if it is an absolute http(s) URL with a host; PydanticCustomError if not."""
+    if any(c.isspace() or ord(c) < 32 for c in value):
+        raise problem("must not contain spaces or control characters")
+    parts = urlsplit(value)
+    if parts.scheme.lower() not in ("http", "https"):
+        shown = f"{parts.scheme!r}" if parts.scheme else "none"
+        raise problem(f"scheme must be http or https, not {shown}", "url_scheme")
+    if not parts.netloc or not parts.netloc.rsplit("@", 1)[-1]:
+        raise problem("must name a host, as in https://example.com/path", "url_host")
+    return value
+
+
+def check_headers(headers: dict[str, str]) -> dict[str, str]:
+    """`headers` if every name is an HTTP token and every value a single line."""
+    seen: set[str] = set()
+    for name, value in headers.items():
+        if not _HEADER_NAME.match(name):
+            raise problem(f"{name!r} is not a valid header name")
+        if name.lower() in seen:
+            raise problem(f"{name!r} is given twice (header names ignore case)")
+        seen.add(name.lower())
+        if any(c in value for c in "\r\n\0"):
+            raise problem(f"{name}: value must be a single line")
+        if value == REDACTION_PLACEHOLDER:
+            raise problem(
+                f"{name}: {REDACTION_PLACEHOLDER!r} is how responses hide a secret; send the "
+                "value or a ${env:NAME} reference"
+            )
+    return headers
+
+
+def check_template(text: str) -> None:
+    """PydanticCustomError unless `text` compiles as a (sandboxed) Jinja2 template."""
+    try:
+        SandboxedEnvironment().parse(text)
+    except TemplateSyntaxError as exc:
+        raise problem(f"line {exc.lineno}: {exc.message}", "template_syntax") from exc
+
+
+class ScheduleSpec(BaseModel):
+    """What runs (a target or a pipeline) and when.
+
+    `schedule_type` picks the timing field that is required: `interval_seconds`
+    (interval, slots anchored at start_at or the creation time), `cron_expression` (cron:
+    5 fields, or 6 with seconds first) or `run_at` (once). Times are ISO 8601; a time
+    without an offset is read in the schedule's `timezone`. The window (start_at, end_at,
+    duration_seconds counted from start_at or creation, max_runs) ends the schedule: it
+    becomes `completed`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(
+        min_length=1, max_length=MAX_NAME_CHARS, description="Unique.", examples=["Every 5 min"]
+    )
+    target_id: str | None = Field(
+        None, min_length=1, max_length=64, description="The target to call (or `pipeline`)."
+    )
+    pipeline: str | None = Field(
+        None, pattern=NAME_PATTERN, description="The pipeline to run (or `target_id`)."
+    )
+    schedule_type: ScheduleType = Field(description="interval, cron or once.")
+    interval_seconds: float | None = Field(None, gt=0, description="Interval: seconds, > 0.")
+    cron_expression: str | None = Field(
+        None, max_length=200, description="Cron: 5 fields, or 6 with seconds first."
+    )
+    run_at: datetime | None = Field(None, description="Once: when.")
+    timezone: str = Field(_SCHEDULE.timezone, description="IANA zone, e.g. Europe/Berlin.")
+    jitter_seconds: float = Field(
+        _SCHEDULE.jitter_seconds, ge=0, le=86400, description="Random delay up to this."
+    )
+    start_at: datetime | None = Field(None, description="No slot before; anchors intervals.")
+    end_at: datetime | None = Field(None, description="No slot after (after start_at).")
+    duration_seconds: float | None = Field(
+        None, gt=0, description="Window length from start_at (or creation)."
+    )
+    max_runs: int | None = Field(None, ge=1, description="Complete after this many runs.")
+    misfire_policy: MisfirePolicy = Field(
+        _SCHEDULE.misfire_policy, description="Slots missed while down: skip, run_once, catch_up."
+    )
+    misfire_grace_seconds: float = Field(
+        _SCHEDULE.misfire_grace_seconds, ge=0, description="Lateness that is not a misfire."
+    )
+    catch_up_max: int = Field(
+        _SCHEDULE.catch_up_max, ge=1, le=10_000, description="Most slots catch_up runs."
+    )
+    overlap_policy: OverlapPolicy = Field(
+        _SCHEDULE.overlap_policy, description="A slot while a run is going: skip, queue, …"
+    )
+    failure_policy: FailurePolicy = Field(
+        _SCHEDULE.failure_policy, description="After failure_threshold failures in a row."
+    )
+    failure_threshold: int = Field(
+        _SCHEDULE.failure_threshold, ge=1, description="Consecutive failed runs that count."
+    )
+    cooldown_seconds: float = Field(
+        _SCHEDULE.cooldown_seconds, ge=0, description="Circuit breaker: open this long."
+    )
+
+    @field_validator("cron_expression")
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        if value is not None:
+            _check(validate_cron, value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        _check(validate_timezone, value)
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScheduleSpec:
+        raise_problems(self, self._localize())
+        raise_problems(
+            self, [*self._what_problems(), *self._timing_problems(), *self._window_problems()]
+        )
+        return self
+
+    def _localize(self) -> list[tuple[str, str]]:
+        # A wall time that happens twice (fall back) means its first occurrence, as the
+        # triggers read a time of day; one the clocks skip (spring forward) is refused
+        # rather than silently moved.
+        zone = ZoneInfo(self.timezone)
+        problems = []
+        for name in ("run_at", "start_at", "end_at"):
+            moment: datetime | None = getattr(self, name)
+            if moment is None or moment.tzinfo is not None:
+                continue
+            local = moment.replace(tzinfo=zone)
+            if local.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != moment:
+                problems.append(
+                    (
+                        name,
+                        f"{moment.isoformat()} does not exist in "
+                        f"{self.timezone} (the clocks skip it); give a UTC offset",
+                    )
+                )
+            setattr(self, name, local)
+        return problems
+
+    def _what_problems(self) -> list[tuple[str, str]]:
+        if self.target_id and self.pipeline:
+            return [("target_id", "give target_id or pipeline, not both")]
+        if not self.target_id and not self.pipeline:
+            return [("target_id", "required: give target_id (a target) or pipeline (a name)")]
+        return []
+
+    def _timing_problems(self) -> list[tuple[str, str]]:
+        wanted = TIMING_FIELDS[self.schedule_type]
+        problems = []
+        if getattr(self, wanted) is None:
+            problems.append((wanted, f"required when schedule_type is {self.schedule_type}"))
+        for kind, name in TIMING_FIELDS.items():
+            if kind is not self.schedule_type and getattr(self, name) is not None:
+                problems.append((name, f"only used when schedule_type is {kind}"))
+        return problems
+
+    def _window_problems(self) -> list[tuple[str, str]]:
+        if self.start_at and self.end_at and self.end_at <= self.start_at:
+            return [("end_at", "must be after start_at")]
+        return []
+
+    def to_schedule(self, schedule_id: str) -> Schedule:
+        """A new schedule with this definition."""
+        return Schedule(id=schedule_id, **self.model_dump())
+
+    def applied_to(self, schedule: Schedule) -> Schedule:
+        """`schedule` with this definition, its status and progress kept."""
+        return dataclasses.replace(schedule, **self.model_dump(), updated_at=utcnow())
+
+    @classmethod
+    def fields_of(cls, schedule: Schedule) -> dict[str, Any]:
+        """A stored schedule's definition as this model's fields."""
+        return {name: getattr(schedule, name) for name in cls.model_fields}
+
+    @classmethod
+    def patched(cls, schedule: Schedule, patch: dict[str, Any]) -> dict[str, Any]:
+        """The stored definition with `patch` merged in, to be validated as a whole.
+
+        A patch that switches kind replaces what belonged to the old kind: a new
+        schedule_type drops the old timing field, target_id drops pipeline and vice versa.
+        """
+        base = cls.fields_of(schedule)
+        kind = patch.get("schedule_type")
+        if kind is not None and kind != schedule.schedule_type:
+            for name in TIMING_FIELDS.values():
+                base.pop(name)
+        for given, dropped in (("target_id", "pipeline"), ("pipeline", "target_id")):
+            if patch.get(given) is not None:
+                base.pop(dropped)
+        return dict(merge_patch(base, patch))
+
+
+def _check(validator: Callable[[str], object], value: str) -> None:
+    try:
+        validator(value)
+    except ValueError as exc:
+        raise problem(str(exc)) from exc
+
+
+class PageQuery(BaseModel):
+    """`limit` and `offset` of a list endpoint."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    limit: int = Field(100, ge=1, le=500, description="Items per page (at most 500).")
+    offset: int = Field(0, ge=0, description="Items to skip.")
+
+
+class ScheduleListQuery(PageQuery):
+    """Filters of `GET /api/v1/schedules`."""
+
+    status: ScheduleStatus | None = Field(None, description="Only schedules in this status.")
+    target_id: str | None = Field(None, description="Only schedules of this target.")
+
+
+class RunListQuery(PageQuery):
+    """Filters of `GET /api/v1/runs` (newest first)."""
+
+    limit: int = Field(50, ge=1, le=500, description="Items per page (at most 500).")
+    schedule_id: str | None = Field(None, description="Only runs of this schedule.")
+    status: RunStatus | None = Field(None, description="Only runs in this status.")
+    since: datetime | None = Field(
+        None, description="Only runs recorded at or after this time (no offset: UTC)."
+    )
+    target_id: str | None = Field(None, description="Only runs of this target.")
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class NextQuery(BaseModel):
+    """Query of `GET /api/v1/schedules/{id}/next`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    count: int = Field(5, ge=1, le=100, description="How many fire times (1-100).")
+
+
+class DeleteTargetQuery(BaseModel):
+    """Query of `DELETE /api/v1/targets/{id}`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    cascade: bool = Field(False, description="Delete the target's schedules too.")

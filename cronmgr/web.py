@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
 import aiohttp_jinja2
@@ -25,6 +25,14 @@ from cronmgr.errors import (
     Unauthorized,
 )
 from cronmgr.models import utcnow
+from cronmgr.openapi import (
+    Endpoint,
+    Reply,
+    build_document,
+    docs_context,
+    operations,
+    ref,
+)
 from cronmgr.payloads import (
     FollowQuery,
     LinesQuery,
@@ -33,13 +41,20 @@ from cronmgr.payloads import (
     validate,
     validate_query,
 )
+from cronmgr.store import Store, open_store
 
 log = structlog.get_logger("cronmgr.web")
 
 SETTINGS = web.AppKey("settings", Settings)
 CONTROL = web.AppKey("control", DaemonControl)
 TOKEN = web.AppKey("token", str)
-OPEN_PATHS = frozenset({"/", "/health", "/api/v1/health"})
+# A Protocol cannot be passed as the key's type at run time; the annotation carries it.
+STORE: web.AppKey[Store] = web.AppKey("store")
+OPENAPI = web.AppKey("openapi", dict[str, Any])
+# Readable without the token: health checks for probes, and the pages that describe the
+# API (the landing page, the OpenAPI document, its rendering). None of them holds state
+# or secrets, and a client needs the description before it has a token.
+OPEN_PATHS = frozenset({"/", "/health", "/api/v1/health", "/openapi.json", "/docs"})
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -241,24 +256,22 @@ async def clear_logs(request: web.Request) -> web.Response:
     )
 
 
-ENDPOINTS = (
-    ("POST", "/api/cron/start", 'start the daemon ({"interval_seconds": N})'),
-    ("POST", "/api/cron/stop", "stop the daemon (idempotent)"),
-    ("POST", "/api/cron/restart", "stop, then start"),
-    ("POST", "/api/cron/reload", "re-read pipelines, reopen the log (SIGHUP)"),
-    ("GET", "/api/cron/status", "daemon state, pid, uptime, cpu, memory, restarts"),
-    ("GET", "/api/cron/logs?lines=N", "the last N log lines as JSON"),
-    ("GET", "/api/cron/logs/tail?lines=N", "the last N log lines as text"),
-    ("DELETE", "/api/cron/logs", "clear the log"),
-    ("GET", "/api/v1/logs?cursor=C", "follow the log from a cursor"),
-    ("GET", "/health", "liveness, no token needed"),
-)
-
-
 @aiohttp_jinja2.template("index.html")
 async def index(request: web.Request) -> dict[str, Any]:
     """GET /: what this controller is and what it answers (no state, so no token)."""
-    return {"version": __version__, "endpoints": ENDPOINTS}
+    listed = [(m, p, op["summary"]) for p, m, op in operations(request.app[OPENAPI])]
+    return {"version": __version__, "endpoints": listed}
+
+
+async def openapi_document(request: web.Request) -> web.Response:
+    """GET /openapi.json: the OpenAPI 3.1 description of every endpoint."""
+    return json_response(request.app[OPENAPI])
+
+
+@aiohttp_jinja2.template("docs.html")
+async def docs_page(request: web.Request) -> dict[str, Any]:
+    """GET /docs: the OpenAPI document as one self-contained page (no script, no CDN)."""
+    return docs_context(request.app[OPENAPI])
 
 
 async def health(request: web.Request) -> web.Response:
@@ -269,20 +282,161 @@ async def health(request: web.Request) -> web.Response:
 # --- the app ----------------------------------------------------------------------------
 
 
-def add_routes(app: web.Application) -> None:
-    """Every route of the controller."""
-    app.router.add_post("/api/cron/start", start_daemon)
-    app.router.add_post("/api/cron/stop", stop_daemon)
-    app.router.add_post("/api/cron/restart", restart_daemon)
-    app.router.add_post("/api/cron/reload", reload_daemon)
-    app.router.add_get("/api/cron/status", daemon_status)
-    app.router.add_get("/api/cron/logs", get_logs)
-    app.router.add_get("/api/cron/logs/tail", tail_logs)
-    app.router.add_delete("/api/cron/logs", clear_logs)
-    app.router.add_get("/api/v1/logs", follow_logs)
-    app.router.add_get("/", index)
-    app.router.add_get("/health", health)
-    app.router.add_get("/api/v1/health", health)
+_HTML = {"type": "string", "contentMediaType": "text/html"}
+
+CONTROLLER_ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/api/cron/start",
+        start_daemon,
+        "Start the daemon",
+        "daemon",
+        Reply(200, "Started; the message ends with (PID: n).", ref("DaemonStarted")),
+        description="Schedules the pipeline every interval_seconds (default 120, at least 10).",
+        body=StartRequest,
+        body_required=False,
+        errors=(409, 503),
+    ),
+    Endpoint(
+        "POST",
+        "/api/cron/stop",
+        stop_daemon,
+        "Stop the daemon (idempotent)",
+        "daemon",
+        Reply(200, "Stopped, or it was not running.", ref("DaemonStopped")),
+    ),
+    Endpoint(
+        "POST",
+        "/api/cron/restart",
+        restart_daemon,
+        "Stop, then start (with the given or the last settings)",
+        "daemon",
+        Reply(200, "Restarted.", ref("DaemonStarted")),
+        body=StartRequest,
+        body_required=False,
+        errors=(503,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/cron/reload",
+        reload_daemon,
+        "Re-read pipelines and definitions, reopen the log (SIGHUP)",
+        "daemon",
+        Reply(200, "Signalled.", ref("Message")),
+        description="404 when the daemon is not running.",
+        errors=(404,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/cron/status",
+        daemon_status,
+        "Daemon state, pid, uptime, cpu, memory, supervision",
+        "daemon",
+        Reply(200, "The status.", ref("DaemonStatus")),
+    ),
+    Endpoint(
+        "GET",
+        "/api/cron/logs",
+        get_logs,
+        "The last N log lines as JSON",
+        "logs",
+        Reply(200, "The lines.", ref("Logs")),
+        description="Without `lines`, a bounded default (never the whole of a huge file).",
+        query=LinesQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/cron/logs/tail",
+        tail_logs,
+        "The last N log lines as text (default 50)",
+        "logs",
+        Reply(200, "The lines.", {"type": "string"}, media_type="text/plain"),
+        query=LinesQuery,
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/cron/logs",
+        clear_logs,
+        "Clear the log (the daemon keeps writing to it)",
+        "logs",
+        Reply(200, "Cleared.", ref("Message")),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/logs",
+        follow_logs,
+        "Follow the log from a cursor",
+        "logs",
+        Reply(200, "The lines since the cursor and the cursor to go on from.", ref("LogChunk")),
+        query=FollowQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/",
+        index,
+        "What this controller is and what it answers (no token)",
+        "meta",
+        Reply(200, "The page.", _HTML, media_type="text/html"),
+    ),
+    Endpoint(
+        "GET",
+        "/health",
+        health,
+        "Liveness (no token)",
+        "meta",
+        Reply(200, "Healthy.", ref("Health")),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/health",
+        health,
+        "Liveness, under the API Scheduler's path (no token)",
+        "meta",
+        Reply(200, "Healthy.", ref("Health")),
+        operation_id="health_v1",
+    ),
+    Endpoint(
+        "GET",
+        "/openapi.json",
+        openapi_document,
+        "This API description (OpenAPI 3.1, no token)",
+        "meta",
+        Reply(200, "The document.", {"type": "object"}),
+    ),
+    Endpoint(
+        "GET",
+        "/docs",
+        docs_page,
+        "The API description as a page (no token, no network)",
+        "meta",
+        Reply(200, "The page.", _HTML, media_type="text/html"),
+    ),
+)
+
+
+def all_endpoints() -> tuple[Endpoint, ...]:
+    """Every endpoint of the controller: daemon control, logs, meta and /api/v1."""
+    # Imported here, not at the top: the resource handlers build on this module's keys
+    # and responses, so this module must be complete before they load.
+    from cronmgr import api_v1
+
+    return CONTROLLER_ENDPOINTS + api_v1.ENDPOINTS
+
+
+def add_routes(app: web.Application, endpoints: Iterable[Endpoint]) -> None:
+    """Route every endpoint of the table (GET routes answer HEAD too)."""
+    for endpoint in endpoints:
+        if endpoint.method == "GET":
+            app.router.add_get(endpoint.path, endpoint.handler)
+        else:
+            app.router.add_route(endpoint.method, endpoint.path, endpoint.handler)
+
+
+async def store_context(app: web.Application) -> AsyncIterator[None]:
+    """The store, open for the life of the app."""
+    async with open_store(app[SETTINGS].store_url) as store:
+        app[STORE] = store
+        yield
 
 
 async def supervision(app: web.Application) -> AsyncIterator[None]:
@@ -311,7 +465,12 @@ def create_app(settings: Settings) -> web.Application:
         app,
         loader=jinja2.FileSystemLoader(bundled_path("templates")),
         autoescape=jinja2.select_autoescape(default=True),
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
-    add_routes(app)
+    endpoints = all_endpoints()
+    add_routes(app, endpoints)
+    app[OPENAPI] = build_document(endpoints, version=__version__, open_paths=OPEN_PATHS)
+    app.cleanup_ctx.append(store_context)
     app.cleanup_ctx.append(supervision)
     return app

@@ -1,0 +1,538 @@
+"""The `/api/v1` resources: targets, schedules, runs and pipelines, with the seed's names.
+
+Lists are bare JSON arrays (the API Scheduler's clients read arrays), paged with `limit`
+and `offset`; a page that may not be the last carries `X-Next-Offset` and a `Link: rel=
+"next"` header. Every successful definition write signals a running daemon, so the change
+takes effect at once. Target headers and URLs are redacted on the way out, always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from aiohttp import web
+
+from cronmgr.errors import Conflict, InvalidInput, NotFound
+from cronmgr.models import Run, Schedule, ScheduleStatus, StepResult, Target, new_id, utcnow
+from cronmgr.openapi import Endpoint, Reply, array_of, ref
+from cronmgr.payloads import (
+    DeleteTargetQuery,
+    NextQuery,
+    PageQuery,
+    RunListQuery,
+    ScheduleListQuery,
+    ScheduleSpec,
+    TargetSpec,
+    validate,
+    validate_query,
+)
+from cronmgr.pipelines import Pipeline, PipelineSet, load_pipelines
+from cronmgr.secret_refs import redact
+from cronmgr.store import Store
+from cronmgr.triggers import build_trigger
+from cronmgr.web import CONTROL, SETTINGS, STORE, json_response, read_body, timestamp
+
+BODY = "request body"
+
+
+def _store(request: web.Request) -> Store:
+    return request.app[STORE]
+
+
+def _id(request: web.Request) -> str:
+    return request.match_info["id"]
+
+
+def _changed(request: web.Request) -> None:
+    # The daemon re-reads only what changed since its last revision; without a daemon
+    # running this is a no-op.
+    request.app[CONTROL].definitions_changed()
+
+
+def invalid(field: str, message: str, kind: str) -> InvalidInput:
+    """A 422 naming `field`, shaped like the model validation errors."""
+    return InvalidInput(
+        f"invalid {BODY}: {field}: {message}",
+        errors=[{"field": field, "message": message, "type": kind}],
+    )
+
+
+def page(request: web.Request, query: PageQuery, items: list[dict[str, Any]]) -> web.Response:
+    """A bare array of at most `limit` items; `items` holds one more when a next page exists."""
+    response = json_response(items[: query.limit])
+    if len(items) > query.limit:
+        following = query.offset + query.limit
+        response.headers["X-Next-Offset"] = str(following)
+        link = request.rel_url.update_query(offset=following)
+        response.headers["Link"] = f'<{link}>; rel="next"'
+    return response
+
+
+def deleted(what: str, item_id: str, **extra: Any) -> web.Response:
+    """The answer of a successful DELETE: 200 with what went."""
+    body = {"success": True, "message": f"{what} deleted", "id": item_id, **extra}
+    return json_response({**body, "timestamp": timestamp()})
+
+
+# --- targets ------------------------------------------------------------------------------
+
+
+def target_body(target: Target) -> dict[str, Any]:
+    """A target as the API shows it: credential headers and URL secrets redacted."""
+    return {
+        "id": target.id,
+        **TargetSpec.fields_of(target),
+        "url": redact(target.url),
+        "headers": redact(target.headers),
+        "created_at": target.created_at.isoformat(),
+        "updated_at": target.updated_at.isoformat(),
+    }
+
+
+def keep_hidden_secrets(patch: dict[str, Any], stored: Target) -> dict[str, Any]:
+    """`patch` with values that are exactly what GET showed of a secret put back.
+
+    A client that GETs a target, edits one field and sends the whole object back must not
+    overwrite `Authorization: Bearer s3cr3t` with the `***` it was shown.
+    """
+    patch = dict(patch)
+    if "url" in patch and patch["url"] == redact(stored.url):
+        patch["url"] = stored.url
+    headers = patch.get("headers")
+    if isinstance(headers, dict):
+        shown = redact(stored.headers)
+        patch["headers"] = {
+            name: stored.headers[name] if name in shown and value == shown[name] else value
+            for name, value in headers.items()
+        }
+    return patch
+
+
+async def create_target(request: web.Request) -> web.Response:
+    """POST /api/v1/targets: 201 with the new target; 409 when the name is taken."""
+    spec = validate(TargetSpec, await read_body(request), BODY)
+    target = spec.to_target(new_id())
+    await _store(request).insert_target(target)
+    _changed(request)
+    return json_response(target_body(target), status=201)
+
+
+async def list_targets(request: web.Request) -> web.Response:
+    """GET /api/v1/targets: targets by name."""
+    query = validate_query(PageQuery, request.query)
+    found = await _store(request).list_targets(limit=query.limit + 1, offset=query.offset)
+    return page(request, query, [target_body(t) for t in found])
+
+
+async def get_target(request: web.Request) -> web.Response:
+    """GET /api/v1/targets/{id}."""
+    return json_response(target_body(await _store(request).get_target(_id(request))))
+
+
+async def update_target(request: web.Request) -> web.Response:
+    """PATCH /api/v1/targets/{id}: merge, validate the whole, store."""
+    store = _store(request)
+    stored = await store.get_target(_id(request))
+    patch = keep_hidden_secrets(await read_body(request), stored)
+    spec = validate(TargetSpec, TargetSpec.patched(stored, patch), BODY)
+    target = spec.to_target(stored.id, created_at=stored.created_at)
+    await store.update_target(target)
+    _changed(request)
+    return json_response(target_body(target))
+
+
+async def delete_target(request: web.Request) -> web.Response:
+    """DELETE /api/v1/targets/{id}: 409 while schedules use it, unless `?cascade=true`."""
+    query = validate_query(DeleteTargetQuery, request.query)
+    target_id = _id(request)
+    schedule_ids = await _store(request).delete_target(target_id, cascade=query.cascade)
+    _changed(request)
+    return deleted("Target", target_id, deleted_schedules=schedule_ids)
+
+
+# --- schedules ----------------------------------------------------------------------------
+
+
+async def _check_references(request: web.Request, spec: ScheduleSpec) -> None:
+    """422 naming the field when the target or the pipeline does not exist."""
+    if spec.target_id is not None:
+        try:
+            await _store(request).get_target(spec.target_id)
+        except NotFound as exc:
+            message = f"no target has the id {spec.target_id!r}"
+            raise invalid("target_id", message, "not_found") from exc
+    if spec.pipeline is not None:
+        try:
+            (await _pipelines(request)).get(spec.pipeline)
+        except NotFound as exc:
+            raise invalid("pipeline", exc.detail, "not_found") from exc
+
+
+async def create_schedule(request: web.Request) -> web.Response:
+    """POST /api/v1/schedules: 201 with the new schedule."""
+    spec = validate(ScheduleSpec, await read_body(request), BODY)
+    await _check_references(request, spec)
+    store = _store(request)
+    schedule = spec.to_schedule(new_id())
+    try:
+        await store.insert_schedule(schedule)
+    except NotFound as exc:  # the target went away since the check
+        raise invalid("target_id", exc.detail, "not_found") from exc
+    _changed(request)
+    return json_response((await store.get_schedule(schedule.id)).as_dict(), status=201)
+
+
+async def list_schedules(request: web.Request) -> web.Response:
+    """GET /api/v1/schedules: by name, filtered by status and target_id."""
+    query = validate_query(ScheduleListQuery, request.query)
+    found = await _store(request).list_schedules(
+        status=query.status,
+        target_id=query.target_id,
+        limit=query.limit + 1,
+        offset=query.offset,
+    )
+    return page(request, query, [s.as_dict() for s in found])
+
+
+async def get_schedule(request: web.Request) -> web.Response:
+    """GET /api/v1/schedules/{id}: definition, status and the engine's bookkeeping."""
+    return json_response((await _store(request).get_schedule(_id(request))).as_dict())
+
+
+async def update_schedule(request: web.Request) -> web.Response:
+    """PATCH /api/v1/schedules/{id}: merge, validate the whole, store; status is kept."""
+    store = _store(request)
+    stored = await store.get_schedule(_id(request))
+    data = ScheduleSpec.patched(stored, await read_body(request))
+    spec = validate(ScheduleSpec, data, BODY)
+    await _check_references(request, spec)
+    await store.update_schedule(spec.applied_to(stored))
+    _changed(request)
+    return json_response((await store.get_schedule(stored.id)).as_dict())
+
+
+async def delete_schedule(request: web.Request) -> web.Response:
+    """DELETE /api/v1/schedules/{id}: the schedule goes, its runs stay."""
+    await _store(request).delete_schedule(_id(request))
+    _changed(request)
+    return deleted("Schedule", _id(request))
+
+
+async def pause_schedule(request: web.Request) -> web.Response:
+    """POST /api/v1/schedules/{id}/pause: stop firing; 409 for a completed schedule."""
+    store = _store(request)
+    schedule = await store.get_schedule(_id(request))
+    if schedule.status is ScheduleStatus.COMPLETED:
+        raise Conflict(
+            f"schedule {schedule.id!r} is completed ({schedule.status_reason or 'window over'});"
+            " there is nothing to pause"
+        )
+    paused = await store.set_schedule_status(schedule.id, ScheduleStatus.PAUSED, "paused")
+    _changed(request)
+    return json_response(paused.as_dict())
+
+
+async def resume_schedule(request: web.Request) -> web.Response:
+    """POST /api/v1/schedules/{id}/resume: fire again; clears failures and the circuit."""
+    store = _store(request)
+    schedule = await store.get_schedule(_id(request))
+    resumed = await store.set_schedule_status(schedule.id, ScheduleStatus.ACTIVE)
+    _changed(request)
+    return json_response(resumed.as_dict())
+
+
+def upcoming(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
+    """The next `count` fire times after `now`, within the window and max_runs.
+
+    Nominal slots: jitter is not added. Nothing for a schedule that is not active.
+    """
+    if schedule.status is not ScheduleStatus.ACTIVE:
+        return []
+    if schedule.max_runs is not None:
+        count = max(0, min(count, schedule.max_runs - schedule.run_count))
+    begin = max(now, schedule.start_at or schedule.created_at)
+    end = schedule.window_end
+    # The engine's rule: a slot at the very end of the window still fires.
+    return [s for s in build_trigger(schedule).upcoming(begin, count) if end is None or s <= end]
+
+
+async def next_fire_times(request: web.Request) -> web.Response:
+    """GET /api/v1/schedules/{id}/next?count=N: ISO times in the schedule's timezone."""
+    query = validate_query(NextQuery, request.query)
+    schedule = await _store(request).get_schedule(_id(request))
+    zone = ZoneInfo(schedule.timezone)
+    times = upcoming(schedule, query.count, utcnow())
+    return json_response([t.astimezone(zone).isoformat() for t in times])
+
+
+# --- runs ---------------------------------------------------------------------------------
+
+
+def run_summary(run: Run) -> dict[str, Any]:
+    """A run without its steps, as lists show it."""
+    body = run.as_dict()
+    del body["steps"]
+    return body
+
+
+def group_steps(results: tuple[StepResult, ...]) -> list[dict[str, Any]]:
+    """Attempt rows (ordered by step position, then attempt) as one entry per step."""
+    groups: list[dict[str, Any]] = []
+    previous: StepResult | None = None
+    for result in results:
+        if previous is None or result.step != previous.step or result.attempt <= previous.attempt:
+            groups.append({"step": result.step, "status": None, "attempts": []})
+        attempt = result.as_dict()
+        del attempt["step"]
+        groups[-1]["attempts"].append(attempt)
+        groups[-1]["status"] = attempt["status"]
+        previous = result
+    return groups
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    """GET /api/v1/runs: newest first, filtered by schedule, target, status and time."""
+    query = validate_query(RunListQuery, request.query)
+    found = await _store(request).list_runs(
+        schedule_id=query.schedule_id,
+        status=query.status,
+        since=query.since,
+        target_id=query.target_id,
+        limit=query.limit + 1,
+        offset=query.offset,
+    )
+    return page(request, query, [run_summary(r) for r in found])
+
+
+async def get_run(request: web.Request) -> web.Response:
+    """GET /api/v1/runs/{id}: the run with its steps and every attempt of each."""
+    run = await _store(request).get_run(_id(request))
+    return json_response({**run_summary(run), "steps": group_steps(run.steps)})
+
+
+# --- pipelines ----------------------------------------------------------------------------
+
+
+async def _pipelines(request: web.Request) -> PipelineSet:
+    # Read per request: the files are the source of truth and small; a cache would need
+    # invalidation on every edit for no measurable gain.
+    return await asyncio.to_thread(load_pipelines, request.app[SETTINGS].pipelines_path)
+
+
+def pipeline_body(pipeline: Pipeline) -> dict[str, Any]:
+    """A pipeline with its steps; of each step's environment only the names."""
+    steps = []
+    for step in pipeline.steps:
+        data = step.as_dict()
+        data["env_names"] = sorted(data.pop("env"))
+        steps.append(data)
+    return {
+        "name": pipeline.name,
+        "description": pipeline.description,
+        "file": str(pipeline.path),
+        "steps": steps,
+    }
+
+
+async def list_pipelines(request: web.Request) -> web.Response:
+    """GET /api/v1/pipelines: every pipeline that loaded (not paged: they are files)."""
+    found = await _pipelines(request)
+    return json_response(
+        [
+            {
+                "name": p.name,
+                "description": p.description,
+                "step_count": len(p.steps),
+                "file": str(p.path),
+            }
+            for p in found
+        ]
+    )
+
+
+async def get_pipeline(request: web.Request) -> web.Response:
+    """GET /api/v1/pipelines/{name}: 404 says why (unknown, or its file is invalid)."""
+    found = await _pipelines(request)
+    return json_response(pipeline_body(found.get(request.match_info["name"])))
+
+
+# --- the route table ----------------------------------------------------------------------
+
+_PAGED = "Pages with `limit`/`offset`; see `X-Next-Offset` and `Link`."
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint(
+        "POST",
+        "/api/v1/targets",
+        create_target,
+        "Create a target",
+        "targets",
+        Reply(201, "The new target.", ref("Target")),
+        body=TargetSpec,
+        errors=(409,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/targets",
+        list_targets,
+        "List targets (by name)",
+        "targets",
+        Reply(200, "Targets.", array_of(ref("Target")), paginated=True),
+        description=_PAGED,
+        query=PageQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/targets/{id}",
+        get_target,
+        "Get a target",
+        "targets",
+        Reply(200, "The target.", ref("Target")),
+    ),
+    Endpoint(
+        "PATCH",
+        "/api/v1/targets/{id}",
+        update_target,
+        "Update a target (JSON merge patch)",
+        "targets",
+        Reply(200, "The updated target.", ref("Target")),
+        description="A header value sent back exactly as shown (`***`) keeps the stored one.",
+        body=TargetSpec,
+        partial_body=True,
+        errors=(409,),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/v1/targets/{id}",
+        delete_target,
+        "Delete a target",
+        "targets",
+        Reply(200, "Deleted; with the ids of the schedules deleted along.", ref("Deleted")),
+        description="409 while schedules use the target, unless `cascade=true` deletes them.",
+        query=DeleteTargetQuery,
+        errors=(409,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/schedules",
+        create_schedule,
+        "Create a schedule",
+        "schedules",
+        Reply(201, "The new schedule.", ref("Schedule")),
+        description="422 names the field: an unknown target_id or pipeline included.",
+        body=ScheduleSpec,
+        errors=(409,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/schedules",
+        list_schedules,
+        "List schedules (by name)",
+        "schedules",
+        Reply(200, "Schedules.", array_of(ref("Schedule")), paginated=True),
+        description=_PAGED,
+        query=ScheduleListQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/schedules/{id}",
+        get_schedule,
+        "Get a schedule",
+        "schedules",
+        Reply(200, "The schedule.", ref("Schedule")),
+    ),
+    Endpoint(
+        "PATCH",
+        "/api/v1/schedules/{id}",
+        update_schedule,
+        "Update a schedule (JSON merge patch)",
+        "schedules",
+        Reply(200, "The updated schedule.", ref("Schedule")),
+        description="Status and progress are kept; use pause and resume for the status.",
+        body=ScheduleSpec,
+        partial_body=True,
+        errors=(409,),
+    ),
+    Endpoint(
+        "DELETE",
+        "/api/v1/schedules/{id}",
+        delete_schedule,
+        "Delete a schedule (its runs stay)",
+        "schedules",
+        Reply(200, "Deleted.", ref("Deleted")),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/schedules/{id}/pause",
+        pause_schedule,
+        "Pause a schedule",
+        "schedules",
+        Reply(200, "The paused schedule.", ref("Schedule")),
+        description="409 when the schedule is completed.",
+        errors=(409,),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/schedules/{id}/resume",
+        resume_schedule,
+        "Resume a schedule",
+        "schedules",
+        Reply(200, "The active schedule.", ref("Schedule")),
+        description="Also resets the failure count and closes the circuit breaker.",
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/schedules/{id}/next",
+        next_fire_times,
+        "Upcoming fire times",
+        "schedules",
+        Reply(
+            200,
+            "ISO 8601 times in the schedule's timezone.",
+            array_of({"type": "string", "format": "date-time"}),
+        ),
+        description=(
+            "Nominal slots (without jitter) from now on, within the window and max_runs; "
+            "an empty array for a schedule that is not active."
+        ),
+        query=NextQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/runs",
+        list_runs,
+        "List runs (newest first)",
+        "runs",
+        Reply(200, "Runs, without their steps.", array_of(ref("Run")), paginated=True),
+        description=_PAGED,
+        query=RunListQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/runs/{id}",
+        get_run,
+        "Get a run with its steps and attempts",
+        "runs",
+        Reply(200, "The run.", ref("RunDetail")),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/pipelines",
+        list_pipelines,
+        "List pipelines",
+        "pipelines",
+        Reply(200, "Every pipeline that loaded, by name.", array_of(ref("PipelineSummary"))),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/pipelines/{name}",
+        get_pipeline,
+        "Get a pipeline with its steps",
+        "pipelines",
+        Reply(200, "The pipeline.", ref("Pipeline")),
+        description="404 says why: an unknown name, or the file that failed to load.",
+    ),
+)
