@@ -280,17 +280,16 @@ def run_summary(run: Run) -> dict[str, Any]:
 
 def group_steps(results: tuple[StepResult, ...]) -> list[dict[str, Any]]:
     """Attempt rows (ordered by step position, then attempt) as one entry per step."""
-    groups: list[dict[str, Any]] = []
-    previous: StepResult | None = None
+    groups: dict[int, dict[str, Any]] = {}
     for result in results:
-        if previous is None or result.step != previous.step or result.attempt <= previous.attempt:
-            groups.append({"step": result.step, "status": None, "attempts": []})
+        group = groups.setdefault(
+            result.position, {"step": result.step, "position": result.position, "attempts": []}
+        )
         attempt = result.as_dict()
-        del attempt["step"]
-        groups[-1]["attempts"].append(attempt)
-        groups[-1]["status"] = attempt["status"]
-        previous = result
-    return groups
+        del attempt["step"], attempt["position"]
+        group["attempts"].append(attempt)
+        group["status"] = attempt["status"]  # the last attempt decides
+    return [groups[position] for position in sorted(groups)]
 
 
 async def list_runs(request: web.Request) -> web.Response:

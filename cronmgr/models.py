@@ -88,6 +88,7 @@ class StepResult:
     started_at: datetime
     duration_ms: int
     attempt: int = 1
+    position: int = 0
     exit_code: int | None = None
     signal: int | None = None
     status_code: int | None = None

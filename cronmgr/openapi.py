@@ -257,10 +257,11 @@ FIXED_SCHEMAS: dict[str, Schema] = {
         "description": "One step of a run with every attempt of it, oldest first.",
         "properties": {
             "step": {"type": "string"},
+            "position": {"type": "integer", "description": "The step's place in its run."},
             "status": {**ref("RunStatus"), "description": "The last attempt's status."},
             "attempts": array_of(ref("StepAttempt")),
         },
-        "required": ["step", "status", "attempts"],
+        "required": ["step", "position", "status", "attempts"],
     },
 }
 
@@ -370,7 +371,9 @@ def _run_schemas(components: _Components) -> None:
     components.add("Run", {"type": "object", "properties": run, "required": list(run)})
     detail = {**run, "steps": array_of(ref("StepGroup"))}
     components.add("RunDetail", {"type": "object", "properties": detail, "required": list(detail)})
-    attempt = {n: s for n, s in components.properties(StepResult).items() if n != "step"}
+    attempt = {
+        n: s for n, s in components.properties(StepResult).items() if n not in ("step", "position")
+    }
     components.add(
         "StepAttempt", {"type": "object", "properties": attempt, "required": list(attempt)}
     )

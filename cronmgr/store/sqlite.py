@@ -113,6 +113,7 @@ def step_from_row(row: Row) -> StepResult:
         started_at=_required_dt(row["started_at"]),
         duration_ms=row["duration_ms"],
         attempt=row["attempt"],
+        position=row["position"],
         exit_code=row["exit_code"],
         signal=row["signal"],
         status_code=row["status_code"],
