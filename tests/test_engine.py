@@ -274,3 +274,49 @@ async def test_restart_never_runs_a_slot_twice_and_misfires_run_once(
     assert len(missed) == 1 and "missed" in (missed[0].error or "")
     succeeded = [r for r in runs if r.status is RunStatus.SUCCEEDED]
     assert len(succeeded) == hits.count("/ok")
+
+
+async def test_the_seed_api_flow_drives_the_running_daemon(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """POST a target and a schedule through /api/v1: the daemon fires it at once; the run
+    with its attempt is readable through /api/v1/runs; a PATCH of the URL takes effect."""
+    server, hits = target_server
+    await start_daemon(controller)
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        async with http.post(
+            "/api/v1/targets",
+            json={"name": "Example API", "url": str(server.make_url("/ok")), "method": "POST"},
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            target = await resp.json()
+        async with http.post(
+            "/api/v1/schedules",
+            json={
+                "name": "Every second",
+                "target_id": target["id"],
+                "schedule_type": "interval",
+                "interval_seconds": 1,
+                "duration_seconds": 300,
+            },
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            schedule = await resp.json()
+
+        async def arrived(path: str) -> bool:
+            return hits.count(path) >= 1
+
+        await until(lambda: arrived("/ok"), timeout=10)
+        async with http.patch(
+            f"/api/v1/targets/{target['id']}", json={"url": str(server.make_url("/moved"))}
+        ) as resp:
+            assert resp.status == 200, await resp.text()
+        await until(lambda: arrived("/moved"), timeout=10)
+        async with http.get("/api/v1/runs", params={"schedule_id": schedule["id"]}) as resp:
+            runs = await resp.json()
+        assert runs and all(r["schedule_id"] == schedule["id"] for r in runs)
+        finished = next(r for r in runs if r["status"] == "succeeded")
+        async with http.get(f"/api/v1/runs/{finished['id']}") as resp:
+            detail = await resp.json()
+        (step,) = detail["steps"]
+        assert step["status"] == "succeeded" and step["attempts"][0]["status_code"] == 200
