@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +169,15 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
         type=_interval,
         metavar="N",
         help=f"also show the next {FIRE_TIMES_SHOWN} run times of an every-N-seconds schedule",
+    )
+    validate.add_argument(
+        "--cron",
+        metavar="EXPR",
+        help="also check a cron expression (5 fields, or 6 with seconds first) and show "
+        f"its next {FIRE_TIMES_SHOWN} fire times",
+    )
+    validate.add_argument(
+        "--timezone", metavar="TZ", default="UTC", help="IANA timezone for --cron (default UTC)"
     )
 
 
@@ -406,11 +416,30 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     _warn_missing(found.pipelines, settings)
     if args.interval is not None:
         print(format_fire_times(args.interval, datetime.now().astimezone()))
+    cron_ok = args.cron is None or _check_cron(args.cron, args.timezone)
     print(
         f"{len(found.pipelines)} pipeline(s) valid, {len(found.errors)} file(s) invalid "
         f"in {settings.pipelines_path}"
     )
-    return EXIT_FAILED if found.errors or not found.pipelines else EXIT_OK
+    return EXIT_FAILED if found.errors or not found.pipelines or not cron_ok else EXIT_OK
+
+
+def _check_cron(expression: str, timezone: str) -> bool:
+    """Print the cron expression's next fire times, or why it is invalid."""
+    from cronmgr.triggers import CronTrigger, validate_cron, validate_timezone
+
+    try:
+        validate_timezone(timezone)
+        validate_cron(expression)
+    except ValueError as exc:
+        print(f"cronmgr: invalid cron expression {expression!r}: {exc}", file=sys.stderr)
+        return False
+    trigger = CronTrigger(expression, timezone)
+    zone = ZoneInfo(timezone)
+    times = trigger.upcoming(datetime.now().astimezone(), FIRE_TIMES_SHOWN)
+    shown = _indented(t.astimezone(zone).isoformat(timespec="seconds") for t in times)
+    print(f"next {len(times)} fire times of {expression!r} in {timezone}:\n{shown}")
+    return True
 
 
 def _warn_missing(pipelines: Mapping[str, Pipeline], settings: Settings) -> None:

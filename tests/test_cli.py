@@ -276,3 +276,23 @@ def test_validate_needs_no_controller_and_ignores_url(tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{free_port()}"
     result = cronmgr("--home", str(home), "--url", url, "validate")
     assert result.returncode == 0, result.stderr
+
+
+def test_validate_cron_shows_fire_times_in_the_timezone(tmp_path: Path) -> None:
+    """`validate --cron` prints the next five fire times, local to --timezone."""
+    home = pipelines_home(tmp_path, nightly=GOOD_PIPELINE)
+    args = ("--home", str(home), "validate", "--cron", "30 2 * * *", "--timezone", "Asia/Kolkata")
+    result = cronmgr(*args)
+    assert result.returncode == 0, result.stderr
+    tail = result.stdout.split("in Asia/Kolkata:\n", 1)[1]
+    times = [datetime.fromisoformat(line.strip()) for line in tail.splitlines()[:5]]
+    assert all(t.strftime("%H:%M %z") == "02:30 +0530" for t in times)
+    assert [b - a for a, b in itertools.pairwise(times)] == [timedelta(days=1)] * 4
+
+
+def test_validate_rejects_a_bad_cron_expression_naming_the_field(tmp_path: Path) -> None:
+    """A cron field out of range: exit 1 and a message naming the field."""
+    home = pipelines_home(tmp_path, nightly=GOOD_PIPELINE)
+    result = cronmgr("--home", str(home), "validate", "--cron", "0 24 * * *")
+    assert result.returncode == 1
+    assert "cron field hour is '24'" in result.stderr
