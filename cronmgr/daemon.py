@@ -262,9 +262,13 @@ class Daemon:
             await self._refresh_wanted.wait()
             self._refresh_wanted.clear()
             try:
-                self._engine.apply(await store.changed_schedules(self._engine.revision))
+                changes = await store.changed_schedules(self._engine.revision)
             except CronmgrError as exc:
                 log.error("schedules_refresh_failed", error=exc.detail)
+                continue
+            assert self._jobs is not None
+            self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
+            self._engine.apply(changes)
             self._changed.set()
 
     async def _retention(self, store: Store) -> None:

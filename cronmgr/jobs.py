@@ -43,6 +43,14 @@ class JobRunner:
         self.http = http
         self._pipelines = pipelines
         self._active: set[str] = set()
+        # Targets by id, read once: a target edit re-revisions its schedules, and the
+        # daemon forgets the targets of changed schedules when it applies them.
+        self._targets: dict[str, Target] = {}
+
+    def forget_targets(self, target_ids: set[str]) -> None:
+        """Drop cached targets so their next run reads the current definition."""
+        for target_id in target_ids:
+            self._targets.pop(target_id, None)
 
     def active_run_ids(self) -> list[str]:
         """Ids of runs executing now."""
@@ -115,10 +123,15 @@ class JobRunner:
 
     async def _work(self, schedule: Schedule, run: Run) -> tuple[RunStatus, str | None]:
         if schedule.target_id is not None:
-            target = await self.store.get_target(schedule.target_id)
-            return await self._target(target, run)
+            return await self._target(await self._target_of(schedule.target_id), run)
         assert schedule.pipeline is not None
         return await self._pipeline(self._pipelines().get(schedule.pipeline), run)
+
+    async def _target_of(self, target_id: str) -> Target:
+        target = self._targets.get(target_id)
+        if target is None:
+            target = self._targets[target_id] = await self.store.get_target(target_id)
+        return target
 
     async def _target(self, target: Target, run: Run) -> tuple[RunStatus, str | None]:
         context = RequestContext(
