@@ -1,8 +1,9 @@
 """Talk to a running controller: `Client` (blocking) and `AsyncClient` (asyncio).
 
 Every endpoint is described once, in `_Endpoints`: each method builds a `Call` (HTTP
-method, path, query, body) and hands it to the transport, asking for JSON or for text
-back. The transports are thin and share the decoding and the error mapping:
+method, path, query, body) and hands it to the transport, asking for a JSON object, a
+JSON array, text, or every item of a paged list back. The transports are thin and share
+the decoding, the paging and the error mapping:
 
 - `Client` uses the standard library's `urllib.request`. Running `AsyncClient` on a private
   event loop was the alternative, but it breaks when the calling thread already runs a
@@ -16,6 +17,11 @@ Both ignore the `HTTP(S)_PROXY` variables (aiohttp does by default; urllib is to
 the two clients reach the same place and a proxy set for the outside world does not
 swallow requests to a controller on loopback.
 
+Paged lists (`/api/v1` targets, schedules, runs) come back one page per `list_*` call, as
+the bare JSON array the API sends; `iter_*` follows the `X-Next-Offset` header from page
+to page, which is why a reply keeps its headers. Datetimes given as arguments are sent
+as ISO 8601 (`datetime.isoformat()`); strings are sent as they are.
+
 Errors come back as the project's own exceptions: a non-2xx answer raises the class
 `error_for_status()` picks, with the body's `detail` and `errors` and the HTTP status in
 `.status`; no answer at all raises `ControllerUnreachable`.
@@ -24,14 +30,17 @@ Errors come back as the project's own exceptions: a non-2xx answer raises the cl
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import http.client
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from abc import ABC, abstractmethod
-from collections.abc import AsyncGenerator, Awaitable, Generator, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Generator, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import date, datetime
+from datetime import time as clock_time
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -51,8 +60,13 @@ FOLLOW_LINES = 10
 FOLLOW_POLL_SECONDS = 0.5
 _MAX_RAW_DETAIL = 500  # characters of a non-JSON error body worth showing
 
-J = TypeVar("J")  # what a JSON call returns: a dict, or an awaitable of one
+J = TypeVar("J")  # what a JSON object call returns: a dict, or an awaitable of one
+A = TypeVar("A")  # what a JSON array call returns: a list, or an awaitable of one
 T = TypeVar("T")  # what a text call returns: a str, or an awaitable of one
+P = TypeVar("P")  # what a paged list gives: a generator of its items, or an async one
+
+Item = dict[str, Any]
+Moment = datetime | str  # a datetime, or an ISO 8601 string sent as it is
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,13 +85,22 @@ class Call:
 
     def content(self) -> bytes | None:
         """The encoded body, or None when the call sends none."""
-        return orjson.dumps(self.body) if self.body is not None else None
+        if self.body is None:
+            return None
+        # orjson would write datetimes itself; passing them through keeps one documented
+        # rule (isoformat) for bodies and query strings alike.
+        return orjson.dumps(self.body, default=_isoformat, option=orjson.OPT_PASSTHROUGH_DATETIME)
+
+    def at_offset(self, offset: int) -> Call:
+        """The same call asking for the page that starts at `offset`."""
+        return dataclasses.replace(self, query={**self.query, "offset": offset})
 
 
 @dataclass(frozen=True, slots=True)
 class _Reply:
     status: int
     body: bytes
+    headers: Mapping[str, str]  # names in lower case
 
 
 def _launch_body(interval_seconds: int | None, pipeline: str | None) -> dict[str, Any]:
@@ -89,8 +112,12 @@ def _launch_body(interval_seconds: int | None, pipeline: str | None) -> dict[str
     return body
 
 
-class _Endpoints(ABC, Generic[J, T]):
-    """Every endpoint, once; subclasses supply the transport."""
+class _Endpoints(ABC, Generic[J, A, T, P]):
+    """Every endpoint, once; subclasses supply the transport.
+
+    Resource ids are positional-only, so that `**changes` may hold any field name
+    (`update_schedule(sid, target_id=...)`).
+    """
 
     base_url: str
 
@@ -141,16 +168,148 @@ class _Endpoints(ABC, Generic[J, T]):
             query["cursor"] = cursor
         return self._json(Call("GET", "/api/v1/logs", query=query))
 
+    # --- /api/v1 targets ------------------------------------------------------------------
+
+    def create_target(self, name: str, url: str, **fields: Any) -> J:
+        """Create an HTTP target; `fields` as in the API (method, headers, retry, ...)."""
+        return self._json(Call("POST", _path("targets"), body={"name": name, "url": url, **fields}))
+
+    def list_targets(self, limit: int | None = None, offset: int | None = None) -> A:
+        """One page of targets, by name; `iter_targets` follows every page."""
+        return self._array(_targets(limit, offset))
+
+    def iter_targets(self, page_size: int | None = None) -> P:
+        """Every target, fetching `page_size` per request."""
+        return self._pages(_targets(page_size, None))
+
+    def get_target(self, target_id: str, /) -> J:
+        """One target (credential headers and URL secrets shown as `***`)."""
+        return self._json(Call("GET", _path("targets", target_id)))
+
+    def update_target(self, target_id: str, /, **changes: Any) -> J:
+        """Change the given fields (JSON merge patch: None resets a field to its default)."""
+        return self._json(Call("PATCH", _path("targets", target_id), body=changes))
+
+    def delete_target(self, target_id: str, /, cascade: bool = False) -> J:
+        """Delete a target; Conflict while schedules use it, unless `cascade` deletes them."""
+        query: dict[str, str | int] = {"cascade": "true"} if cascade else {}
+        return self._json(Call("DELETE", _path("targets", target_id), query=query))
+
+    # --- /api/v1 schedules ----------------------------------------------------------------
+
+    def create_schedule(self, name: str, schedule_type: str, **fields: Any) -> J:
+        """Create a schedule; `fields` as in the API (target_id or pipeline, timing, ...)."""
+        body = {"name": name, "schedule_type": schedule_type, **fields}
+        return self._json(Call("POST", _path("schedules"), body=body))
+
+    def list_schedules(
+        self,
+        status: str | None = None,
+        target_id: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> A:
+        """One page of schedules, by name, filtered; `iter_schedules` follows every page."""
+        return self._array(_schedules(status, target_id, limit, offset))
+
+    def iter_schedules(
+        self, status: str | None = None, target_id: str | None = None, page_size: int | None = None
+    ) -> P:
+        """Every schedule that passes the filters, fetching `page_size` per request."""
+        return self._pages(_schedules(status, target_id, page_size, None))
+
+    def get_schedule(self, schedule_id: str, /) -> J:
+        """One schedule: definition, status and the engine's bookkeeping."""
+        return self._json(Call("GET", _path("schedules", schedule_id)))
+
+    def update_schedule(self, schedule_id: str, /, **changes: Any) -> J:
+        """Change the given fields (JSON merge patch); the status is kept."""
+        return self._json(Call("PATCH", _path("schedules", schedule_id), body=changes))
+
+    def delete_schedule(self, schedule_id: str, /) -> J:
+        """Delete a schedule; its runs stay."""
+        return self._json(Call("DELETE", _path("schedules", schedule_id)))
+
+    def pause_schedule(self, schedule_id: str, /) -> J:
+        """Stop a schedule firing; Conflict when it is completed."""
+        return self._json(Call("POST", _path("schedules", schedule_id, "pause")))
+
+    def resume_schedule(self, schedule_id: str, /) -> J:
+        """Make a schedule fire again, its failure count and circuit breaker reset."""
+        return self._json(Call("POST", _path("schedules", schedule_id, "resume")))
+
+    def next_runs(self, schedule_id: str, /, count: int = 5) -> A:
+        """The next `count` fire times (ISO 8601 strings in the schedule's timezone)."""
+        query = {"count": count}
+        return self._array(Call("GET", _path("schedules", schedule_id, "next"), query=query))
+
+    # --- /api/v1 runs ---------------------------------------------------------------------
+
+    def list_runs(
+        self,
+        schedule_id: str | None = None,
+        status: str | None = None,
+        since: Moment | None = None,
+        target_id: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> A:
+        """One page of runs (without steps), newest first; `iter_runs` follows every page."""
+        return self._array(_runs(schedule_id, status, since, target_id, limit, offset))
+
+    def iter_runs(
+        self,
+        schedule_id: str | None = None,
+        status: str | None = None,
+        since: Moment | None = None,
+        target_id: str | None = None,
+        page_size: int | None = None,
+    ) -> P:
+        """Every run that passes the filters, newest first, fetching `page_size` per request.
+
+        Offset paging: a run recorded while you iterate shifts the later pages by one, so
+        the run at a page boundary can come twice.
+        """
+        return self._pages(_runs(schedule_id, status, since, target_id, page_size, None))
+
+    def get_run(self, run_id: str, /) -> J:
+        """One run with its steps and every attempt of each."""
+        return self._json(Call("GET", _path("runs", run_id)))
+
+    # --- /api/v1 pipelines, the OpenAPI document ------------------------------------------
+
+    def list_pipelines(self) -> A:
+        """Every pipeline that loaded: name, description, step_count, file."""
+        return self._array(Call("GET", _path("pipelines")))
+
+    def get_pipeline(self, name: str, /) -> J:
+        """One pipeline with its steps (of each step's environment only the names)."""
+        return self._json(Call("GET", _path("pipelines", name)))
+
+    def openapi(self) -> J:
+        """The controller's OpenAPI 3.1 document."""
+        return self._json(Call("GET", "/openapi.json"))
+
+    # --- what the transports supply -------------------------------------------------------
+
     @abstractmethod
     def _json(self, call: Call) -> J:
         """Send `call`; its decoded JSON object."""
 
     @abstractmethod
+    def _array(self, call: Call) -> A:
+        """Send `call`; its decoded JSON array."""
+
+    @abstractmethod
     def _text(self, call: Call) -> T:
         """Send `call`; its body as text."""
 
+    @abstractmethod
+    def _pages(self, call: Call) -> P:
+        """Send `call`, then the call of each next page; the items of every page."""
 
-class Client(_Endpoints[dict[str, Any], str]):
+
+class Client(_Endpoints[dict[str, Any], list[Any], str, Generator[Item, None, None]]):
     """A blocking client of the controller's API.
 
     `base_url` defaults to the configured controller (`settings.base_url`, with settings
@@ -207,8 +366,18 @@ class Client(_Endpoints[dict[str, Any], str]):
     def _json(self, call: Call) -> dict[str, Any]:
         return _decode_json(self._send(call), call)
 
+    def _array(self, call: Call) -> list[Any]:
+        return _decode_array(self._send(call), call)
+
     def _text(self, call: Call) -> str:
         return _decode_text(self._send(call))
+
+    def _pages(self, call: Call) -> Generator[Item, None, None]:
+        following: Call | None = call
+        while following is not None:
+            reply = self._send(following)
+            yield from _decode_array(reply, following)
+            following = _following(reply, following)
 
     def _send(self, call: Call) -> _Reply:
         request = urllib.request.Request(
@@ -219,10 +388,10 @@ class Client(_Endpoints[dict[str, Any], str]):
         )
         try:
             with self._opener.open(request, timeout=self.timeout) as response:
-                return _Reply(response.status, response.read())
+                return _Reply(response.status, response.read(), _lower(response.headers.items()))
         except urllib.error.HTTPError as exc:
             with exc:
-                return _Reply(exc.code, exc.read())
+                return _Reply(exc.code, exc.read(), _lower(exc.headers.items()))
         except (OSError, http.client.HTTPException) as exc:
             raise self._unreachable(exc) from exc
 
@@ -231,7 +400,11 @@ class Client(_Endpoints[dict[str, Any], str]):
         return _unreachable(self.base_url, reason, self.timeout)
 
 
-class AsyncClient(_Endpoints[Awaitable[dict[str, Any]], Awaitable[str]]):
+class AsyncClient(
+    _Endpoints[
+        Awaitable[dict[str, Any]], Awaitable[list[Any]], Awaitable[str], AsyncGenerator[Item, None]
+    ]
+):
     """An asyncio client of the controller's API; the same calls as `Client`, awaited.
 
     Arguments as for `Client`. The aiohttp session opens on the first call; close it with
@@ -290,8 +463,19 @@ class AsyncClient(_Endpoints[Awaitable[dict[str, Any]], Awaitable[str]]):
     async def _json(self, call: Call) -> dict[str, Any]:
         return _decode_json(await self._send(call), call)
 
+    async def _array(self, call: Call) -> list[Any]:
+        return _decode_array(await self._send(call), call)
+
     async def _text(self, call: Call) -> str:
         return _decode_text(await self._send(call))
+
+    async def _pages(self, call: Call) -> AsyncGenerator[Item, None]:
+        following: Call | None = call
+        while following is not None:
+            reply = await self._send(following)
+            for item in _decode_array(reply, following):
+                yield item
+            following = _following(reply, following)
 
     async def _send(self, call: Call) -> _Reply:
         import aiohttp
@@ -302,7 +486,8 @@ class AsyncClient(_Endpoints[Awaitable[dict[str, Any]], Awaitable[str]]):
             async with session.request(
                 call.method, url, data=content, headers=_headers(self._token, call)
             ) as response:
-                return _Reply(response.status, await response.read())
+                body = await response.read()
+                return _Reply(response.status, body, _lower(response.headers.items()))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _unreachable(self.base_url, exc, self.timeout) from exc
 
@@ -314,6 +499,60 @@ class AsyncClient(_Endpoints[Awaitable[dict[str, Any]], Awaitable[str]]):
             timeout = aiohttp.ClientTimeout(total=self.timeout)
             self._session = aiohttp.ClientSession(timeout=timeout)
         return self._session
+
+
+# --- building calls -----------------------------------------------------------------------
+
+
+def _path(*segments: str) -> str:
+    """`/api/v1/` and the segments, each percent-encoded so that no id can change the route."""
+    return "/api/v1/" + "/".join(urllib.parse.quote(s, safe="") for s in segments)
+
+
+def _query(**params: str | int | datetime | None) -> dict[str, str | int]:
+    """The given query parameters, None left out, datetimes as ISO 8601."""
+    return {
+        name: value.isoformat() if isinstance(value, datetime) else value
+        for name, value in params.items()
+        if value is not None
+    }
+
+
+def _targets(limit: int | None, offset: int | None) -> Call:
+    return Call("GET", _path("targets"), query=_query(limit=limit, offset=offset))
+
+
+def _schedules(
+    status: str | None, target_id: str | None, limit: int | None, offset: int | None
+) -> Call:
+    query = _query(status=status, target_id=target_id, limit=limit, offset=offset)
+    return Call("GET", _path("schedules"), query=query)
+
+
+def _runs(
+    schedule_id: str | None,
+    status: str | None,
+    since: Moment | None,
+    target_id: str | None,
+    limit: int | None,
+    offset: int | None,
+) -> Call:
+    query = _query(
+        schedule_id=schedule_id,
+        status=status,
+        since=since,
+        target_id=target_id,
+        limit=limit,
+        offset=offset,
+    )
+    return Call("GET", _path("runs"), query=query)
+
+
+def _isoformat(value: object) -> str:
+    """orjson's `default`: datetimes, dates and times as ISO 8601."""
+    if isinstance(value, datetime | date | clock_time):
+        return value.isoformat()
+    raise TypeError(f"cannot send a {type(value).__name__} as JSON")
 
 
 # --- shared by both transports -------------------------------------------------------------
@@ -365,21 +604,51 @@ def _unreachable(base_url: str, reason: object, timeout: float) -> ControllerUnr
     )
 
 
+def _lower(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers}
+
+
 def _decode_json(reply: _Reply, call: Call) -> dict[str, Any]:
+    data = _loads(reply)
+    if not isinstance(data, dict):
+        raise _unexpected(reply, call, "a JSON object")
+    return data
+
+
+def _decode_array(reply: _Reply, call: Call) -> list[Any]:
+    data = _loads(reply)
+    if not isinstance(data, list):
+        raise _unexpected(reply, call, "a JSON array")
+    return data
+
+
+def _loads(reply: _Reply) -> Any:
+    """The decoded body of a successful reply; None when it is not JSON."""
     _raise_for_status(reply)
     try:
-        data = orjson.loads(reply.body)
+        return orjson.loads(reply.body)
     except orjson.JSONDecodeError:
-        data = None
-    if not isinstance(data, dict):
+        return None
+
+
+def _unexpected(reply: _Reply, call: Call, wanted: str) -> CronmgrError:
+    error = CronmgrError(
+        f"{call.method} {call.path} answered with something other than {wanted}: "
+        f"{_snippet(reply.body)!r}"
+    )
+    return _with_status(error, reply.status)
+
+
+def _following(reply: _Reply, call: Call) -> Call | None:
+    """The call of the next page, which the reply names in `X-Next-Offset`; None at the end."""
+    value = reply.headers.get("x-next-offset")
+    if value is None:
+        return None
+    if not value.isdigit():
         raise _with_status(
-            CronmgrError(
-                f"{call.method} {call.path} answered with something other than a JSON "
-                f"object: {_snippet(reply.body)!r}"
-            ),
-            reply.status,
+            CronmgrError(f"{call.method} {call.path} sent X-Next-Offset {value!r}"), reply.status
         )
-    return data
+    return call.at_offset(int(value))
 
 
 def _decode_text(reply: _Reply) -> str:
