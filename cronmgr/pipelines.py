@@ -1,111 +1,296 @@
 """Pipeline definitions: `pipelines/*.toml` files, validated and turned into frozen records.
 
-A pipeline file holds a name, a description and an ordered list of steps; today every step
-runs a command. Files on disk are the only source of commands: nothing here accepts a step
-from anywhere else, so the API can start a pipeline but never define what it executes.
+A file holds a name, a description, an optional `[schedule]` and its steps: commands,
+shell strings, inline HTTP requests or references to targets defined through the API.
+Files on disk are the only source of commands: nothing here accepts a step from anywhere
+else, so the API can start a pipeline but never define what it executes.
 
-Schema (one file, one pipeline)::
-
-    name = "default"            # optional, default: the file name without ".toml"
-    description = "Demo"        # optional
-    [[steps]]
-    name = "extract"            # required, unique within the pipeline
-    command = ["{python}", "scripts/demo_step.py"]  # argv list ...
-    shell = "echo hi | tr a-z A-Z"                  # ... or a /bin/sh string: exactly one
-    cwd = "."                   # relative to the file's directory (the default)
-    env = { GREETING = "hi" }   # added to the inherited environment, winning over it
-    timeout_seconds = 600       # default 3600, > 0
-    continue_on_error = false   # a failure does not stop the pipeline nor fail it
-
-Names (pipelines and steps) are 1-64 characters of letters, digits, `_`, `.` and `-`,
-starting with a letter or a digit, so they are safe in URLs, file names and log lines.
-The token `{python}` in a command (a whole argv item, or anywhere in a shell string) stands
-for the interpreter running cronmgr, so steps can use the same virtualenv.
+The schema, with examples, is documented in `pipelines/README.md`. Field rules are the
+API's own where the API has the field (`TargetSpec` for an inline request, `ScheduleSpec`
+for the schedule), so a file and a request body can never disagree on what is valid.
 """
 
 from __future__ import annotations
 
+import graphlib
 import re
 import shlex
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_core import ErrorDetails
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, InitErrorDetails
 
 from cronmgr.errors import NotFound
+from cronmgr.models import (
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    RetryPolicy,
+    ScheduleStatus,
+    ScheduleType,
+    Target,
+)
+from cronmgr.payloads import MAX_NAME_CHARS, ScheduleSpec, TargetSpec, problem
+from cronmgr.secret_refs import redact
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PYTHON_TOKEN = "{python}"
 DEFAULT_TIMEOUT_SECONDS = 3600.0
+DEFAULT_RETRY_BACKOFF_SECONDS = 1.0
+#: The longest wait between two attempts of a step (unless the base itself is longer).
+RETRY_BACKOFF_MAX_SECONDS = 300.0
+#: As for targets (`RetrySpec.max_attempts` ≤ 10): at most ten attempts in all.
+MAX_RETRIES = 9
 SHELL = "/bin/sh"
 
 _ENV_NAME = re.compile(ENV_NAME_PATTERN)
+M = TypeVar("M", bound=BaseModel)
+Loc = tuple[int | str, ...]
+
+
+class StepKind(StrEnum):
+    """What a step does: run a command (argv or shell), send a request, or call a target."""
+
+    COMMAND = "command"
+    HTTP = "http"
+    TARGET = "target"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
-class CommandStep:
-    """One command of a pipeline: an argv list, or a shell string run by `/bin/sh -c`."""
+class Step:
+    """One step of a pipeline: exactly one of argv, shell, http (a request) or target.
+
+    `needs` is None when the step did not declare any (then the file's order decides);
+    `cwd` and `env` only matter to command steps.
+    """
 
     name: str
     cwd: Path
     argv: tuple[str, ...] | None = None
     shell: str | None = None
+    http: Target | None = None
+    target: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
     timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS
+    retries: int = 0
+    retry_backoff_seconds: float = DEFAULT_RETRY_BACKOFF_SECONDS
     continue_on_error: bool = False
+    needs: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
-        if (self.argv is None) == (self.shell is None):
-            raise ValueError(f"step {self.name!r}: give exactly one of argv or shell")
+        actions = (self.argv, self.shell, self.http, self.target)
+        if sum(action is not None for action in actions) != 1:
+            raise ValueError(f"step {self.name!r}: give exactly one of argv, shell, http or target")
+
+    @property
+    def kind(self) -> StepKind:
+        """command (argv or shell), http (an inline request) or target (a named one)."""
+        if self.http is not None:
+            return StepKind.HTTP
+        if self.target is not None:
+            return StepKind.TARGET
+        return StepKind.COMMAND
+
+    @property
+    def retry(self) -> RetryPolicy:
+        """How failed attempts are retried: `retries` more, exponential backoff, capped."""
+        return retry_policy(self.retries, self.retry_backoff_seconds)
 
     @property
     def exec_args(self) -> tuple[str, ...]:
         """The argument vector to execute, the shell included for shell steps."""
-        return self.argv if self.argv is not None else (SHELL, "-c", self.shell or "")
+        if self.argv is not None:
+            return self.argv
+        if self.shell is not None:
+            return (SHELL, "-c", self.shell)
+        raise ValueError(f"step {self.name!r} is a {self.kind} step, not a command")
 
     @property
     def command_line(self) -> str:
-        """The command as a person would type it, for logs and listings."""
-        return shlex.join(self.argv) if self.argv is not None else self.shell or ""
+        """What the step does as a person would write it, for logs and listings."""
+        if self.argv is not None:
+            return shlex.join(self.argv)
+        if self.http is not None:
+            return f"{self.http.method} {redact(self.http.url)}"
+        if self.target is not None:
+            return f"target {self.target!r}"
+        return self.shell or ""
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping."""
+        """A JSON-ready mapping; an inline request's secrets are redacted."""
         return {
             "name": self.name,
-            "type": "command",
+            "type": self.kind.value,
             "argv": list(self.argv) if self.argv is not None else None,
             "shell": self.shell,
+            "http": _request_dict(self.http) if self.http is not None else None,
+            "target": self.target,
             "cwd": str(self.cwd),
             "env": dict(self.env),
             "timeout_seconds": self.timeout_seconds,
+            "retries": self.retries,
+            "retry_backoff_seconds": self.retry_backoff_seconds,
             "continue_on_error": self.continue_on_error,
+            "needs": list(self.needs) if self.needs is not None else None,
         }
+
+
+#: The name the runner and the CLI knew steps by when every step was a command.
+CommandStep = Step
+
+
+def retry_policy(retries: int, backoff_seconds: float) -> RetryPolicy:
+    """The policy of a step with `retries` and `retry_backoff_seconds`."""
+    return RetryPolicy(
+        max_attempts=retries + 1,
+        backoff_base_seconds=backoff_seconds,
+        backoff_max_seconds=max(backoff_seconds, RETRY_BACKOFF_MAX_SECONDS),
+    )
+
+
+def _request_dict(target: Target) -> dict[str, Any]:
+    shown = TargetSpec.fields_of(target)
+    for name in ("name", "retry"):
+        shown.pop(name)
+    return {**shown, "url": redact(target.url), "headers": redact(target.headers)}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PipelineSchedule:
+    """A file's `[schedule]` table, in the terms of `models.Schedule`."""
+
+    schedule_type: ScheduleType
+    interval_seconds: float | None = None
+    cron_expression: str | None = None
+    run_at: datetime | None = None
+    timezone: str = "UTC"
+    jitter_seconds: float = 0.0
+    start_at: datetime | None = None
+    end_at: datetime | None = None
+    duration_seconds: float | None = None
+    max_runs: int | None = None
+    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
+    misfire_grace_seconds: float = 60.0
+    catch_up_max: int = 10
+    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
+    failure_policy: FailurePolicy = FailurePolicy.DISABLE
+    failure_threshold: int = 5
+    cooldown_seconds: float = 300.0
+    enabled: bool = True
+
+    def schedule_fields(self) -> dict[str, Any]:
+        """Keyword arguments for `models.Schedule` (all but id, name and pipeline).
+
+        `enabled = false` gives a paused schedule, which the API can resume.
+        """
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "enabled"}
+        if self.enabled:
+            return {**data, "status": ScheduleStatus.ACTIVE, "status_reason": None}
+        reason = "enabled = false in the pipeline file"
+        return {**data, "status": ScheduleStatus.PAUSED, "status_reason": reason}
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping under the file's field names."""
+        data = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if isinstance(value, datetime):
+                value = value.isoformat()
+            elif isinstance(value, StrEnum):
+                value = value.value
+            data[_FILE_NAMES.get(item.name, item.name)] = value
+        return data
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Pipeline:
-    """A named, ordered list of steps, read from one file."""
+    """A named list of steps read from one file, and when to run it."""
 
     name: str
     path: Path
-    steps: tuple[CommandStep, ...]
+    steps: tuple[Step, ...]
     description: str = ""
+    schedule: PipelineSchedule | None = None
+
+    def __post_init__(self) -> None:
+        problems = needs_problems([(step.name, step.needs) for step in self.steps])
+        if problems:
+            raise ValueError(f"pipeline {self.name!r}: {_problem_text(problems[0], self.steps)}")
+
+    @property
+    def uses_needs(self) -> bool:
+        """Whether any step declares `needs`: then the steps form a graph, not a sequence."""
+        return any(step.needs is not None for step in self.steps)
+
+    def needs_of(self, position: int) -> tuple[str, ...]:
+        """The steps that must finish before the step at `position` starts."""
+        if self.uses_needs:
+            return self.steps[position].needs or ()
+        return (self.steps[position - 1].name,) if position > 0 else ()
+
+    def schedule_fields(self) -> dict[str, Any] | None:
+        """Keyword arguments for `models.Schedule` (id and name left to the caller)."""
+        if self.schedule is None:
+            return None
+        return {**self.schedule.schedule_fields(), "pipeline": self.name}
 
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping, steps included."""
+        """A JSON-ready mapping, steps and schedule included."""
         return {
             "name": self.name,
             "description": self.description,
             "path": str(self.path),
+            "schedule": self.schedule.as_dict() if self.schedule is not None else None,
             "steps": [step.as_dict() for step in self.steps],
         }
+
+
+def needs_problems(steps: Sequence[tuple[str, Sequence[str] | None]]) -> list[tuple[Loc, str]]:
+    """Unknown names in the `needs` of (name, needs) pairs, or else a cycle among them.
+
+    Each problem is (location, message), the location as in the file: `steps.2.needs`.
+    """
+    names = [name for name, _ in steps]
+    unknown: list[tuple[Loc, str]] = [
+        (("steps", index, "needs"), f"unknown step {need!r} (steps: {', '.join(names)})")
+        for index, (_, needs) in enumerate(steps)
+        for need in needs or ()
+        if need not in names
+    ]
+    if unknown:
+        return unknown
+    graph = {name: needs or () for name, needs in steps}
+    try:
+        graphlib.TopologicalSorter(graph).prepare()
+    except graphlib.CycleError as exc:
+        # graphlib lists each node before the one that needs it; say it the other way.
+        cycle = " → ".join(reversed(exc.args[1]))
+        return [(("steps",), f"needs form a cycle: {cycle} (each step needs the next)")]
+    return []
+
+
+def _problem_text(problem_at: tuple[Loc, str], steps: Sequence[Step]) -> str:
+    loc, message = problem_at
+    if len(loc) > 1 and isinstance(loc[1], int):
+        return f"step {steps[loc[1]].name!r}: {loc[-1]}: {message}"
+    return f"{loc[0]}: {message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,8 +359,8 @@ def load_pipelines(directory: Path) -> PipelineSet:
             continue
         first = found.pipelines.get(pipeline.name)
         if first is not None:
-            problem = f"name: pipeline {pipeline.name!r} is already defined in {first.path}"
-            found.errors.append(InvalidFile(path, pipeline.name, (problem,)))
+            problem_text = f"name: pipeline {pipeline.name!r} is already defined in {first.path}"
+            found.errors.append(InvalidFile(path, pipeline.name, (problem_text,)))
             continue
         found.pipelines[pipeline.name] = pipeline
     return found
@@ -196,7 +381,77 @@ class _FileProblems(Exception):
         self.problems = problems
 
 
+# --- tables validated by the API's models -------------------------------------------------
+#
+# `[schedule]` and `http = {...}` are validated by ScheduleSpec and TargetSpec, so their
+# rules live in one place. Their errors come back located at the file's own field names.
+
+# File name -> the name models.Schedule (and ScheduleSpec) use.
+_SCHEDULE_NAMES = {"type": "schedule_type", "cron": "cron_expression", "at": "run_at"}
+_FILE_NAMES = {api: file for file, api in _SCHEDULE_NAMES.items()}
+_SCHEDULE_FIELDS = tuple(_FILE_NAMES.get(f.name, f.name) for f in fields(PipelineSchedule))
+# Set per step (retries) or by the step itself (name), never inside the table.
+_HTTP_FIELDS = tuple(name for name in TargetSpec.model_fields if name not in ("name", "retry"))
+_API_WORDS = re.compile(r"\b(" + "|".join(_FILE_NAMES) + r")\b")
+
+
+def _parse_schedule(value: Any) -> PipelineSchedule:
+    table = dict(_table(value, _SCHEDULE_FIELDS))
+    enabled = table.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise _errors([(("enabled",), "must be true or false")], value)
+    data = {_SCHEDULE_NAMES.get(key, key): item for key, item in table.items()}
+    # The name and the pipeline are the caller's; placeholders satisfy the API model.
+    spec = _validated(ScheduleSpec, {**data, "name": "file", "pipeline": "file"})
+    names = [f.name for f in fields(PipelineSchedule) if f.name != "enabled"]
+    return PipelineSchedule(**{name: getattr(spec, name) for name in names}, enabled=enabled)
+
+
+def _parse_http(value: Any) -> TargetSpec:
+    table = _table(value, _HTTP_FIELDS)
+    return _validated(TargetSpec, {**table, "name": "step"})
+
+
+def _table(value: Any, allowed: Sequence[str]) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _errors([((), "must be a table")], value)
+    unknown = [key for key in value if key not in allowed]
+    if unknown:
+        message = "unknown field (allowed: " + ", ".join(allowed) + ")"
+        raise _errors([((key,), message) for key in unknown], value)
+    return value
+
+
+def _validated(model: type[M], data: dict[str, Any]) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = [(_file_loc(err["loc"]), _file_words(_what(err))) for err in exc.errors()]
+        raise _errors(problems, data) from exc
+
+
+def _file_loc(loc: Loc) -> Loc:
+    if loc and isinstance(loc[0], str):
+        return (_FILE_NAMES.get(loc[0], loc[0]), *loc[1:])
+    return loc
+
+
+def _file_words(message: str) -> str:
+    return _API_WORDS.sub(lambda match: _FILE_NAMES[match.group(1)], message)
+
+
+def _errors(problems: Sequence[tuple[Loc, str]], value: Any) -> ValidationError:
+    # Pydantic passes a ValidationError raised in a validator through, each location
+    # prefixed with where the value sits (`steps.1.http.url`).
+    details = [InitErrorDetails(type=problem(text), loc=loc, input=value) for loc, text in problems]
+    return ValidationError.from_exception_data("pipeline file", details)
+
+
 # --- validation models: the file's shape, checked by pydantic --------------------------
+
+_ACTIONS = ("command", "shell", "http", "target")
+_COMMAND_ONLY = ("cwd", "env", "timeout_seconds")
+_RETRY_FIELDS = ("retries", "retry_backoff_seconds")
 
 
 class _StepModel(BaseModel):
@@ -205,10 +460,17 @@ class _StepModel(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     command: list[str] | None = Field(None, min_length=1)
     shell: str | None = Field(None, min_length=1)
+    http: Annotated[TargetSpec | None, PlainValidator(_parse_http)] = None
+    target: str | None = Field(None, min_length=1, max_length=MAX_NAME_CHARS)
     cwd: str = "."
     env: dict[str, str] = Field(default_factory=dict)
     timeout_seconds: float = Field(DEFAULT_TIMEOUT_SECONDS, gt=0, allow_inf_nan=False)
+    retries: int = Field(0, ge=0, le=MAX_RETRIES)
+    retry_backoff_seconds: float = Field(
+        DEFAULT_RETRY_BACKOFF_SECONDS, ge=0, le=3600, allow_inf_nan=False
+    )
     continue_on_error: bool = False
+    needs: list[Annotated[str, Field(pattern=NAME_PATTERN)]] | None = None
 
     @field_validator("command")
     @classmethod
@@ -239,11 +501,44 @@ class _StepModel(BaseModel):
             raise ValueError("values must not contain a NUL character")
         return env
 
+    @field_validator("needs")
+    @classmethod
+    def _listed_once(cls, needs: list[str] | None) -> list[str] | None:
+        twice = [need for i, need in enumerate(needs or ()) if need in (needs or ())[:i]]
+        if twice:
+            raise ValueError(f"{twice[0]!r} is listed twice")
+        return needs
+
     @model_validator(mode="after")
-    def _command_or_shell(self) -> _StepModel:
-        if (self.command is None) == (self.shell is None):
-            raise ValueError("give exactly one of command (an argv list) or shell (a string)")
+    def _one_action(self) -> _StepModel:
+        if sum(getattr(self, name) is not None for name in _ACTIONS) != 1:
+            raise ValueError(
+                "give exactly one of command (an argv list), shell (a string), "
+                "http (a request table) or target (a target's name)"
+            )
+        problems = self._misplaced()
+        if self.needs and self.name in self.needs:
+            problems.append(("needs", "a step cannot need itself"))
+        if problems:
+            raise _errors([((name,), text) for name, text in problems], self)
         return self
+
+    def _misplaced(self) -> list[tuple[str, str]]:
+        given = self.model_fields_set
+        problems = []
+        if self.command is None and self.shell is None:
+            problems += [
+                (name, "only for command and shell steps (an http step has http.timeout_seconds)")
+                for name in _COMMAND_ONLY
+                if name in given
+            ]
+        if self.target is not None:
+            problems += [
+                (name, "a target step retries as its target's retry policy says")
+                for name in _RETRY_FIELDS
+                if name in given
+            ]
+        return problems
 
 
 class _PipelineModel(BaseModel):
@@ -251,18 +546,32 @@ class _PipelineModel(BaseModel):
 
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
+    schedule: Annotated[PipelineSchedule | None, PlainValidator(_parse_schedule)] = None
     steps: list[_StepModel] = Field(min_length=1)
 
     @model_validator(mode="after")
-    def _unique_step_names(self) -> _PipelineModel:
-        seen: dict[str, int] = {}
-        for number, step in enumerate(self.steps, start=1):
-            if step.name in seen:
-                raise ValueError(
-                    f"step {number} ({step.name!r}): name: already used by step {seen[step.name]}"
-                )
-            seen[step.name] = number
+    def _consistent_steps(self) -> _PipelineModel:
+        problems = self._name_problems()
+        if not problems:
+            problems = needs_problems([(step.name, step.needs) for step in self.steps])
+        if problems:
+            raise _errors(problems, None)
         return self
+
+    def _name_problems(self) -> list[tuple[Loc, str]]:
+        seen: dict[str, int] = {}
+        problems: list[tuple[Loc, str]] = []
+        for index, step in enumerate(self.steps):
+            if step.name in seen:
+                problems.append(
+                    (("steps", index, "name"), f"already used by step {seen[step.name]}")
+                )
+            seen.setdefault(step.name, index + 1)
+        return problems
+
+
+def _tuple(items: list[str] | None) -> tuple[str, ...] | None:
+    return tuple(items) if items is not None else None
 
 
 # --- one file: read, validate, convert ----------------------------------------------------
@@ -283,13 +592,13 @@ def _load_file(path: Path) -> Pipeline:
     return _to_pipeline(model, path)
 
 
-def _blame_file_name(problem: str, path: Path) -> str:
+def _blame_file_name(problem_text: str, path: Path) -> str:
     # Without a `name` key the file name is the pipeline's name: say so, or the message
     # would point at a line that is not in the file.
     prefix = "name: "
-    if not problem.startswith(prefix):
-        return problem
-    return f"name (taken from the file name {path.stem!r}): {problem[len(prefix) :]}"
+    if not problem_text.startswith(prefix):
+        return problem_text
+    return f"name (taken from the file name {path.stem!r}): {problem_text[len(prefix) :]}"
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -306,21 +615,40 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 def _to_pipeline(model: _PipelineModel, path: Path) -> Pipeline:
     base = path.parent
-    steps = tuple(_to_step(step, base) for step in model.steps)
-    return Pipeline(name=model.name, path=path, steps=steps, description=model.description)
-
-
-def _to_step(model: _StepModel, base: Path) -> CommandStep:
-    # Absolute, because the daemon runs with "/" as its working directory.
-    return CommandStep(
+    return Pipeline(
         name=model.name,
+        path=path,
+        steps=tuple(_to_step(step, base) for step in model.steps),
+        description=model.description,
+        schedule=model.schedule,
+    )
+
+
+def _to_step(model: _StepModel, base: Path) -> Step:
+    request = _inline_target(model)
+    return Step(
+        name=model.name,
+        # Absolute, because the daemon runs with "/" as its working directory.
         cwd=(base / model.cwd).resolve(),
         argv=_expand_argv(model.command) if model.command is not None else None,
         shell=_expand_shell(model.shell) if model.shell is not None else None,
+        http=request,
+        target=model.target,
         env=MappingProxyType(dict(model.env)),
-        timeout_seconds=model.timeout_seconds,
+        timeout_seconds=request.timeout_seconds if request else model.timeout_seconds,
+        retries=model.retries,
+        retry_backoff_seconds=model.retry_backoff_seconds,
         continue_on_error=model.continue_on_error,
+        needs=_tuple(model.needs),
     )
+
+
+def _inline_target(model: _StepModel) -> Target | None:
+    # An inline request is a target of its own: named after the step, never stored.
+    if model.http is None:
+        return None
+    policy = retry_policy(model.retries, model.retry_backoff_seconds)
+    return replace(model.http.to_target(""), name=model.name, retry=policy)
 
 
 def _expand_argv(argv: list[str]) -> tuple[str, ...]:
@@ -340,12 +668,19 @@ _PLAIN_MESSAGES = {
     "string_type": "must be a string",
     "list_type": "must be a list",
     "bool_type": "must be true or false",
+    "int_type": "must be a whole number",
     "float_type": "must be a number",
     "finite_number": "must be a finite number",
     "dict_type": "must be a table",
     "model_type": "must be a table",
     "string_too_short": "must not be empty",
     "too_short": "must not be empty",
+}
+_BOUNDS = {
+    "greater_than": ("gt", "greater than"),
+    "greater_than_equal": ("ge", "at least"),
+    "less_than": ("lt", "less than"),
+    "less_than_equal": ("le", "at most"),
 }
 
 
@@ -355,11 +690,11 @@ def _describe(exc: ValidationError, data: Mapping[str, Any]) -> list[str]:
 
 def _describe_one(err: ErrorDetails, data: Mapping[str, Any]) -> str:
     where = _where(err["loc"], data)
-    what = _what(err)
+    what = _what(err, _allowed_fields(err["loc"]))
     return f"{where}: {what}" if where else what
 
 
-def _where(loc: tuple[int | str, ...], data: Mapping[str, Any]) -> str:
+def _where(loc: Loc, data: Mapping[str, Any]) -> str:
     parts: list[str] = []
     if len(loc) >= 2 and loc[0] == "steps" and isinstance(loc[1], int):
         parts.append(_step_label(loc[1], data))
@@ -381,19 +716,20 @@ def _step_label(index: int, data: Mapping[str, Any]) -> str:
     return f"{label} ({name!r})" if isinstance(name, str) and name else label
 
 
-def _what(err: ErrorDetails) -> str:
+def _what(err: ErrorDetails, allowed: Sequence[str] = ()) -> str:
     kind = err["type"]
     ctx = err.get("ctx") or {}
     if kind == "value_error":
         return str(ctx.get("error", err["msg"]))
-    if kind == "greater_than":
-        return f"must be greater than {ctx['gt']:g}"
+    if kind in _BOUNDS:
+        key, words = _BOUNDS[kind]
+        return f"must be {words} {ctx[key]:g}"
     if kind == "extra_forbidden":
-        return "unknown field (allowed: " + ", ".join(_allowed_fields(err["loc"])) + ")"
+        return "unknown field" + (" (allowed: " + ", ".join(allowed) + ")" if allowed else "")
     plain = _PLAIN_MESSAGES.get(kind)
     return plain if plain else err["msg"][:1].lower() + err["msg"][1:]
 
 
-def _allowed_fields(loc: tuple[int | str, ...]) -> list[str]:
+def _allowed_fields(loc: Loc) -> list[str]:
     model = _StepModel if loc and loc[0] == "steps" else _PipelineModel
     return list(model.model_fields)

@@ -1,19 +1,28 @@
-"""Running command steps: one process group per step, every output line into the log.
+"""Running pipelines: command steps in process groups, HTTP steps, every attempt reported.
 
-Each step runs in its own session (so its own process group, led by the step's process).
-Whatever way a step ends - exit, timeout, cancellation - the whole group is stopped the
-same way: SIGTERM, `kill_grace` seconds, SIGKILL. So a background process a step leaves
-behind (`sleep 1000 &`) never outlives it, and never holds the output pipe open.
+Each command step runs in its own session (so its own process group, led by the step's
+process). Whatever way a step ends - exit, timeout, cancellation - the whole group is
+stopped the same way: SIGTERM, `kill_grace` seconds, SIGKILL. So a background process a
+step leaves behind (`sleep 1000 &`) never outlives it, and never holds the output pipe open.
 
 Conventions a caller relies on:
 
 - `exit_code` is the process's exit status when it exited, None when a signal killed it;
   `signal` is then the signal's number (asyncio's negative return codes are not exposed).
 - The environment of a step is the daemon's own, then `CRONMGR_RUN_ID`,
-  `CRONMGR_PIPELINE`, `CRONMGR_STEP`, `CRONMGR_SCHEDULED_FOR`, then the run's extra
-  variables, then the step's `env`: later layers win.
+  `CRONMGR_PIPELINE`, `CRONMGR_STEP`, `CRONMGR_SCHEDULED_FOR`, `CRONMGR_WORK_DIR`, then
+  the run's extra variables, then the step's `env`: later layers win.
 - An output line is logged as one `step_output` event; lines longer than `MAX_LINE_CHARS`
   characters are cut and end with `LINE_CUT_MARKER`; undecodable bytes become U+FFFD.
+- Every attempt of every step goes to `on_step_finished(position, result)`, `position`
+  being the step's index in the file (also when steps run in parallel) and
+  `result.attempt` counting from 1. A step's outcome is its last attempt's.
+- A failed command attempt is retried, timeouts included (a step that hung once may well
+  pass the next time, and `retries = 0` says otherwise); a command that cannot even start
+  (missing program or working directory) is not, as the next attempt would fail the same.
+- A run's work directory is `<work_root>/<run_id>/` and outlives the run: retention
+  removes it with `purge_work_dirs`. Without a `work_root` the run gets a temporary
+  directory that is removed when it ends, as nothing else would know to remove it.
 """
 
 from __future__ import annotations
@@ -23,12 +32,15 @@ import contextlib
 import functools
 import inspect
 import os
+import shutil
 import signal
+import tempfile
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psutil
@@ -36,8 +48,11 @@ import structlog
 from structlog.contextvars import bound_contextvars
 from structlog.typing import FilteringBoundLogger
 
-from cronmgr.models import ErrorType, RunStatus, StepResult, utcnow
-from cronmgr.pipelines import CommandStep, Pipeline
+from cronmgr.errors import CronmgrError
+from cronmgr.http_runner import HttpRunner, RequestContext
+from cronmgr.models import ErrorType, RunStatus, StepResult, Target, utcnow
+from cronmgr.pipelines import Pipeline, Step, StepKind
+from cronmgr.retry import backoff_delay
 
 MAX_LINE_CHARS = 8192
 LINE_CUT_MARKER = " …[cut: line was {size} bytes]"
@@ -54,20 +69,28 @@ _POLL_FIRST, _POLL_MAX = 0.01, 0.1
 
 StepCallback = Callable[[StepResult], None]
 PipelineCallback = Callable[[int, StepResult], Awaitable[None] | None]
+TargetResolver = Callable[[str], Awaitable[Target]]
 
 
 @dataclass(frozen=True, slots=True)
 class StepContext:
-    """The run a step belongs to, exported to it as `CRONMGR_*` variables."""
+    """The run a step belongs to, exported to it as `CRONMGR_*` variables.
+
+    `work_root` is where `run_pipeline` creates the run's work directory; `work_dir` is
+    that directory, set by `run_pipeline` for the steps it runs.
+    """
 
     run_id: str
     pipeline: str
     scheduled_for: datetime
     extra_env: Mapping[str, str] = field(default_factory=dict)
+    schedule_id: str | None = None
+    work_root: Path | None = None
+    work_dir: Path | None = None
 
 
 def step_environment(
-    step: CommandStep, context: StepContext, base: Mapping[str, str] | None = None
+    step: Step, context: StepContext, base: Mapping[str, str] | None = None
 ) -> dict[str, str]:
     """The environment `step` runs with: `base` (default: ours), context, extras, step env."""
     env = dict(os.environ if base is None else base)
@@ -75,24 +98,28 @@ def step_environment(
     env["CRONMGR_PIPELINE"] = context.pipeline
     env["CRONMGR_STEP"] = step.name
     env["CRONMGR_SCHEDULED_FOR"] = context.scheduled_for.isoformat()
+    if context.work_dir is not None:
+        env["CRONMGR_WORK_DIR"] = str(context.work_dir)
     env.update(context.extra_env)
     env.update(step.env)
     return env
 
 
 async def run_step(
-    step: CommandStep,
+    step: Step,
     *,
     context: StepContext,
     kill_grace: float = 5.0,
     keep_lines: int = 50,
     on_finished: StepCallback | None = None,
 ) -> StepResult:
-    """Run one command step to its end; on cancellation stop it, report it, re-raise.
+    """Run one attempt of a command step; on cancellation stop it, report it, re-raise.
 
     `on_finished` gets the result in every case, including the `cancelled` result of an
     interrupted step just before CancelledError propagates.
     """
+    if step.kind is not StepKind.COMMAND:
+        raise ValueError(f"run_step runs command steps; {step.name!r} is a {step.kind} step")
     log = structlog.get_logger().bind(run_id=context.run_id, step=step.name)
     with bound_contextvars(run_id=context.run_id, step=step.name):
         execution = _Execution(step, context, log, kill_grace, keep_lines)
@@ -112,35 +139,35 @@ async def run_pipeline(
     kill_grace: float = 5.0,
     keep_lines: int = 50,
     on_step_finished: PipelineCallback | None = None,
+    http: HttpRunner | None = None,
+    resolve_target: TargetResolver | None = None,
 ) -> list[StepResult]:
-    """Run the steps in file order; after a failure the rest are `skipped`.
+    """Run the pipeline's steps; the outcome of each (its last attempt), in file order.
 
-    A failed step with `continue_on_error` does not stop the pipeline. `on_step_finished`
-    (plain or async) gets `(position, result)` for every step, skipped ones included, in
-    order; on cancellation it gets the interrupted step's `cancelled` result and the
-    `skipped` rest before CancelledError propagates.
+    Without `needs` the steps run in file order and a failure skips the rest. With
+    `needs` a step starts once every step it needs has succeeded (or failed with
+    `continue_on_error`), so independent steps run in parallel, and a step whose need
+    failed is `skipped`, as are the steps after it. `continue_on_error` never lets a
+    failure stop anything.
+
+    HTTP steps are sent through `http`, target steps look their target up by name with
+    `resolve_target` (which raises `NotFound` or `LookupError` for an unknown name);
+    without them such steps fail. `on_step_finished` (plain or async) gets every attempt;
+    on cancellation running steps are stopped and reported `cancelled`, the ones not
+    started `skipped`, before CancelledError propagates.
     """
     log = structlog.get_logger().bind(run_id=context.run_id, pipeline=pipeline.name)
-    results: list[StepResult] = []
     started = time.monotonic()
     with bound_contextvars(run_id=context.run_id, pipeline=pipeline.name):
-        log.info(
-            "pipeline_started",
-            steps=len(pipeline.steps),
-            scheduled_for=context.scheduled_for.isoformat(),
-        )
-        try:
-            await _run_steps(pipeline, context, results, on_step_finished, kill_grace, keep_lines)
-        except asyncio.CancelledError:
-            await _skip_rest(pipeline, results, "the run was cancelled", on_step_finished)
-            _log_pipeline_finished(log, RunStatus.CANCELLED, results, started)
-            raise
-        _log_pipeline_finished(log, run_status(pipeline, results), results, started)
-    return results
+        async with _work_dir(context) as work_dir:
+            options = _Options(kill_grace, keep_lines, on_step_finished, http, resolve_target)
+            run = _PipelineRun(pipeline, replace(context, work_dir=work_dir), log, options)
+            await run.run(started)
+    return run.results()
 
 
 def run_status(pipeline: Pipeline, results: Sequence[StepResult]) -> RunStatus:
-    """A pipeline run's status from its step results.
+    """A pipeline run's status from its steps' outcomes (one result per step).
 
     Failed when a step failed without `continue_on_error`; cancelled when a step was;
     succeeded otherwise (a failure allowed by `continue_on_error` does not count).
@@ -153,51 +180,262 @@ def run_status(pipeline: Pipeline, results: Sequence[StepResult]) -> RunStatus:
     return RunStatus.SUCCEEDED
 
 
-# --- the pipeline loop -------------------------------------------------------------------
+# --- work directories ------------------------------------------------------------------------
 
 
-async def _run_steps(
-    pipeline: Pipeline,
-    context: StepContext,
-    results: list[StepResult],
-    on_step_finished: PipelineCallback | None,
-    kill_grace: float,
-    keep_lines: int,
-) -> None:
-    for position, step in enumerate(pipeline.steps):
+def run_work_dir(work_root: Path, run_id: str) -> Path:
+    """The work directory of run `run_id` under `work_root`."""
+    if run_id in ("", ".", "..") or "/" in run_id or "\0" in run_id:
+        raise ValueError(f"run id {run_id!r} cannot name a directory")
+    return work_root / run_id
+
+
+def purge_work_dirs(work_root: Path, older_than: datetime, keep: Collection[str] = ()) -> int:
+    """Remove the run directories under `work_root` last changed before `older_than`.
+
+    Directories named in `keep` (the ids of runs still going) stay. Blocking: call it in
+    a thread. Returns how many were removed.
+    """
+    if not work_root.is_dir():
+        return 0
+    limit = older_than.timestamp()
+    removed = 0
+    for path in work_root.iterdir():
+        if path.name in keep or not path.is_dir() or path.is_symlink():
+            continue
+        if path.stat().st_mtime < limit:
+            shutil.rmtree(path, ignore_errors=True)
+            removed += 1
+    return removed
+
+
+@contextlib.asynccontextmanager
+async def _work_dir(context: StepContext) -> AsyncIterator[Path]:
+    if context.work_root is not None:
+        path = run_work_dir(context.work_root, context.run_id)
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        yield path  # kept: the run's files are worth a look until retention takes them
+        return
+    path = Path(tempfile.mkdtemp(prefix="cronmgr-run-"))
+    try:
+        yield path
+    finally:
+        await asyncio.to_thread(shutil.rmtree, path, ignore_errors=True)
+
+
+# --- the pipeline ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    kill_grace: float
+    keep_lines: int
+    on_step_finished: PipelineCallback | None
+    http: HttpRunner | None
+    resolve_target: TargetResolver | None
+
+
+class _PipelineRun:
+    """One run of a pipeline: a task per step, each waiting for the steps it needs."""
+
+    def __init__(
+        self, pipeline: Pipeline, context: StepContext, log: FilteringBoundLogger, options: _Options
+    ) -> None:
+        self.pipeline = pipeline
+        self.context = context
+        self.log = log
+        self.options = options
+        # The latest attempt of each step that reported one, by position.
+        self.latest: dict[int, StepResult] = {}
+        self._done = {step.name: asyncio.Event() for step in pipeline.steps}
+        # For each step that blocks the steps needing it: the failed step to blame.
+        self._blame: dict[str, str] = {}
+
+    def results(self) -> list[StepResult]:
+        """The outcome of each step so far, in file order."""
+        return [self.latest[position] for position in sorted(self.latest)]
+
+    async def run(self, started: float) -> None:
+        """Run every step; log the outcome; on cancellation report what did not run."""
+        self.log.info(
+            "pipeline_started",
+            steps=len(self.pipeline.steps),
+            scheduled_for=self.context.scheduled_for.isoformat(),
+            parallel=self.pipeline.uses_needs,
+            work_dir=str(self.context.work_dir),
+        )
         try:
-            result = await run_step(
-                step,
-                context=context,
-                kill_grace=kill_grace,
-                keep_lines=keep_lines,
-                on_finished=results.append,
-            )
+            await self._run_all()
+        except asyncio.CancelledError:
+            await self._skip_unreported("the run was cancelled")
+            _log_pipeline_finished(self.log, RunStatus.CANCELLED, self.results(), started)
+            raise
+        status = run_status(self.pipeline, self.results())
+        _log_pipeline_finished(self.log, status, self.results(), started)
+
+    async def _run_all(self) -> None:
+        try:
+            async with asyncio.TaskGroup() as group:
+                for position, step in enumerate(self.pipeline.steps):
+                    group.create_task(self._step(position), name=f"step {step.name}")
+        except BaseExceptionGroup as failed:
+            # A step that raised (a bug, a failing callback) has stopped the others;
+            # the caller sees its exception as a sequential run would have raised it.
+            raise failed.exceptions[0] from failed
+
+    async def _step(self, position: int) -> None:
+        step = self.pipeline.steps[position]
+        try:
+            reason = await self._blocked(position)
+            if reason is None:
+                await self._execute(position, step)
+                self._blame_failure(position, step)
+            else:
+                self.log.info("step_skipped", step=step.name, reason=reason)
+                await self._report(position, _skipped(step, reason))
         finally:
-            # Also on cancellation: the caller must hear about the interrupted step.
-            if len(results) > position:
-                await _notify(on_step_finished, position, results[position])
-        if result.status is RunStatus.FAILED and not step.continue_on_error:
-            await _skip_rest(pipeline, results, f"step {step.name!r} failed", on_step_finished)
+            self._done[step.name].set()
+
+    async def _blocked(self, position: int) -> str | None:
+        """Wait for the step's needs; why it cannot run, or None when it can."""
+        needs = self.pipeline.needs_of(position)
+        for need in needs:
+            await self._done[need].wait()
+        for need in needs:
+            blamed = self._blame.get(need)
+            if blamed is not None:
+                self._blame[self.pipeline.steps[position].name] = blamed
+                return self._skip_reason(need, blamed)
+        return None
+
+    def _skip_reason(self, need: str, blamed: str) -> str:
+        if not self.pipeline.uses_needs:
+            return f"step {blamed!r} failed"
+        if need == blamed:
+            return f"its need {need!r} failed"
+        return f"its need {need!r} was skipped (step {blamed!r} failed)"
+
+    def _blame_failure(self, position: int, step: Step) -> None:
+        outcome = self.latest[position]
+        if outcome.status is not RunStatus.SUCCEEDED and not step.continue_on_error:
+            self._blame[step.name] = step.name
+
+    async def _skip_unreported(self, reason: str) -> None:
+        for position, step in enumerate(self.pipeline.steps):
+            if position not in self.latest:
+                await self._report(position, _skipped(step, reason))
+
+    async def _report(self, position: int, result: StepResult) -> None:
+        result = replace(result, step=self.pipeline.steps[position].name, position=position)
+        self.latest[position] = result
+        await _notify(self.options.on_step_finished, position, result)
+
+    # --- one step, by kind
+
+    async def _execute(self, position: int, step: Step) -> None:
+        if step.http is not None:
+            await self._send(position, step, step.http)
+        elif step.target is not None:
+            await self._call_target(position, step, step.target)
+        else:
+            await self._run_command(position, step)
+
+    async def _run_command(self, position: int, step: Step) -> None:
+        policy = step.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            result = await self._command_attempt(position, step, attempt)
+            if attempt == policy.max_attempts or not _worth_retrying(result):
+                return
+            delay = backoff_delay(policy, attempt)
+            self.log.info(
+                "step_retry_scheduled",
+                step=step.name,
+                attempt=attempt,
+                delay_seconds=round(delay, 3),
+            )
+            await asyncio.sleep(delay)
+
+    async def _command_attempt(self, position: int, step: Step, attempt: int) -> StepResult:
+        finished: list[StepResult] = []
+        try:
+            with bound_contextvars(attempt=attempt):
+                await run_step(
+                    step,
+                    context=self.context,
+                    kill_grace=self.options.kill_grace,
+                    keep_lines=self.options.keep_lines,
+                    on_finished=finished.append,
+                )
+        finally:
+            # Also on cancellation: run_step has reported the interrupted attempt.
+            if finished:
+                await self._report(position, replace(finished[0], attempt=attempt))
+        return self.latest[position]
+
+    async def _send(self, position: int, step: Step, target: Target) -> None:
+        http = self.options.http
+        if http is None:
+            message = "no HTTP runner was given to send the request (http steps need one)"
+            await self._report(position, _failed(step, message))
             return
 
+        async def on_attempt(result: StepResult) -> None:
+            await self._report(position, result)
 
-async def _skip_rest(
-    pipeline: Pipeline,
-    results: list[StepResult],
-    reason: str,
-    on_step_finished: PipelineCallback | None,
-) -> None:
-    for position in range(len(results), len(pipeline.steps)):
-        skipped = StepResult(
-            step=pipeline.steps[position].name,
-            status=RunStatus.SKIPPED,
-            started_at=utcnow(),
-            duration_ms=0,
-            error=f"not run: {reason}",
+        context = RequestContext(
+            run_id=self.context.run_id,
+            schedule_id=self.context.schedule_id,
+            scheduled_for=self.context.scheduled_for,
         )
-        results.append(skipped)
-        await _notify(on_step_finished, position, skipped)
+        with bound_contextvars(step=step.name):
+            await http.run_target(target, context=context, on_attempt=on_attempt)
+
+    async def _call_target(self, position: int, step: Step, name: str) -> None:
+        resolve = self.options.resolve_target
+        if resolve is None:
+            message = f"no way to look up target {name!r} (target steps need a resolver)"
+            await self._report(position, _failed(step, message))
+            return
+        try:
+            target = await resolve(name)
+        except (CronmgrError, LookupError) as exc:
+            await self._report(position, _failed(step, f"target {name!r}: {_reason(exc)}"))
+            return
+        await self._send(position, step, target)
+
+
+def _worth_retrying(result: StepResult) -> bool:
+    # UNKNOWN is a step that could not start: the same command would not start again.
+    return result.status is RunStatus.FAILED and result.error_type is not ErrorType.UNKNOWN
+
+
+def _skipped(step: Step, reason: str) -> StepResult:
+    return StepResult(
+        step=step.name,
+        status=RunStatus.SKIPPED,
+        started_at=utcnow(),
+        duration_ms=0,
+        error=f"not run: {reason}",
+    )
+
+
+def _failed(step: Step, message: str) -> StepResult:
+    return StepResult(
+        step=step.name,
+        status=RunStatus.FAILED,
+        started_at=utcnow(),
+        duration_ms=0,
+        error_type=ErrorType.UNKNOWN,
+        error=message,
+    )
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, CronmgrError):
+        return exc.detail
+    if isinstance(exc, KeyError) and exc.args:
+        return str(exc.args[0])
+    return str(exc) or type(exc).__name__
 
 
 async def _notify(callback: PipelineCallback | None, position: int, result: StepResult) -> None:
@@ -250,7 +488,7 @@ class _Execution:
 
     def __init__(
         self,
-        step: CommandStep,
+        step: Step,
         context: StepContext,
         log: FilteringBoundLogger,
         kill_grace: float,
@@ -367,11 +605,11 @@ class _Execution:
         )
 
 
-def _command(step: CommandStep) -> dict[str, Any]:
+def _command(step: Step) -> dict[str, Any]:
     return {"argv": list(step.argv)} if step.argv is not None else {"shell": step.shell}
 
 
-def _spawn_error(exc: OSError | ValueError, step: CommandStep) -> str:
+def _spawn_error(exc: OSError | ValueError, step: Step) -> str:
     if not isinstance(exc, OSError):
         return f"cannot start: {exc}"
     reason = exc.strerror or str(exc)

@@ -89,18 +89,20 @@ def test_the_shipped_default_pipeline_loads() -> None:
             id="unknown-step-field",
         ),
         pytest.param(
-            'schedule = "daily"\n[[steps]]\nname = "a"\nshell = "true"\n',
-            "bad.toml: schedule: unknown field (allowed: name, description, steps)",
+            'when = "daily"\n[[steps]]\nname = "a"\nshell = "true"\n',
+            "bad.toml: when: unknown field (allowed: name, description, schedule, steps)",
             id="unknown-top-field",
         ),
         pytest.param(
             '[[steps]]\nname = "a"\nshell = "true"\ncommand = ["true"]\n',
-            "bad.toml: step 1 ('a'): give exactly one of command (an argv list) or shell",
+            "bad.toml: step 1 ('a'): give exactly one of command (an argv list), shell (a string), "
+            "http (a request table) or target (a target's name)",
             id="both-command-and-shell",
         ),
         pytest.param(
             '[[steps]]\nname = "a"\n',
-            "bad.toml: step 1 ('a'): give exactly one of command (an argv list) or shell",
+            "bad.toml: step 1 ('a'): give exactly one of command (an argv list), shell (a string), "
+            "http (a request table) or target (a target's name)",
             id="neither-command-nor-shell",
         ),
         pytest.param(
@@ -176,13 +178,13 @@ def test_every_problem_of_a_file_is_listed(tmp_path: Path) -> None:
         tmp_path,
         "bad.toml",
         '[[steps]]\nname = "a"\nshell = "true"\ntimeout_seconds = 0\n'
-        '[[steps]]\nname = "b"\ncommand = ["x"]\nretries = 3\n',
+        '[[steps]]\nname = "b"\ncommand = ["x"]\nretry = 3\n',
     )
     problems = load_pipelines(tmp_path).errors[0].problems
     assert problems == (
         "step 1 ('a'): timeout_seconds: must be greater than 0",
-        "step 2 ('b'): retries: unknown field (allowed: name, command, shell, cwd, env, "
-        "timeout_seconds, continue_on_error)",
+        "step 2 ('b'): retry: unknown field (allowed: name, command, shell, http, target, cwd, "
+        "env, timeout_seconds, retries, retry_backoff_seconds, continue_on_error, needs)",
     )
 
 
