@@ -16,7 +16,19 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 
 from cronmgr.errors import Conflict, InvalidInput, NotFound
-from cronmgr.models import Run, Schedule, ScheduleStatus, StepResult, Target, new_id, utcnow
+from cronmgr.models import (
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    StepResult,
+    Target,
+    Trigger,
+    new_id,
+    pipeline_job,
+    utcnow,
+)
 from cronmgr.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.payloads import (
     DeleteTargetQuery,
@@ -29,6 +41,7 @@ from cronmgr.payloads import (
     validate,
     validate_query,
 )
+from cronmgr.pipeline_sync import file_schedule_id, is_file_schedule
 from cronmgr.pipelines import Pipeline, PipelineSet, load_pipelines
 from cronmgr.secret_refs import redact
 from cronmgr.store import Store
@@ -202,10 +215,21 @@ async def get_schedule(request: web.Request) -> web.Response:
     return json_response((await _store(request).get_schedule(_id(request))).as_dict())
 
 
+def refuse_file_schedule(schedule: Schedule, action: str) -> None:
+    """409 for editing or deleting a schedule that a pipeline file declares."""
+    if is_file_schedule(schedule.id):
+        raise Conflict(
+            f"schedule {schedule.id!r} is declared in the [schedule] table of pipeline "
+            f"{schedule.pipeline!r}'s file; {action} it there and reload "
+            "(pause and resume work here)"
+        )
+
+
 async def update_schedule(request: web.Request) -> web.Response:
     """PATCH /api/v1/schedules/{id}: merge, validate the whole, store; status is kept."""
     store = _store(request)
     stored = await store.get_schedule(_id(request))
+    refuse_file_schedule(stored, "edit")
     data = ScheduleSpec.patched(stored, await read_body(request))
     spec = validate(ScheduleSpec, data, BODY)
     await _check_references(request, spec)
@@ -216,7 +240,9 @@ async def update_schedule(request: web.Request) -> web.Response:
 
 async def delete_schedule(request: web.Request) -> web.Response:
     """DELETE /api/v1/schedules/{id}: the schedule goes, its runs stay."""
-    await _store(request).delete_schedule(_id(request))
+    store = _store(request)
+    refuse_file_schedule(await store.get_schedule(_id(request)), "remove")
+    await store.delete_schedule(_id(request))
     _changed(request)
     return deleted("Schedule", _id(request))
 
@@ -321,6 +347,21 @@ async def _pipelines(request: web.Request) -> PipelineSet:
     return await asyncio.to_thread(load_pipelines, request.app[SETTINGS].pipelines_path)
 
 
+RECENT_RUNS = 10
+"""Runs `GET /api/v1/pipelines/{name}` shows, newest first."""
+
+
+def pipeline_summary(pipeline: Pipeline) -> dict[str, Any]:
+    """A pipeline as the list shows it."""
+    return {
+        "name": pipeline.name,
+        "description": pipeline.description,
+        "step_count": len(pipeline.steps),
+        "file": str(pipeline.path),
+        "schedule_id": file_schedule_id(pipeline.name) if pipeline.schedule else None,
+    }
+
+
 def pipeline_body(pipeline: Pipeline) -> dict[str, Any]:
     """A pipeline with its steps; of each step's environment only the names."""
     steps = []
@@ -329,9 +370,9 @@ def pipeline_body(pipeline: Pipeline) -> dict[str, Any]:
         data["env_names"] = sorted(data.pop("env"))
         steps.append(data)
     return {
-        "name": pipeline.name,
-        "description": pipeline.description,
-        "file": str(pipeline.path),
+        **pipeline_summary(pipeline),
+        "max_concurrent_runs": pipeline.max_concurrent_runs,
+        "overlap_policy": pipeline.overlap_policy.value,
         "steps": steps,
     }
 
@@ -339,23 +380,82 @@ def pipeline_body(pipeline: Pipeline) -> dict[str, Any]:
 async def list_pipelines(request: web.Request) -> web.Response:
     """GET /api/v1/pipelines: every pipeline that loaded (not paged: they are files)."""
     found = await _pipelines(request)
-    return json_response(
-        [
-            {
-                "name": p.name,
-                "description": p.description,
-                "step_count": len(p.steps),
-                "file": str(p.path),
-            }
-            for p in found
-        ]
-    )
+    return json_response([pipeline_summary(p) for p in found])
 
 
 async def get_pipeline(request: web.Request) -> web.Response:
-    """GET /api/v1/pipelines/{name}: 404 says why (unknown, or its file is invalid)."""
-    found = await _pipelines(request)
-    return json_response(pipeline_body(found.get(request.match_info["name"])))
+    """GET /api/v1/pipelines/{name}: steps, schedule (as declared and as it stands), runs.
+
+    404 says why: an unknown name, or the file that failed to load.
+    """
+    pipeline = (await _pipelines(request)).get(request.match_info["name"])
+    store = _store(request)
+    body = pipeline_body(pipeline)
+    body["schedule"] = await _schedule_state(store, pipeline)
+    runs = await store.list_runs(job=pipeline_job(pipeline.name), limit=RECENT_RUNS)
+    body["recent_runs"] = [run_summary(run) for run in runs]
+    return json_response(body)
+
+
+async def _schedule_state(store: Store, pipeline: Pipeline) -> dict[str, Any] | None:
+    # The file's table, then what the store knows: status, next and last run. Before the
+    # daemon has synced the file (it never ran since), only the table.
+    if pipeline.schedule is None:
+        return None
+    declared = {"id": file_schedule_id(pipeline.name), **pipeline.schedule.as_dict()}
+    try:
+        stored = await store.get_schedule(declared["id"])
+    except NotFound:
+        return {**declared, "status": None, "synced": False}
+    live = {name: stored.as_dict()[name] for name in _LIVE_SCHEDULE_FIELDS}
+    return {**declared, **live, "synced": True}
+
+
+_LIVE_SCHEDULE_FIELDS = (
+    "status",
+    "status_reason",
+    "next_run_at",
+    "last_run_at",
+    "run_count",
+    "consecutive_failures",
+    "circuit_open_until",
+)
+
+
+async def run_pipeline(request: web.Request) -> web.Response:
+    """POST /api/v1/pipelines/{name}/run: ask the daemon for a run now; 202 with its id.
+
+    409 when the daemon is not running, or when the pipeline's overlap policy is `skip`
+    (the default without a schedule) and a run of it is in flight or waiting.
+    """
+    pipeline = (await _pipelines(request)).get(request.match_info["name"])
+    control = request.app[CONTROL]
+    if not control.is_running():
+        raise Conflict(
+            f"the daemon is not running, so pipeline {pipeline.name!r} cannot run: "
+            "start it first (POST /api/cron/start)"
+        )
+    store = _store(request)
+    job = pipeline_job(pipeline.name)
+    if pipeline.overlap_policy is OverlapPolicy.SKIP:
+        await _refuse_overlap(store, pipeline.name, job)
+    now = utcnow()
+    run = Run(id=new_id(), job=job, scheduled_for=now, trigger=Trigger.API)
+    await store.insert_run(run)
+    control.definitions_changed()
+    return json_response({**run_summary(run), "pipeline": pipeline.name}, status=202)
+
+
+async def _refuse_overlap(store: Store, name: str, job: str) -> None:
+    for status in (RunStatus.RUNNING, RunStatus.PENDING):
+        busy = await store.list_runs(job=job, status=status, limit=1)
+        if busy:
+            raise Conflict(
+                f"pipeline {name!r} has a run {status.value} ({busy[0].id}) and its "
+                "overlap_policy is 'skip': wait for it to end, or declare "
+                'overlap_policy = "queue", "allow" or "replace" in its [schedule]',
+                errors=[{"run_id": busy[0].id, "status": status.value}],
+            )
 
 
 # --- the route table ----------------------------------------------------------------------
@@ -533,5 +633,18 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "pipelines",
         Reply(200, "The pipeline.", ref("Pipeline")),
         description="404 says why: an unknown name, or the file that failed to load.",
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/pipelines/{name}/run",
+        run_pipeline,
+        "Run a pipeline now",
+        "pipelines",
+        Reply(202, "The run, pending until the daemon takes it.", ref("Run")),
+        description=(
+            "The daemon runs it under the pipeline's overlap policy. 409 when the daemon "
+            "is not running, or when the policy is `skip` (the default) and a run of the "
+            "pipeline is running or pending."
+        ),
     ),
 )

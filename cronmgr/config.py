@@ -56,6 +56,9 @@ class Settings(BaseModel):
     default_interval_seconds: int = Field(120, ge=10, description="Interval `start` uses.")
     start_timeout_seconds: float = Field(15.0, gt=0, description="Wait for daemon readiness.")
     stop_grace_seconds: float = Field(10.0, ge=0, description="In-flight work grace on stop.")
+    max_concurrent_pipeline_runs: int = Field(
+        8, ge=1, le=1000, description="Pipeline runs executing at once; more wait in line."
+    )
     step_kill_grace_seconds: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL for steps.")
     supervise: bool = Field(True, description="Restart the daemon when it dies unexpectedly.")
     restart_backoff_seconds: float = Field(1.0, gt=0, description="First restart delay.")

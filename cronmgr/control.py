@@ -320,6 +320,10 @@ class DaemonControl:
             log.info("daemon_stopped", daemon_pid=found.process.pid, killed=killed)
             return StopOutcome(True, pid=found.process.pid, killed=killed)
 
+    def is_running(self) -> bool:
+        """Whether the daemon runs now (lock held, pid alive, create time matching)."""
+        return self.inspect().liveness is pidfile.Liveness.RUNNING
+
     def reload(self) -> bool:
         """Ask a running daemon to re-read files and definitions (SIGHUP); False if none."""
         return self._signal(signal.SIGHUP)
@@ -374,6 +378,7 @@ class DaemonControl:
             "interval_seconds": spec.interval_seconds if spec else None,
             "heartbeat_at": report.get("heartbeat_at") if running else None,
             "active_runs": report.get("active_runs", []) if running else [],
+            "queued_runs": report.get("queued_runs", []) if running else [],
             "next_runs": report.get("next_runs", []) if running else [],
         }
 

@@ -32,6 +32,7 @@ from cronmgr.control import (
 from cronmgr.errors import CronmgrError, NotFound
 from cronmgr.http_runner import HttpRunner
 from cronmgr.jobs import JobRunner
+from cronmgr.manual import ManualRuns
 from cronmgr.models import (
     FailurePolicy,
     MisfirePolicy,
@@ -41,7 +42,9 @@ from cronmgr.models import (
     utcnow,
 )
 from cronmgr.pidfile import AlreadyRunning, PidFile
+from cronmgr.pipeline_sync import sync_pipeline_schedules
 from cronmgr.pipelines import PipelineSet, load_pipelines
+from cronmgr.runner import purge_work_dirs
 from cronmgr.scheduler import Scheduler
 from cronmgr.store import Store, open_store
 from cronmgr.store.base import Progress
@@ -178,6 +181,8 @@ class Daemon:
         self._pipelines: PipelineSet | None = None
         self._jobs: JobRunner | None = None
         self._engine: Scheduler | None = None
+        self._manual: ManualRuns | None = None
+        self._sync_wanted = asyncio.Event()  # pipeline files re-read: sync their schedules
 
     async def run(self, ready: ReadyPipe) -> None:
         """Open the store, recover, load definitions, report ready, serve until stopped."""
@@ -191,14 +196,19 @@ class Daemon:
             recovered = await store.fail_orphaned_runs(
                 "the daemon stopped before this run finished"
             )
-            self._load_pipelines().get(self.spec.pipeline)  # fail the start if it is missing
+            pipelines = self._load_pipelines()
+            pipelines.get(self.spec.pipeline)  # fail the start if it is missing
             await ensure_start_schedule(store, self.spec)
+            await sync_pipeline_schedules(store, pipelines)
             self._jobs = JobRunner(self.settings, store, http, self._current_pipelines)
             self._engine = Scheduler(self._jobs, store.record_progress)
+            self._manual = ManualRuns(self._jobs, store, self._current_pipelines)
+            self._jobs.on_job_idle = self._manual.job_idle
             self._engine.apply(await store.changed_schedules(0))
             self._install_signal_handlers()
             ready.ok()
             log.info("daemon_ready", orphaned_runs_failed=recovered, **spec_fields(self.spec))
+            self._refresh_wanted.set()  # manual runs asked for while no daemon ran
             await self._serve(store)
         log.info("daemon_stopped")
 
@@ -213,7 +223,10 @@ class Daemon:
         try:
             await self._stopping.wait()
             self._engine.stop_firing()
-            cancelled = await self._engine.drain(self.settings.stop_grace_seconds)
+            assert self._manual is not None
+            grace = self.settings.stop_grace_seconds
+            drained = await asyncio.gather(self._engine.drain(grace), self._manual.drain(grace))
+            cancelled = sum(drained)
             if cancelled:
                 log.warning("runs_cancelled", count=cancelled, reason="stop grace period over")
         finally:
@@ -249,6 +262,7 @@ class Daemon:
     def _reload(self) -> None:
         logs.reopen_log_file()
         pipelines = self._load_pipelines()
+        self._sync_wanted.set()
         self._refresh_wanted.set()
         log.info(
             "daemon_reloaded", pipelines=len(pipelines.pipelines), invalid=len(pipelines.errors)
@@ -257,19 +271,24 @@ class Daemon:
     async def _refresher(self, store: Store) -> None:
         # Signals only set a flag; one task fetches what changed, so a burst of API edits
         # costs one query, never one per signal.
-        assert self._engine is not None
         while True:
             await self._refresh_wanted.wait()
             self._refresh_wanted.clear()
             try:
-                changes = await store.changed_schedules(self._engine.revision)
+                await self._refresh(store)
             except CronmgrError as exc:
                 log.error("schedules_refresh_failed", error=exc.detail)
-                continue
-            assert self._jobs is not None
-            self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
-            self._engine.apply(changes)
             self._changed.set()
+
+    async def _refresh(self, store: Store) -> None:
+        assert self._engine is not None and self._jobs is not None and self._manual is not None
+        if self._sync_wanted.is_set():
+            self._sync_wanted.clear()
+            await sync_pipeline_schedules(store, self._current_pipelines())
+        changes = await store.changed_schedules(self._engine.revision)
+        self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
+        self._engine.apply(changes)
+        await self._manual.pick_up()
 
     async def _retention(self, store: Store) -> None:
         settings = self.settings
@@ -288,7 +307,22 @@ class Daemon:
             else:
                 if purged:
                     log.info("runs_purged", count=purged)
+            if older is not None:
+                await self._purge_work_dirs(older)
             await asyncio.sleep(settings.retention_interval_seconds)
+
+    async def _purge_work_dirs(self, older: datetime) -> None:
+        assert self._jobs is not None
+        active = self._jobs.active_run_ids()
+        try:
+            removed = await asyncio.to_thread(
+                purge_work_dirs, self._jobs.work_root, older, keep=active
+            )
+        except OSError as exc:
+            log.error("work_dirs_purge_failed", error=str(exc))
+            return
+        if removed:
+            log.info("work_dirs_purged", count=removed)
 
     async def _heartbeat(self) -> None:
         path = self.settings.state_path / STATE_FILENAME
@@ -298,12 +332,18 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), HEARTBEAT_SECONDS)
 
+    def _queued_run_ids(self) -> list[str]:
+        jobs, manual = self._jobs, self._manual
+        limited = jobs.queued_run_ids() if jobs else []
+        return limited + (manual.queued() if manual else [])
+
     def _state(self) -> dict[str, Any]:
         engine, jobs = self._engine, self._jobs
         return {
             "pid": os.getpid(),
             "heartbeat_at": utcnow().isoformat(),
             "active_runs": jobs.active_run_ids() if jobs else [],
+            "queued_runs": self._queued_run_ids(),
             "next_runs": engine.next_runs() if engine else [],
             "schedules": engine.schedule_count() if engine else 0,
         }

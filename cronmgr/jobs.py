@@ -11,17 +11,33 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
+from pathlib import Path
 
 import structlog
 
 from cronmgr.config import Settings
 from cronmgr.errors import CronmgrError
 from cronmgr.http_runner import HttpRunner, RequestContext
-from cronmgr.models import Run, RunStatus, Schedule, StepResult, Target, Trigger, new_id, utcnow
+from cronmgr.limits import QueueCallback, RunLimits
+from cronmgr.models import (
+    PIPELINE_JOB_PREFIX,
+    Run,
+    RunStatus,
+    Schedule,
+    StepResult,
+    Target,
+    Trigger,
+    new_id,
+    utcnow,
+)
 from cronmgr.pipelines import Pipeline, PipelineSet
 from cronmgr.runner import StepContext, run_pipeline, run_status
 from cronmgr.store import Store
+
+WORK_DIRNAME = "work"
+"""Directory under the state directory holding each pipeline run's work directory."""
 
 log = structlog.get_logger("cronmgr.jobs")
 
@@ -42,7 +58,12 @@ class JobRunner:
         self.store = store
         self.http = http
         self._pipelines = pipelines
-        self._active: set[str] = set()
+        # The task of every run executing now, by job, so overlap policies see scheduled
+        # and manual runs of a job alike.
+        self._running: dict[str, dict[str, asyncio.Task[object]]] = {}
+        self._limits = RunLimits(settings.max_concurrent_pipeline_runs)
+        self.on_job_idle: Callable[[str], None] | None = None
+        """Called with a job's name when its last run in flight has ended."""
         # Targets by id, read once: a target edit re-revisions its schedules, and the
         # daemon forgets the targets of changed schedules when it applies them.
         self._targets: dict[str, Target] = {}
@@ -53,8 +74,28 @@ class JobRunner:
             self._targets.pop(target_id, None)
 
     def active_run_ids(self) -> list[str]:
-        """Ids of runs executing now."""
-        return sorted(self._active)
+        """Ids of runs executing now (queued ones included)."""
+        return sorted(run_id for runs in self._running.values() for run_id in runs)
+
+    def queued_run_ids(self) -> list[str]:
+        """Ids of pipeline runs waiting for a free slot under the concurrency limits."""
+        return self._limits.waiting()
+
+    def busy(self, job: str) -> bool:
+        """Whether a run of `job` (scheduled or manual) is executing or queued."""
+        return bool(self._running.get(job))
+
+    def cancel(self, job: str, reason: str) -> int:
+        """Cancel every run of `job` in flight; how many were."""
+        tasks = list(self._running.get(job, {}).values())
+        for task in tasks:
+            task.cancel(reason)
+        return len(tasks)
+
+    @property
+    def work_root(self) -> Path:
+        """Where each pipeline run gets its work directory."""
+        return self.settings.state_path / WORK_DIRNAME
 
     async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
         """Claim `slot` of `schedule` and run it; None when the slot was taken already."""
@@ -65,13 +106,14 @@ class JobRunner:
         with structlog.contextvars.bound_contextvars(run_id=run.id, schedule_id=schedule.id):
             return await self._execute(run, lambda: self._work(schedule, run))
 
-    async def run_pipeline_now(self, pipeline: Pipeline, trigger: Trigger) -> Run:
-        """Run a pipeline outside any schedule (manual or API); returns the finished run."""
-        run = _new_run(f"pipeline:{pipeline.name}", utcnow(), trigger, None)
-        await self.store.insert_run(run)
+    async def run_requested(self, run: Run) -> RunStatus | None:
+        """Run a pending manual run of a pipeline; None when another daemon claimed it."""
+        if not await self.store.claim_run(run.id):
+            return None
+        run = replace(run, status=RunStatus.RUNNING, started_at=utcnow())
         with structlog.contextvars.bound_contextvars(run_id=run.id):
-            status = await self._execute(run, lambda: self._pipeline(pipeline, run))
-        return await self.store.get_run(run.id) if status else run
+            pipeline = self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX))
+            return await self._execute(run, lambda: self._pipeline(pipeline, run))
 
     async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
         """Record a slot that will not run (overlap, misfire, open circuit)."""
@@ -93,7 +135,9 @@ class JobRunner:
     async def _execute(
         self, run: Run, work: Callable[[], Awaitable[tuple[RunStatus, str | None]]]
     ) -> RunStatus:
-        self._active.add(run.id)
+        task = asyncio.current_task()
+        assert task is not None
+        self._running.setdefault(run.job, {})[run.id] = task
         log.info("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
         status, error = RunStatus.FAILED, None
         try:
@@ -107,9 +151,17 @@ class JobRunner:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("run_crashed")
         finally:
-            self._active.discard(run.id)
+            self._forget(run)
             await self._finish(run, status, error)
         return status
+
+    def _forget(self, run: Run) -> None:
+        runs = self._running.get(run.job, {})
+        runs.pop(run.id, None)
+        if not runs:
+            self._running.pop(run.job, None)
+            if self.on_job_idle is not None:
+                self.on_job_idle(run.job)
 
     async def _finish(self, run: Run, status: RunStatus, error: str | None) -> None:
         # Shielded: a cancelled run must still be recorded as cancelled, never left running.
@@ -146,19 +198,38 @@ class JobRunner:
         return last.status, f"{last.error_type}: {last.error}" if last.error_type else last.error
 
     async def _pipeline(self, pipeline: Pipeline, run: Run) -> tuple[RunStatus, str | None]:
-        context = StepContext(
-            run_id=run.id,
-            pipeline=pipeline.name,
-            scheduled_for=run.scheduled_for,
-            extra_env={"CRONMGR_STATE_DIR": str(self.settings.state_path)},
-        )
-        results = await run_pipeline(
-            pipeline,
-            context=context,
-            kill_grace=self.settings.step_kill_grace_seconds,
-            on_step_finished=self._step_recorder(run),
-        )
+        async with self._limits.slot(pipeline, run.id, self._queued_recorder(run)):
+            context = StepContext(
+                run_id=run.id,
+                pipeline=pipeline.name,
+                scheduled_for=run.scheduled_for,
+                extra_env={"CRONMGR_STATE_DIR": str(self.settings.state_path)},
+                schedule_id=run.schedule_id,
+                work_root=self.work_root,
+            )
+            results = await run_pipeline(
+                pipeline,
+                context=context,
+                kill_grace=self.settings.step_kill_grace_seconds,
+                on_step_finished=self._step_recorder(run),
+                http=self.http,
+                resolve_target=self.store.get_target_by_name,
+            )
         return run_status(pipeline, results), first_error(results)
+
+    def _queued_recorder(self, run: Run) -> QueueCallback:
+        async def record(queued: bool, why: str) -> None:
+            if queued:
+                log.info("run_queued", reason=why)
+                await asyncio.shield(self.store.update_run(run.id, RunStatus.PENDING))
+            else:
+                log.info("run_dequeued")
+                now = utcnow()
+                await asyncio.shield(
+                    self.store.update_run(run.id, RunStatus.RUNNING, started_at=now)
+                )
+
+        return record
 
     def _step_recorder(self, run: Run) -> Recorder:
         async def record(position: int, result: StepResult) -> None:

@@ -55,6 +55,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+PIPELINE_JOB_PREFIX = "pipeline:"
+
+
+def pipeline_job(name: str) -> str:
+    """The job name the runs of pipeline `name` record."""
+    return PIPELINE_JOB_PREFIX + name
+
+
 def new_id() -> str:
     """A time-ordered UUID (version 7 layout), so ids sort by creation time."""
     millis = time.time_ns() // 1_000_000
@@ -267,7 +275,7 @@ class Schedule:
     @property
     def job(self) -> str:
         """The job name runs record: `target:<id>` or `pipeline:<name>`."""
-        return f"target:{self.target_id}" if self.target_id else f"pipeline:{self.pipeline}"
+        return f"target:{self.target_id}" if self.target_id else pipeline_job(self.pipeline or "")
 
     @property
     def window_end(self) -> datetime | None:

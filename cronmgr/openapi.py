@@ -174,7 +174,16 @@ FIXED_SCHEMAS: dict[str, Schema] = {
             "memory_rss_bytes": _NULLABLE_INT,
             "children": {"type": "array", "items": {"type": "object"}},
             "version": {"type": "string"},
-            "active_runs": _NULLABLE_INT,
+            "active_runs": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Ids of the runs executing now.",
+            },
+            "queued_runs": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Ids of pipeline runs waiting (concurrency limits, queue policy).",
+            },
             "next_runs": {"type": "array", "items": {"type": "object"}},
             "timestamp": _TIME,
         },
@@ -224,8 +233,12 @@ FIXED_SCHEMAS: dict[str, Schema] = {
             "description": {"type": "string"},
             "step_count": {"type": "integer"},
             "file": {"type": "string"},
+            "schedule_id": {
+                "type": ["string", "null"],
+                "description": "`pipeline.<name>` when the file declares a [schedule].",
+            },
         },
-        "required": ["name", "description", "step_count", "file"],
+        "required": ["name", "description", "step_count", "file", "schedule_id"],
     },
     "Pipeline": {
         "type": "object",
@@ -233,22 +246,41 @@ FIXED_SCHEMAS: dict[str, Schema] = {
             "name": {"type": "string"},
             "description": {"type": "string"},
             "file": {"type": "string"},
+            "schedule_id": {"type": ["string", "null"]},
+            "max_concurrent_runs": _NULLABLE_INT,
+            "overlap_policy": {"enum": ["skip", "queue", "allow", "replace"]},
+            "schedule": {
+                "type": ["object", "null"],
+                "description": (
+                    "The file's [schedule] table under its file names, then the live state "
+                    "(status, next_run_at, last_run_at, ...) once the daemon synced it."
+                ),
+            },
             "steps": array_of(ref("PipelineStep")),
+            "recent_runs": array_of(ref("Run")),
         },
-        "required": ["name", "description", "file", "steps"],
+        "required": ["name", "description", "file", "steps", "schedule", "recent_runs"],
     },
     "PipelineStep": {
         "type": "object",
-        "description": "A command step; of its environment only the variable names are shown.",
+        "description": (
+            "A command, http or target step; of its environment only the variable names "
+            "are shown, and an inline request's secrets are redacted."
+        ),
         "properties": {
             "name": {"type": "string"},
-            "type": {"const": "command"},
+            "type": {"enum": ["command", "http", "target"]},
             "argv": {"type": ["array", "null"], "items": {"type": "string"}},
             "shell": {"type": ["string", "null"]},
+            "http": {"type": ["object", "null"], "description": "An inline request."},
+            "target": {"type": ["string", "null"], "description": "A target's name."},
             "cwd": {"type": "string"},
             "env_names": array_of({"type": "string"}),
             "timeout_seconds": {"type": "number"},
+            "retries": {"type": "integer"},
+            "retry_backoff_seconds": {"type": "number"},
             "continue_on_error": {"type": "boolean"},
+            "needs": {"type": ["array", "null"], "items": {"type": "string"}},
         },
         "required": ["name", "type", "cwd", "env_names", "timeout_seconds", "continue_on_error"],
     },

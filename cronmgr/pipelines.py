@@ -228,11 +228,17 @@ class Pipeline:
     steps: tuple[Step, ...]
     description: str = ""
     schedule: PipelineSchedule | None = None
+    max_concurrent_runs: int | None = None
 
     def __post_init__(self) -> None:
         problems = needs_problems([(step.name, step.needs) for step in self.steps])
         if problems:
             raise ValueError(f"pipeline {self.name!r}: {_problem_text(problems[0], self.steps)}")
+
+    @property
+    def overlap_policy(self) -> OverlapPolicy:
+        """How a run that starts while another runs behaves: the schedule's, else skip."""
+        return self.schedule.overlap_policy if self.schedule else OverlapPolicy.SKIP
 
     @property
     def uses_needs(self) -> bool:
@@ -258,6 +264,7 @@ class Pipeline:
             "description": self.description,
             "path": str(self.path),
             "schedule": self.schedule.as_dict() if self.schedule is not None else None,
+            "max_concurrent_runs": self.max_concurrent_runs,
             "steps": [step.as_dict() for step in self.steps],
         }
 
@@ -547,6 +554,7 @@ class _PipelineModel(BaseModel):
     name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     schedule: Annotated[PipelineSchedule | None, PlainValidator(_parse_schedule)] = None
+    max_concurrent_runs: int | None = Field(None, ge=1, le=1000)
     steps: list[_StepModel] = Field(min_length=1)
 
     @model_validator(mode="after")
@@ -621,6 +629,7 @@ def _to_pipeline(model: _PipelineModel, path: Path) -> Pipeline:
         steps=tuple(_to_step(step, base) for step in model.steps),
         description=model.description,
         schedule=model.schedule,
+        max_concurrent_runs=model.max_concurrent_runs,
     )
 
 

@@ -62,6 +62,14 @@ class Jobs(Protocol):
         """Record a slot that will not run, with the reason."""
         ...
 
+    def busy(self, job: str) -> bool:
+        """Whether a run of `job` started elsewhere (a manual run) is in flight."""
+        ...
+
+    def cancel(self, job: str, reason: str) -> int:
+        """Cancel every run of `job` in flight, wherever it started; how many were."""
+        ...
+
 
 @dataclass
 class Entry:
@@ -303,8 +311,10 @@ class Scheduler:
     # --- firing ----------------------------------------------------------------------
 
     def _fire_by_overlap(self, entry: Entry, slot: datetime) -> None:
+        # A manual run of the same job overlaps as much as a scheduled one does.
         policy = entry.schedule.overlap_policy
-        if not entry.running or policy is OverlapPolicy.ALLOW:
+        busy = bool(entry.running) or self._jobs.busy(entry.schedule.job)
+        if not busy or policy is OverlapPolicy.ALLOW:
             self._fire(entry, slot)
         elif policy is OverlapPolicy.SKIP:
             self._spawn(self._jobs.skip(entry.schedule, slot, "previous run still running"))
@@ -313,6 +323,7 @@ class Scheduler:
         else:  # REPLACE
             for task in entry.running.values():
                 task.cancel("replaced by a newer run")
+            self._jobs.cancel(entry.schedule.job, "replaced by a newer run")
             self._fire(entry, slot)
 
     def _enqueue(self, entry: Entry, slot: datetime) -> None:

@@ -90,7 +90,8 @@ def test_the_shipped_default_pipeline_loads() -> None:
         ),
         pytest.param(
             'when = "daily"\n[[steps]]\nname = "a"\nshell = "true"\n',
-            "bad.toml: when: unknown field (allowed: name, description, schedule, steps)",
+            "bad.toml: when: unknown field (allowed: name, description, schedule, "
+            "max_concurrent_runs, steps)",
             id="unknown-top-field",
         ),
         pytest.param(

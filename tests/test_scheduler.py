@@ -41,6 +41,18 @@ class Recorder:
     runs: list[tuple[str, datetime]] = field(default_factory=list)
     skips: list[tuple[str, datetime, str]] = field(default_factory=list)
     cancelled: list[tuple[datetime, str]] = field(default_factory=list)
+    # Runs of a job started outside the engine (manual runs), as JobRunner counts them.
+    elsewhere: dict[str, int] = field(default_factory=dict)
+    cancelled_elsewhere: list[tuple[str, str]] = field(default_factory=list)
+
+    def busy(self, job: str) -> bool:
+        return self.elsewhere.get(job, 0) > 0
+
+    def cancel(self, job: str, reason: str) -> int:
+        count = self.elsewhere.pop(job, 0)
+        if count:
+            self.cancelled_elsewhere.append((job, reason))
+        return count
 
     async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
         self.runs.append((schedule.id, slot))
@@ -190,6 +202,23 @@ async def test_overlap_replace_cancels_the_running_one(engine: Engine) -> None:
     assert engine.jobs.cancelled[0][1] == "replaced by a newer run"
     # A replaced run leaves once its cancellation has gone through: never two at rest.
     await until(lambda: engine.scheduler.active_runs() == 1)
+
+
+async def test_a_manual_run_of_the_job_makes_the_slot_overlap(engine: Engine) -> None:
+    """A run of the same pipeline started by hand counts as running for `skip`."""
+    engine.jobs.elsewhere["pipeline:p"] = 1
+    engine.add(interval(0.05))
+    await until(lambda: len(engine.jobs.skips) >= 2)
+    assert engine.jobs.runs == []
+    engine.jobs.elsewhere.clear()
+    await until(lambda: len(engine.jobs.runs) >= 1)
+
+
+async def test_replace_cancels_a_manual_run_of_the_job_too(engine: Engine) -> None:
+    engine.jobs.elsewhere["pipeline:p"] = 1
+    engine.add(interval(0.05, overlap_policy=OverlapPolicy.REPLACE))
+    await until(lambda: len(engine.jobs.runs) >= 1)
+    assert engine.jobs.cancelled_elsewhere == [("pipeline:p", "replaced by a newer run")]
 
 
 @pytest.mark.parametrize(

@@ -76,9 +76,13 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit OFFSET :offset;
 
 -- name: fail_orphaned_runs
+-- A pending manual run has not started yet: the next daemon picks it up instead.
 UPDATE runs
 SET status = 'failed', finished_at = :now, error = :reason
-WHERE status IN ('pending', 'running');
+WHERE status = 'running' OR (status = 'pending' AND trigger = 'schedule');
+
+-- name: claim_run
+UPDATE runs SET status = 'running', started_at = :now WHERE id = :id AND status = 'pending';
 
 -- name: migration_2
 -- Definitions written by the controller, progress by the daemon. Structured fields are JSON
@@ -181,6 +185,9 @@ WHERE id = :id;
 -- name: get_target
 SELECT * FROM targets WHERE id = :id;
 
+-- name: get_target_by_name
+SELECT * FROM targets WHERE name = :name;
+
 -- name: list_targets
 SELECT * FROM targets ORDER BY name LIMIT :limit OFFSET :offset;
 
@@ -242,6 +249,9 @@ WHERE (:status IS NULL OR status = :status)
   AND (:target_id IS NULL OR target_id = :target_id)
 ORDER BY name
 LIMIT :limit OFFSET :offset;
+
+-- name: schedule_ids_with_prefix
+SELECT id FROM schedules WHERE substr(id, 1, length(:prefix)) = :prefix ORDER BY id;
 
 -- name: bury_schedule
 INSERT OR REPLACE INTO schedule_tombstones (id, revision)

@@ -52,6 +52,10 @@ class Store(Protocol):
         """One target; NotFound."""
         ...
 
+    async def get_target_by_name(self, name: str) -> Target:
+        """The target called `name`; NotFound."""
+        ...
+
     async def list_targets(self, *, limit: int = 100, offset: int = 0) -> list[Target]:
         """Targets by name."""
         ...
@@ -86,6 +90,10 @@ class Store(Protocol):
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete a schedule (its runs stay); NotFound."""
+        ...
+
+    async def schedule_ids(self, prefix: str) -> list[str]:
+        """Ids of the schedules whose id starts with `prefix`, in order."""
         ...
 
     async def set_schedule_status(
@@ -140,8 +148,13 @@ class Store(Protocol):
         """Runs, newest first, without their steps."""
         ...
 
+    async def claim_run(self, run_id: str) -> bool:
+        """Move a pending run to running, started now; False when it was not pending."""
+        ...
+
     async def fail_orphaned_runs(self, reason: str) -> int:
-        """Mark runs a dead daemon left pending or running as failed; return how many."""
+        """Mark runs a dead daemon left running (or queued by a schedule) as failed; pending
+        manual runs, which never started, stay for the next daemon. Returns how many."""
         ...
 
     async def purge_runs(

@@ -363,6 +363,13 @@ class SQLiteStore:
             raise NotFound(f"target {target_id!r} does not exist")
         return target_from_row(rows[0])
 
+    async def get_target_by_name(self, name: str) -> Target:
+        """The target called `name`; NotFound."""
+        rows = await self._read("get_target_by_name", {"name": name})
+        if not rows:
+            raise NotFound(f"no target is named {name!r}")
+        return target_from_row(rows[0])
+
     async def list_targets(self, *, limit: int = 100, offset: int = 0) -> list[Target]:
         """Targets by name."""
         rows = await self._read("list_targets", {"limit": limit, "offset": offset})
@@ -439,6 +446,11 @@ class SQLiteStore:
             "offset": offset,
         }
         return [schedule_from_row(row) for row in await self._read("list_schedules", params)]
+
+    async def schedule_ids(self, prefix: str) -> list[str]:
+        """Ids of the schedules whose id starts with `prefix`, in order."""
+        rows = await self._read("schedule_ids_with_prefix", {"prefix": prefix})
+        return [row["id"] for row in rows]
 
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete a schedule, leaving a tombstone at the next revision (its runs stay);
@@ -571,8 +583,13 @@ class SQLiteStore:
         }
         return [run_from_row(row) for row in await self._read(_runs_query(params), params)]
 
+    async def claim_run(self, run_id: str) -> bool:
+        """Move a pending run to running, started now; False when it was not pending."""
+        return await self._write("claim_run", {"id": run_id, "now": _ts(utcnow())}) == 1
+
     async def fail_orphaned_runs(self, reason: str) -> int:
-        """Mark runs a dead daemon left pending or running as failed; return how many."""
+        """Mark runs a dead daemon left running (or queued by a schedule) as failed; pending
+        manual runs, which never started, stay for the next daemon. Returns how many."""
         return await self._write("fail_orphaned_runs", {"now": _ts(utcnow()), "reason": reason})
 
     async def purge_runs(
