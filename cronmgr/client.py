@@ -1,5 +1,8 @@
 """Talk to a running controller: `Client` (blocking) and `AsyncClient` (asyncio).
 
+`CronAPIClient` is `Client` under the name the original Pipeline Cron Manager API gave
+its client, so code written against that client runs unchanged.
+
 Every endpoint is described once, in `_Endpoints`: each method builds a `Call` (HTTP
 method, path, query, body) and hands it to the transport, asking for a JSON object, a
 JSON array, text, or every item of a paged list back. The transports are thin and share
@@ -53,7 +56,7 @@ from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError, err
 if TYPE_CHECKING:
     import aiohttp
 
-__all__ = ["AsyncClient", "Call", "Client"]
+__all__ = ["AsyncClient", "Call", "Client", "CronAPIClient"]
 
 DEFAULT_TIMEOUT = 30.0
 FOLLOW_LINES = 10
@@ -286,6 +289,11 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
         """One pipeline with its steps (of each step's environment only the names)."""
         return self._json(Call("GET", _path("pipelines", name)))
 
+    def run_pipeline(self, name: str, /) -> J:
+        """Ask the daemon to run a pipeline now: the pending run (202); Conflict (409)
+        when its overlap policy forbids a second run or the daemon is not running."""
+        return self._json(Call("POST", _path("pipelines", name, "run")))
+
     def openapi(self) -> J:
         """The controller's OpenAPI 3.1 document."""
         return self._json(Call("GET", "/openapi.json"))
@@ -398,6 +406,10 @@ class Client(_Endpoints[dict[str, Any], list[Any], str, Generator[Item, None, No
     def _unreachable(self, exc: BaseException) -> ControllerUnreachable:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         return _unreachable(self.base_url, reason, self.timeout)
+
+
+CronAPIClient = Client
+"""The seed API's name for the blocking client: `CronAPIClient()` works as it documents."""
 
 
 class AsyncClient(

@@ -250,6 +250,10 @@ async def test_pipelines_and_the_openapi_document(api: Api) -> None:
     assert [p["name"] for p in listed] == ["default", "quick", "slow"]
     quick = await api.get_pipeline("quick")
     assert quick["name"] == "quick" and len(quick["steps"]) == listed[1]["step_count"]
+    with pytest.raises(Conflict, match="the daemon is not running"):
+        await api.run_pipeline("quick")
+    with pytest.raises(NotFound, match="unknown pipeline 'nope'"):
+        await api.run_pipeline("nope")
     document = await api.openapi()
     assert document["openapi"].startswith("3.1")
     assert {"/api/v1/runs", "/api/v1/schedules/{id}/next"} <= document["paths"].keys()

@@ -242,6 +242,22 @@ async def test_huge_output_is_all_logged_and_the_tail_stays_bounded(
     assert result.output_tail == tuple(f"stdout: line {i}" for i in range(lines - 5, lines))
 
 
+async def test_a_million_lines_keep_memory_flat(tmp_path: Path, context: StepContext) -> None:
+    """Every line is logged as it comes; only the kept tail stays: RSS barely moves."""
+    lines = 1_000_000
+    code = f"import sys\nsys.stdout.writelines(f'line {{i}}\\n' for i in range({lines}))\n"
+    process = psutil.Process()
+    before = process.memory_info().rss
+    with counted_logs() as counts:
+        result = await run_step(python_step(tmp_path, code), context=context, keep_lines=50)
+    grown = process.memory_info().rss - before
+    assert result.status is RunStatus.SUCCEEDED
+    assert counts["step_output"] == lines
+    assert len(result.output_tail) == 50
+    # A million lines of ~11 bytes is ~11 MB of text; keeping them would show.
+    assert grown < 8 * 1024 * 1024, f"RSS grew by {grown} bytes over {lines} lines"
+
+
 def test_line_splitter_joins_chunks_and_cuts_long_lines() -> None:
     splitter = LineSplitter(max_bytes=8)
     assert splitter.feed(b"ab") == []
