@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -107,7 +107,9 @@ class StepResult:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping."""
-        return {k: _plain(v) for k, v in asdict(self).items()}
+        # Field by field, not dataclasses.asdict: this runs for every attempt recorded,
+        # and asdict deep-copies every value first.
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,7 +129,7 @@ class Run:
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping, steps included."""
-        data = {k: _plain(v) for k, v in asdict(self).items() if k != "steps"}
+        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "steps"}
         data["steps"] = [s.as_dict() for s in self.steps]
         return data
 

@@ -22,7 +22,7 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -71,7 +71,7 @@ class Jobs(Protocol):
         ...
 
 
-@dataclass
+@dataclass(slots=True)
 class Entry:
     """One schedule in the engine: its definition, trigger, next slot and live runs."""
 
@@ -80,7 +80,28 @@ class Entry:
     slot: datetime | None = None
     version: int = 0
     running: dict[datetime, asyncio.Task[RunStatus | None]] = field(default_factory=dict)
-    queued: deque[datetime] = field(default_factory=deque)
+    # A list, not a deque: it holds at most QUEUE_LIMIT slots, and an empty deque costs
+    # 760 bytes, 76 MB over 100,000 schedules.
+    queued: list[datetime] = field(default_factory=list)
+
+
+HeapItem = tuple[float, int, str, int]
+"""(fire at, sequence, schedule id, entry version): one planned firing in the timer heap."""
+
+
+def _smallest_first(heap: list[HeapItem]) -> Iterator[HeapItem]:
+    """A heap's items in ascending order, looking only at as many as are taken.
+
+    `heapq.nsmallest` reads the whole heap (100,000 items for each status heartbeat);
+    walking down from the root costs O(k log k) for the first k.
+    """
+    frontier: list[tuple[HeapItem, int]] = [(heap[0], 0)] if heap else []
+    while frontier:
+        item, index = heapq.heappop(frontier)
+        yield item
+        for child in (2 * index + 1, 2 * index + 2):
+            if child < len(heap):
+                heapq.heappush(frontier, (heap[child], child))
 
 
 def _ts(moment: datetime) -> float:
@@ -105,7 +126,7 @@ class Scheduler:
         self._save_progress = save_progress
         self._clock = clock
         self._entries: dict[str, Entry] = {}
-        self._heap: list[tuple[float, int, str, int]] = []
+        self._heap: list[HeapItem] = []
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
@@ -168,12 +189,11 @@ class Scheduler:
 
     def next_runs(self, count: int = 5) -> list[dict[str, str]]:
         """The soonest upcoming firings, for status."""
-        soonest = heapq.nsmallest(count * 2, self._heap)
         found = []
-        for fire_at, _, schedule_id, version in soonest:
+        for fire_at, _, schedule_id, version in _smallest_first(self._heap):
             entry = self._entries.get(schedule_id)
             if entry is None or entry.version != version:
-                continue
+                continue  # a stale heap item: the schedule was edited or removed since
             found.append(
                 {
                     "schedule_id": schedule_id,
@@ -181,7 +201,9 @@ class Scheduler:
                     "at": _from_ts(fire_at).isoformat(),
                 }
             )
-        return found[:count]
+            if len(found) == count:
+                break
+        return found
 
     def active_runs(self) -> int:
         """Runs executing now."""
@@ -280,7 +302,7 @@ class Scheduler:
         self._timer_at = fire_at if delay < MAX_TIMER_SECONDS else float("inf")
         self._timer = loop.call_at(loop.time() + delay, self._on_timer)
 
-    def _is_current(self, item: tuple[float, int, str, int]) -> bool:
+    def _is_current(self, item: HeapItem) -> bool:
         entry = self._entries.get(item[2])
         return entry is not None and entry.version == item[3]
 
@@ -351,7 +373,7 @@ class Scheduler:
         if status is not None:
             self._account(entry, slot, status)
         if entry.queued and not entry.running and entry.schedule.status is ScheduleStatus.ACTIVE:
-            self._fire(entry, entry.queued.popleft())
+            self._fire(entry, entry.queued.pop(0))
         elif self._exhausted(entry):
             self._complete(entry, "no more slots")
 

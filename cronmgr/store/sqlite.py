@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from enum import Enum
@@ -35,6 +35,7 @@ from cronmgr.models import (
     utcnow,
 )
 from cronmgr.store.base import Progress, ScheduleChanges
+from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
 
 BUSY_TIMEOUT_MS = 5000
@@ -230,6 +231,8 @@ class SQLiteStore:
         # All tasks of a process share this one connection: a transaction's statements must
         # not interleave with another task's, so every use of the connection takes the lock.
         self._lock = asyncio.Lock()
+        # Run writes from many tasks share transactions (see store/batch.py).
+        self._batcher = WriteBatcher(self._apply_writes)
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
@@ -517,7 +520,7 @@ class SQLiteStore:
             "error": run.error,
             "created_at": _ts(utcnow()),
         }
-        return await self._write("insert_run", params) == 1
+        return await self._batcher.write("insert_run", params) == 1
 
     async def update_run(
         self,
@@ -536,7 +539,7 @@ class SQLiteStore:
             "finished_at": _ts(finished_at),
             "error": error,
         }
-        await self._write("update_run", params)
+        await self._batcher.write("update_run", params)
 
     async def insert_step_result(self, run_id: str, position: int, result: StepResult) -> None:
         """Record one attempt of one step of a run."""
@@ -547,7 +550,39 @@ class SQLiteStore:
             started_at=_ts(result.started_at),
             output_tail=orjson.dumps(list(result.output_tail)).decode(),
         )
-        await self._write("insert_step_result", params)
+        await self._batcher.write("insert_step_result", params)
+
+    async def _apply_writes(self, writes: Sequence[Write]) -> list[int]:
+        """Apply queued run writes in one transaction, one executemany per statement."""
+        if len(writes) == 1:
+            # Alone, a write commits on its own: one trip to the driver's thread, not three.
+            return [await self._write(writes[0].statement, writes[0].params)]
+        counts = [0] * len(writes)
+        groups: dict[str, list[int]] = {}
+        for index, write in enumerate(writes):
+            groups.setdefault(write.statement, []).append(index)
+        # Each task awaits its own write before making the next, so a batch holds at most
+        # one write per run and the order of the groups does not matter.
+        async with self._transaction("run writes"):
+            for statement, indexes in groups.items():
+                params = [writes[i].params for i in indexes]
+                applied = await self._apply_group(statement, params)
+                for index, count in zip(indexes, applied, strict=True):
+                    counts[index] = count
+        return counts
+
+    async def _apply_group(self, statement: str, params: list[dict[str, Any]]) -> list[int]:
+        if len(params) == 1:
+            return [await self._run(statement, params[0])]
+        cursor = await self._db.executemany(self._q[statement], params)
+        if cursor.rowcount == len(params) or statement != "insert_run":
+            return [1] * len(params)
+        # Some slots were taken already: the runs that went in are the ones now there.
+        ids = [p["id"] for p in params]
+        marks = ",".join("?" * len(ids))
+        async with self._db.execute(f"SELECT id FROM runs WHERE id IN ({marks})", ids) as found:
+            present = {row[0] for row in await found.fetchall()}
+        return [int(run_id in present) for run_id in ids]
 
     async def get_run(self, run_id: str) -> Run:
         """A run with its step results; raises NotFound."""
@@ -606,6 +641,7 @@ class SQLiteStore:
 
     async def close(self) -> None:
         """Flush and release the connection."""
+        await self._batcher.flush()
         await self._db.close()
 
 
