@@ -41,8 +41,9 @@ format: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## Benchmarks print a table; not part of CI.
+## Benchmarks print a table; not part of CI. The bench extra brings the peer (APScheduler 3).
 bench: install
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m bench
 
 clean:

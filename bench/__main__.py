@@ -1,6 +1,8 @@
 """Run every `bench/bench_*.py` module and print their rows as one aligned table.
 
-Each module's `run()` returns rows with the keys name, value, unit, target and ok.
+Each module's `run()` returns rows with the keys name, value, unit, target and ok, and
+optionally `peer`: a rival's figure for the same measurement, shown beside `value` in a
+column that appears only when some row has one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 import bench
 
 COLUMNS = ("name", "value", "unit", "target", "ok")
+NUMBER_COLUMNS = ("value", "peer")
 
 
 def main() -> int:
@@ -34,17 +37,26 @@ def bench_modules() -> list[ModuleType]:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Rows as text columns: a header, a rule, one line per row, values right-aligned."""
-    cells = [COLUMNS, *(tuple(_cell(row[column]) for column in COLUMNS) for row in rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(COLUMNS))]
+    columns = _columns(rows)
+    cells = [columns, *(tuple(_cell(row.get(column, "")) for column in columns) for row in rows)]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
     rule = tuple("-" * width for width in widths)
-    return "\n".join(_line(line, widths) for line in [cells[0], rule, *cells[1:]])
+    right = [column in NUMBER_COLUMNS for column in columns]
+    return "\n".join(_line(line, widths, right) for line in [cells[0], rule, *cells[1:]])
 
 
-def _line(cells: tuple[str, ...], widths: list[int]) -> str:
+def _columns(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    # The peer's figure goes right after ours, and only when there is one.
+    if any("peer" in row for row in rows):
+        return (*COLUMNS[:2], "peer", *COLUMNS[2:])
+    return COLUMNS
+
+
+def _line(cells: tuple[str, ...], widths: list[int], right: list[bool]) -> str:
     # Numbers line up on the right, words on the left.
     padded = [
-        cell.rjust(width) if index == 1 else cell.ljust(width)
-        for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        cell.rjust(width) if numeric else cell.ljust(width)
+        for cell, width, numeric in zip(cells, widths, right, strict=True)
     ]
     return "  ".join(padded).rstrip()
 
