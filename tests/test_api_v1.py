@@ -28,6 +28,7 @@ from cronmgr.models import (
     utcnow,
 )
 from cronmgr.store import Store
+from cronmgr.store.base import Progress
 from cronmgr.web import STORE, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
@@ -552,6 +553,31 @@ async def test_schedules_filter_by_status_and_target(client: Client) -> None:
     assert await names(f"target_id={second['id']}") == ["b"]
     assert await names("limit=1&offset=2") == ["c"]
     await error(client, "GET", "/api/v1/schedules?status=sleeping", 422)
+
+
+async def test_an_open_circuit_shows_and_resume_closes_it(client: Client) -> None:
+    """The failure count and circuit_open_until the engine recorded show in GET
+    /api/v1/schedules/{id}; POST .../resume resets both, in its answer and from then on."""
+    target = await new_target(client)
+    schedule = await new_schedule(
+        client,
+        target_id=target["id"],
+        failure_policy="circuit_breaker",
+        failure_threshold=3,
+        cooldown_seconds=300,
+    )
+    path = f"/api/v1/schedules/{schedule['id']}"
+    now = utcnow()
+    open_until = now + timedelta(seconds=300)
+    tripped = Progress(schedule["id"], 3, 3, now, now, circuit_open_until=open_until)
+    await store_of(client).record_progress([tripped])
+    shown = await call(client, "GET", path, 200)
+    assert shown["status"] == "active" and shown["consecutive_failures"] == 3
+    assert datetime.fromisoformat(shown["circuit_open_until"]) == open_until
+    resumed = await call(client, "POST", f"{path}/resume", 200)
+    for body in (resumed, await call(client, "GET", path, 200)):
+        assert body["status"] == "active" and body["run_count"] == 3
+        assert body["consecutive_failures"] == 0 and body["circuit_open_until"] is None
 
 
 # --- runs -------------------------------------------------------------------------------

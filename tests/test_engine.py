@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import itertools
+import os
+import signal
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
+import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import Controller
 
+from cronmgr import pidfile
 from cronmgr.control import DaemonControl
 from cronmgr.models import (
     FailurePolicy,
     MisfirePolicy,
+    OverlapPolicy,
     RetryPolicy,
     Run,
     RunStatus,
@@ -34,20 +42,39 @@ from cronmgr.store import open_store
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
 
+HOLD_LIMIT_SECONDS = 30.0
+"""Longest a held request waits for its release, so a failing test cannot hang the server."""
+
+
 class Hits:
-    """Arrival times per path at the local target server."""
+    """Arrival times per path at the local target server, and the gate of held paths."""
 
     def __init__(self) -> None:
         self.times: dict[str, list[float]] = defaultdict(list)
+        self.held: set[str] = {"/hold"}
+        self.released = asyncio.Event()
+        self.in_flight = 0
+        self.most_in_flight = 0
 
     def count(self, path: str) -> int:
         """How many requests reached `path`."""
         return len(self.times[path])
 
+    async def hold(self) -> None:
+        """Keep a request open until `released` is set (bounded)."""
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.released.wait(), HOLD_LIMIT_SECONDS)
+        finally:
+            self.in_flight -= 1
+
 
 @pytest.fixture
-async def target_server(aiohttp_server: ServerFactory) -> tuple[TestServer, Hits]:
-    """An HTTP server with /ok, /fail (500), /missing (404) and /slow (2 s)."""
+async def target_server(aiohttp_server: ServerFactory) -> AsyncIterator[tuple[TestServer, Hits]]:
+    """An HTTP server with /ok, /fail (500), /missing (404), /slow (2 s) and /hold (open until
+    released; any path put in `Hits.held` is held too)."""
     hits = Hits()
 
     async def handle(request: web.Request) -> web.Response:
@@ -58,12 +85,15 @@ async def target_server(aiohttp_server: ServerFactory) -> tuple[TestServer, Hits
             return web.Response(status=404, text="no")
         if request.path == "/slow":
             await asyncio.sleep(2)
+        if request.path in hits.held and not hits.released.is_set():
+            await hits.hold()
         return web.Response(text="ok")
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
     server = await aiohttp_server(app, host="127.0.0.1")
-    return server, hits
+    yield server, hits
+    hits.released.set()  # let held handlers end before the server closes
 
 
 async def start_daemon(controller: Controller) -> None:
@@ -115,11 +145,14 @@ async def schedule_now(controller: Controller, schedule_id: str) -> Schedule:
         return await store.get_schedule(schedule_id)
 
 
-async def until(predicate: Callable[[], Awaitable[Any]], timeout: float = 20.0) -> Any:
-    """Await `predicate()` until it is truthy, polling; fail after `timeout`."""
+async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll `predicate()` (awaited when it is a coroutine) until it is truthy; fail after
+    `timeout`."""
     deadline = time.monotonic() + timeout
     while True:
-        value = await predicate()
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
         if value:
             return value
         if time.monotonic() > deadline:
@@ -320,3 +353,255 @@ async def test_the_seed_api_flow_drives_the_running_daemon(
             detail = await resp.json()
         (step,) = detail["steps"]
         assert step["status"] == "succeeded" and step["attempts"][0]["status_code"] == 200
+
+
+# --- helpers for the scenarios below ---------------------------------------------------------
+
+
+async def api(
+    http: aiohttp.ClientSession, method: str, path: str, status: int = 200, **kwargs: Any
+) -> Any:
+    """One controller request; assert its status and return the JSON body."""
+    async with http.request(method, path, **kwargs) as resp:
+        assert resp.status == status, await resp.text()
+        return await resp.json()
+
+
+async def stop_daemon(controller: Controller) -> None:
+    """Stop the daemon through the API (graceful: runs in flight finish first)."""
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        await api(http, "POST", "/api/cron/stop")
+
+
+def process_gone(pid: int) -> bool:
+    """Whether `pid` has exited (a zombie nobody reaped yet counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def get_run(controller: Controller, run_id: str) -> Run:
+    """One run as the store has it."""
+    async with open_store(controller.settings.store_url) as store:
+        return await store.get_run(run_id)
+
+
+async def completed(controller: Controller, schedule_id: str) -> bool:
+    """Whether the store shows the schedule completed."""
+    return (await schedule_now(controller, schedule_id)).status is ScheduleStatus.COMPLETED
+
+
+# --- durability -------------------------------------------------------------------------------
+
+
+async def test_kill_9_mid_request_runs_no_slot_twice_and_leaves_no_run_running(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """SIGKILL the daemon while a target request is in flight, then start it again: every
+    slot has one run, every request answered to a live daemon is one succeeded run, and the
+    interrupted run ends failed with the reason instead of staying running."""
+    server, hits = target_server
+    await start_daemon(controller)
+    schedule = await add_target_schedule(controller, server, "/ok")
+    await until(lambda: hits.count("/ok") >= 2)
+    hits.held.add("/ok")
+    await until(lambda: hits.in_flight == 1)
+    found = pidfile.inspect(controller.settings.pid_file)
+    assert found.record is not None
+    os.kill(found.record.pid, signal.SIGKILL)
+    await until(lambda: process_gone(found.record.pid))
+    hits.held.discard("/ok")
+    hits.released.set()
+    cut = await runs_of(controller, schedule.id)
+    (interrupted,) = [r for r in cut if r.status is RunStatus.RUNNING]
+
+    await start_daemon(controller)
+    orphan = await get_run(controller, interrupted.id)
+    assert orphan.status is RunStatus.FAILED
+    assert orphan.error == "the daemon stopped before this run finished"
+    answered_before = hits.count("/ok")
+    await until(lambda: hits.count("/ok") >= answered_before + 2)
+    await stop_daemon(controller)
+
+    runs = await runs_of(controller, schedule.id)
+    slots = [(r.schedule_id, r.scheduled_for) for r in runs]
+    assert len(slots) == len(set(slots)), "a slot ran twice"
+    assert [r for r in runs if not r.status.finished] == []
+    assert [r.id for r in runs if r.status is RunStatus.FAILED] == [orphan.id]
+    succeeded = [r for r in runs if r.status is RunStatus.SUCCEEDED]
+    # The held request reached the server, but its run is the failed orphan.
+    assert len(succeeded) == hits.count("/ok") - 1
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+async def test_retention_purges_finished_runs_beyond_the_newest_n_in_the_background(
+    controller_factory: Callable[..., Controller], target_server: tuple[TestServer, Hits]
+) -> None:
+    """With retention_runs_per_schedule=2 the daemon's purge soon leaves only the two
+    newest finished runs of a schedule that ran six times."""
+    controller = controller_factory(retention_runs_per_schedule=2, retention_interval_seconds=0.2)
+    server, hits = target_server
+    await start_daemon(controller)
+    schedule = await add_target_schedule(
+        controller, server, "/ok", interval_seconds=0.2, max_runs=6
+    )
+    await until(lambda: hits.count("/ok") >= 6)
+
+    async def purged() -> tuple[list[Run], Schedule] | None:
+        runs = await runs_of(controller, schedule.id)
+        found = await schedule_now(controller, schedule.id)
+        # run_count 6: the last run's bookkeeping (and its last_run_at) is in the store.
+        done = found.run_count == 6 and all(r.status.finished for r in runs)
+        return (runs, found) if done and len(runs) <= 2 else None
+
+    kept, final = await until(purged)
+    assert final.status is ScheduleStatus.COMPLETED and hits.count("/ok") == 6
+    assert len(kept) == 2
+    assert kept[0].scheduled_for < kept[1].scheduled_for == final.last_run_at
+
+
+# --- overlap policies -------------------------------------------------------------------------
+
+
+async def test_replace_cancels_the_slow_run_and_says_it_was_replaced(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """A held request on a 1 s schedule with overlap replace: at the next slot the earlier
+    run is recorded cancelled, "replaced by a newer run", and the newer one is sent."""
+    server, hits = target_server
+    await start_daemon(controller)
+    schedule = await add_target_schedule(
+        controller, server, "/hold", overlap_policy=OverlapPolicy.REPLACE
+    )
+
+    async def replaced() -> list[Run]:
+        runs = await runs_of(controller, schedule.id)
+        return [r for r in runs if r.status is RunStatus.CANCELLED]
+
+    first, *_ = await until(replaced)
+    await until(lambda: hits.count("/hold") >= 2)
+    hits.released.set()
+    runs = await runs_of(controller, schedule.id)
+    assert runs[0].id == first.id and first.scheduled_for == schedule.start_at
+    assert "replaced by a newer run" in (first.error or "")
+    assert not [r for r in runs if r.status is RunStatus.SKIPPED]
+
+
+async def test_queue_runs_the_waiting_slots_after_the_slow_one_and_skips_none(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """Overlap queue: slots that come while a request is held wait, then run one after
+    another, in slot order, each after the previous one finished; none is skipped."""
+    server, hits = target_server
+    await start_daemon(controller)
+    schedule = await add_target_schedule(
+        controller, server, "/hold", overlap_policy=OverlapPolicy.QUEUE, max_runs=3
+    )
+    assert schedule.start_at is not None
+    slots = [schedule.start_at + timedelta(seconds=k) for k in range(3)]
+
+    async def two_queued() -> bool:
+        planned = (await schedule_now(controller, schedule.id)).next_run_at
+        return planned is not None and planned > slots[2]
+
+    await until(two_queued)
+    assert hits.count("/hold") == 1 and hits.in_flight == 1
+    hits.released.set()
+    await until(lambda: completed(controller, schedule.id))
+    runs = await runs_of(controller, schedule.id)
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 3
+    assert sorted(r.scheduled_for for r in runs) == slots
+    by_slot = sorted(runs, key=lambda r: r.scheduled_for)
+    for earlier, later in itertools.pairwise(by_slot):
+        assert earlier.finished_at is not None and later.started_at is not None
+        assert later.started_at >= earlier.finished_at
+    assert hits.count("/hold") == 3 and hits.most_in_flight == 1
+
+
+async def test_allow_runs_two_slow_runs_at_once(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """Overlap allow: the next slot's request goes out while the first is still held, and
+    the store shows both runs running at the same time."""
+    server, hits = target_server
+    await start_daemon(controller)
+    schedule = await add_target_schedule(
+        controller, server, "/hold", overlap_policy=OverlapPolicy.ALLOW, max_runs=2
+    )
+    await until(lambda: hits.in_flight == 2)
+    runs = await runs_of(controller, schedule.id)
+    assert [r.status for r in runs] == [RunStatus.RUNNING] * 2
+    hits.released.set()
+
+    async def all_finished() -> list[Run]:
+        runs = await runs_of(controller, schedule.id)
+        return runs if all(r.status.finished for r in runs) else []
+
+    runs = await until(all_finished)
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 2
+
+
+# --- API edits on a running daemon ------------------------------------------------------------
+
+
+async def test_api_patch_pause_resume_and_delete_take_effect_on_the_running_daemon(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """Through /api/v1 while the daemon runs: an interval PATCH from an hour to 0.5 s fires
+    at once on the new slots; after a pause (or a delete) is answered at most the one run in
+    flight arrives while a second schedule keeps firing; resume fires again, skipping none."""
+    server, hits = target_server
+    await start_daemon(controller)
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+
+        async def schedule_for(path: str, interval: float) -> dict[str, Any]:
+            target = await api(
+                http,
+                "POST",
+                "/api/v1/targets",
+                201,
+                json={"name": f"t{path}", "url": str(server.make_url(path))},
+            )
+            body = {
+                "name": f"s{path}",
+                "target_id": target["id"],
+                "schedule_type": "interval",
+                "interval_seconds": interval,
+            }
+            created: dict[str, Any] = await api(http, "POST", "/api/v1/schedules", 201, json=body)
+            return created
+
+        subject = await schedule_for("/subject", 3600)
+        await schedule_for("/witness", 0.5)
+        url = f"/api/v1/schedules/{subject['id']}"
+        await until(lambda: hits.count("/subject") >= 1)
+        await api(http, "PATCH", url, json={"interval_seconds": 0.5})
+        await until(lambda: hits.count("/subject") >= 3)
+        runs = await runs_of(controller, subject["id"])
+        offsets = [(r.scheduled_for - runs[0].scheduled_for).total_seconds() for r in runs]
+        assert offsets[1:] and all(o > 0 and (o * 2) % 1 == 0 for o in offsets[1:])
+
+        async def quiet_while_the_witness_fires(path: str) -> None:
+            seen, witnessed = hits.count(path), hits.count("/witness")
+            await until(lambda: hits.count("/witness") >= witnessed + 4)
+            assert hits.count(path) <= seen + 1, "fired after the answer"
+
+        paused = await api(http, "POST", f"{url}/pause")
+        assert paused["status"] == "paused"
+        await quiet_while_the_witness_fires("/subject")
+
+        before = hits.count("/subject")
+        resumed = await api(http, "POST", f"{url}/resume")
+        assert resumed["status"] == "active"
+        await until(lambda: hits.count("/subject") >= before + 2)
+        skipped = [
+            r for r in await runs_of(controller, subject["id"]) if r.status.value == "skipped"
+        ]
+        assert skipped == [], "a pause is not an outage"
+
+        await api(http, "DELETE", url)
+        await quiet_while_the_witness_fires("/subject")
+        await api(http, "GET", url, 404)

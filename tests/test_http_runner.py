@@ -56,6 +56,7 @@ class Seen:
 
     arrivals: list[tuple[str, float]] = field(default_factory=list)
     requests: list[dict[str, Any]] = field(default_factory=list)
+    peers: list[tuple[str, int]] = field(default_factory=list)  # client address per request
     hang_started: asyncio.Event = field(default_factory=asyncio.Event)
     hang_dropped: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -162,6 +163,14 @@ async def echo(request: web.Request) -> web.Response:
     return web.json_response(received)
 
 
+async def peer(request: web.Request) -> web.Response:
+    """Remember which client socket the request came over."""
+    assert request.transport is not None
+    host, port = request.transport.get_extra_info("peername")[:2]
+    request.app[SEEN].peers.append((host, port))
+    return web.Response(text="seen")
+
+
 async def redirect(request: web.Request) -> web.Response:
     raise web.HTTPFound("/json")
 
@@ -179,6 +188,7 @@ def target_app() -> web.Application:
     app.router.add_get("/huge", huge)
     app.router.add_route("*", "/echo", echo)
     app.router.add_get("/redirect", redirect)
+    app.router.add_get("/peer", peer)
     return app
 
 
@@ -801,6 +811,22 @@ def test_a_resolver_scrubs_what_it_resolved_from_any_text() -> None:
     assert redact(f"echo: {TOKEN}!", secrets) == "echo: ${env:API_TOKEN}!"
     assert redact({"X-Echo": TOKEN}, secrets) == {"X-Echo": "${env:API_TOKEN}"}
     assert secrets.scrub("about") == "about"  # values under 4 characters are left alone
+
+
+# --- connection pooling -------------------------------------------------------------------
+
+
+async def test_sequential_requests_to_one_target_reuse_one_pooled_connection(
+    runner: HttpRunner, server: TestServer, context: RequestContext
+) -> None:
+    """The runner's one session keeps the connection alive: the server sees the second
+    request arrive from the same client port as the first."""
+    probe = target(server.make_url("/peer"))
+    for _ in range(2):
+        (result,) = (await run(runner, probe, context))[0]
+        assert (result.status, result.status_code) == (RunStatus.SUCCEEDED, 200)
+    first, second = seen(server).peers
+    assert first == second
 
 
 # --- redirects and cancellation ------------------------------------------------------------

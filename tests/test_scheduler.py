@@ -28,8 +28,9 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.scheduler import Scheduler
+from cronmgr.scheduler import QUEUE_LIMIT, Scheduler
 from cronmgr.store.base import Progress, ScheduleChanges
+from cronmgr.triggers import jitter_offset
 
 
 @dataclass
@@ -39,6 +40,7 @@ class Recorder:
     status: RunStatus = RunStatus.SUCCEEDED
     gate: asyncio.Event | None = None
     runs: list[tuple[str, datetime]] = field(default_factory=list)
+    fired_at: list[float] = field(default_factory=list)  # wall clock of each run's start
     skips: list[tuple[str, datetime, str]] = field(default_factory=list)
     cancelled: list[tuple[datetime, str]] = field(default_factory=list)
     # Runs of a job started outside the engine (manual runs), as JobRunner counts them.
@@ -56,6 +58,7 @@ class Recorder:
 
     async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
         self.runs.append((schedule.id, slot))
+        self.fired_at.append(time.time())
         if self.gate is not None:
             try:
                 await self.gate.wait()
@@ -346,3 +349,90 @@ async def test_drain_cancels_runs_past_the_grace(engine: Engine) -> None:
     engine.scheduler.stop_firing()
     assert await engine.scheduler.drain(0.05) == 1
     assert engine.jobs.cancelled[0][1] == "the daemon is stopping"
+
+
+async def test_queue_full_skips_slots_beyond_the_limit_saying_so(engine: Engine) -> None:
+    """Behind a blocked run at most QUEUE_LIMIT slots wait; the next one is recorded skipped
+    as "queue full", and the waiting ones still run in order once the run ends."""
+    engine.jobs.gate = asyncio.Event()
+    schedule = interval(0.02, overlap_policy=OverlapPolicy.QUEUE)
+    engine.add(schedule)
+    await until(lambda: bool(engine.jobs.skips))
+    assert len(engine.jobs.runs) == 1
+    _, skipped_slot, reason = engine.jobs.skips[0]
+    assert reason == f"queue full ({QUEUE_LIMIT} runs waiting)" == "queue full (10 runs waiting)"
+    assert schedule.start_at is not None
+    assert skipped_slot == schedule.start_at + timedelta(seconds=0.02 * (QUEUE_LIMIT + 1))
+    engine.jobs.gate.set()
+    await until(lambda: len(engine.jobs.runs) >= QUEUE_LIMIT + 1)
+    ran = [slot for _, slot in engine.jobs.runs[: QUEUE_LIMIT + 1]]
+    assert ran == [schedule.start_at + timedelta(seconds=0.02 * k) for k in range(QUEUE_LIMIT + 1)]
+
+
+async def test_a_failed_half_open_try_reopens_the_circuit(engine: Engine) -> None:
+    """After the cool-down one try goes through; when it fails too, the circuit opens again
+    for a new cool-down: slots are skipped before the next try."""
+    engine.jobs.status = RunStatus.FAILED
+    schedule = interval(
+        0.05,
+        failure_threshold=2,
+        failure_policy=FailurePolicy.CIRCUIT_BREAKER,
+        cooldown_seconds=0.5,  # longer than a progress flush, so each opening is saved
+    )
+    engine.add(schedule)
+
+    def opened_after_runs(count: int) -> datetime | None:
+        progress = [p for p in engine.progress if p.schedule_id == schedule.id]
+        found = [p for p in progress if p.run_count == count and p.circuit_open_until]
+        return found[-1].circuit_open_until if found else None
+
+    await until(lambda: opened_after_runs(2) is not None, timeout=3)
+    await until(lambda: len(engine.jobs.runs) >= 4, timeout=3)
+    first_open, reopened = opened_after_runs(2), opened_after_runs(3)
+    assert first_open is not None and reopened is not None and reopened > first_open
+    third, fourth = engine.jobs.runs[2][1], engine.jobs.runs[3][1]
+    between = [why for _, slot, why in engine.jobs.skips if third < slot < fourth]
+    assert between and set(between) == {"circuit open after failures"}
+    progress = engine.last_progress(schedule.id)
+    assert progress is not None and progress.consecutive_failures >= 3
+
+
+async def test_jitter_delays_the_firing_but_not_the_slot(engine: Engine) -> None:
+    """Each firing waits its deterministic jitter offset; the run's slot stays nominal."""
+    jitter = 0.5
+    start = utcnow()
+    # An id whose first two offsets are large enough that firing on the slot would show.
+    schedule_id = next(
+        candidate
+        for candidate in (new_id() for _ in range(1000))
+        if all(jitter_offset(candidate, start + timedelta(seconds=k), jitter) > 0.2 for k in (0, 1))
+    )
+    schedule = interval(1.0, id=schedule_id, start_at=start, jitter_seconds=jitter)
+    engine.add(schedule)
+    await until(lambda: len(engine.jobs.runs) >= 2, timeout=5)
+    for k, ((_, slot), fired) in enumerate(
+        zip(engine.jobs.runs[:2], engine.jobs.fired_at[:2], strict=True)
+    ):
+        assert slot == start + timedelta(seconds=k)
+        # Not before slot + offset (a millisecond for the two clocks the loop and we read).
+        assert fired >= slot.timestamp() + jitter_offset(schedule_id, slot, jitter) - 0.001
+
+
+async def test_duration_seconds_completes_the_schedule_after_its_window(engine: Engine) -> None:
+    """Slots up to start + duration_seconds run; then the schedule is completed, saying its
+    window ended."""
+    start = utcnow()
+    schedule = interval(0.1, start_at=start, duration_seconds=0.35)
+    engine.add(schedule)
+    await until(
+        lambda: (
+            (p := engine.last_progress(schedule.id)) is not None
+            and p.status is ScheduleStatus.COMPLETED
+        )
+    )
+    assert [slot for _, slot in engine.jobs.runs] == [
+        start + timedelta(seconds=0.1 * k) for k in range(4)
+    ]
+    progress = engine.last_progress(schedule.id)
+    assert progress is not None and "its window ended" in (progress.status_reason or "")
+    assert progress.next_run_at is None

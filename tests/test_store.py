@@ -36,7 +36,7 @@ from cronmgr.models import (
 )
 from cronmgr.store.base import Progress
 from cronmgr.store.queries import load_queries
-from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -760,6 +760,21 @@ async def test_a_version_1_database_is_upgraded_keeping_its_runs(db_path: Path) 
     db.close()
 
 
+async def test_the_store_runs_in_wal_mode_with_a_busy_timeout(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """The store's own connection waits out a writer (busy_timeout) instead of failing at
+    once, and the file is in WAL mode, which is persistent: a fresh connection sees it."""
+    async with store._db.execute("PRAGMA busy_timeout") as cursor:
+        (busy_timeout,) = await cursor.fetchone() or (None,)
+    assert busy_timeout == BUSY_TIMEOUT_MS and busy_timeout >= 1000
+    async with store._db.execute("PRAGMA journal_mode") as cursor:
+        assert tuple(await cursor.fetchone() or ()) == ("wal",)
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    db.close()
+
+
 async def test_stores_opening_a_new_file_at_once_all_open_it(tmp_path: Path) -> None:
     """Turning a new file to WAL fails at once while another opener holds it (no busy
     handler there), and two openers must not both create the tables; ten tries."""
@@ -839,7 +854,7 @@ import asyncio, sys, time
 from datetime import UTC, datetime
 from pathlib import Path
 from cronmgr.store.base import Progress
-from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore
 
 async def main(path, ids):
     store = await SQLiteStore.open(Path(path))
