@@ -6,15 +6,15 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = ["AsyncClient", "Client", "__version__"]
+__all__ = ["AsyncClient", "Client", "CronAPIClient", "__version__"]
 
 if TYPE_CHECKING:
-    from cronmgr.client import AsyncClient, Client
+    from cronmgr.client import AsyncClient, Client, CronAPIClient
 
 
 def __getattr__(name: str) -> Any:
     # Imported on first use, so that `import cronmgr` (the daemon, the CLI) stays cheap.
-    if name in ("Client", "AsyncClient"):
+    if name in ("Client", "AsyncClient", "CronAPIClient"):
         from cronmgr import client
 
         return getattr(client, name)

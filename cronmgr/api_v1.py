@@ -9,7 +9,6 @@ takes effect at once. Target headers and URLs are redacted on the way out, alway
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -45,7 +44,7 @@ from cronmgr.pipeline_sync import file_schedule_id, is_file_schedule
 from cronmgr.pipelines import Pipeline, PipelineSet, load_pipelines
 from cronmgr.secret_refs import redact
 from cronmgr.store import Store
-from cronmgr.triggers import build_trigger
+from cronmgr.triggers import upcoming
 from cronmgr.web import CONTROL, SETTINGS, STORE, json_response, read_body, timestamp
 
 BODY = "request body"
@@ -268,21 +267,6 @@ async def resume_schedule(request: web.Request) -> web.Response:
     resumed = await store.set_schedule_status(schedule.id, ScheduleStatus.ACTIVE)
     _changed(request)
     return json_response(resumed.as_dict())
-
-
-def upcoming(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
-    """The next `count` fire times after `now`, within the window and max_runs.
-
-    Nominal slots: jitter is not added. Nothing for a schedule that is not active.
-    """
-    if schedule.status is not ScheduleStatus.ACTIVE:
-        return []
-    if schedule.max_runs is not None:
-        count = max(0, min(count, schedule.max_runs - schedule.run_count))
-    begin = max(now, schedule.start_at or schedule.created_at)
-    end = schedule.window_end
-    # The engine's rule: a slot at the very end of the window still fires.
-    return [s for s in build_trigger(schedule).upcoming(begin, count) if end is None or s <= end]
 
 
 async def next_fire_times(request: web.Request) -> web.Response:

@@ -15,6 +15,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,12 +25,13 @@ import orjson
 import structlog
 
 from cronmgr import __version__
-from cronmgr.config import Settings, load_settings
-from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError
+from cronmgr.config import ENV_PREFIX, Settings, load_settings
+from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError, NotFound
 from cronmgr.payloads import MIN_INTERVAL_SECONDS
 
 if TYPE_CHECKING:
     from cronmgr.client import Client
+    from cronmgr.models import RunStatus, StepResult
     from cronmgr.pipelines import CommandStep, Pipeline
 
 log = structlog.get_logger("cronmgr.cli")
@@ -68,6 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_client_commands(sub)
     _add_validate(sub)
+    _add_run(sub)
     _hide_suppressed(sub)
     return parser
 
@@ -181,6 +184,22 @@ def _add_validate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     )
 
 
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = _command(
+        sub,
+        "run",
+        "run a pipeline once, now, in the foreground",
+        cmd_run,
+        epilog="Runs in this process: no controller or daemon is needed, and the run is "
+        "not recorded in the store. Prints each step's outcome as it finishes; the log "
+        "events (step output included) go to stderr as JSON lines. Steps see the "
+        "environment the daemon would give them. Target steps fail: looking a target up "
+        "needs the store. Exits 0 when the run succeeded, 1 when it failed, 2 for an "
+        "unknown or invalid pipeline.",
+    )
+    run.add_argument("pipeline", metavar="PIPELINE", help="name of the pipeline to run")
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -214,6 +233,9 @@ async def _serve(settings: Settings) -> None:
 
     from cronmgr.web import create_app
 
+    # Handlers first: systemd may send SIGTERM the moment it reads READY=1, and that stop
+    # must still be a clean one (STOPPING=1, connections closed), not a death by signal.
+    stop = _stop_on_signals()
     app = create_app(settings)
     # A short shutdown timeout: open log-follow streams must not hold up a service stop.
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
@@ -222,16 +244,21 @@ async def _serve(settings: Settings) -> None:
     await site.start()
     log.info("controller_listening", url=settings.base_url, token_file=str(settings.token_file))
     _notify_systemd("READY=1")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
     try:
         await stop.wait()
     finally:
         _notify_systemd("STOPPING=1")
         await runner.cleanup()
         log.info("controller_stopped")
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event that SIGTERM or SIGINT sets."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    return stop
 
 
 def _notify_systemd(state: str) -> None:
@@ -459,12 +486,49 @@ def format_pipeline(pipeline: Pipeline) -> str:
         lines.append(f"  {pipeline.description}")
     for number, step in enumerate(pipeline.steps, start=1):
         lines.append(f"  {number}. {step.name}: {step.command_line}{_step_notes(step)}")
+    if pipeline.schedule is not None:
+        lines.append(format_file_schedule(pipeline, datetime.now().astimezone()))
     return "\n".join(lines)
 
 
+def format_file_schedule(pipeline: Pipeline, now: datetime) -> str:
+    """The file's [schedule] in a line, then its next fire times in its timezone."""
+    from cronmgr.pipeline_sync import schedule_from_file
+    from cronmgr.triggers import upcoming
+
+    schedule = schedule_from_file(pipeline)
+    declared = pipeline.schedule
+    assert declared is not None
+    head = (
+        f"  schedule: {_when(schedule)} in {schedule.timezone}, "
+        f"overlap {schedule.overlap_policy.value}"
+    )
+    if not declared.enabled:
+        return f"{head} (enabled = false: paused)"
+    zone = ZoneInfo(schedule.timezone)
+    times = upcoming(replace(schedule, created_at=now), FIRE_TIMES_SHOWN, now)
+    shown = "\n".join(f"    {t.astimezone(zone).isoformat(timespec='seconds')}" for t in times)
+    return f"{head}; next {len(times)} fire times:\n{shown}" if times else f"{head}; no more"
+
+
+def _when(schedule: Any) -> str:
+    if schedule.interval_seconds is not None:
+        return f"every {schedule.interval_seconds:g} s"
+    if schedule.cron_expression is not None:
+        return f"cron {schedule.cron_expression!r}"
+    return f"once at {schedule.run_at.isoformat() if schedule.run_at else '?'}"
+
+
 def _step_notes(step: CommandStep) -> str:
-    notes = ["shell"] if step.shell is not None else []
-    notes.append(f"timeout {step.timeout_seconds:g} s")
+    notes = [step.kind.value] if step.kind.value != "command" else []
+    if step.shell is not None:
+        notes.append("shell")
+    if step.needs is not None:
+        notes.append("needs " + (", ".join(step.needs) or "nothing"))
+    if step.kind.value == "command":
+        notes.append(f"timeout {step.timeout_seconds:g} s")
+    if step.retries:
+        notes.append(f"{step.retries} retries")
     if step.continue_on_error:
         notes.append("continue on error")
     return "  [" + ", ".join(notes) + "]"
@@ -485,6 +549,84 @@ def format_fire_times(interval: int, now: datetime) -> str:
 
 def _indented(lines: Iterable[str]) -> str:
     return "\n".join(f"  {line}" for line in lines)
+
+
+# --- run (local) ---------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
+    """Run one pipeline once in this process; exit 0 if it succeeded, 1 if not."""
+    from cronmgr import logs
+    from cronmgr.models import RunStatus
+    from cronmgr.pipelines import load_pipelines
+
+    logs.configure_logging(settings, to_file=False)
+    try:
+        pipeline = load_pipelines(settings.pipelines_path).get(args.pipeline)
+    except NotFound as exc:
+        return _fail(exc.detail, EXIT_USAGE)
+    _adopt_daemon_environment(settings)
+    status = asyncio.run(_run_once(pipeline, settings))
+    return EXIT_OK if status is RunStatus.SUCCEEDED else EXIT_FAILED
+
+
+def _adopt_daemon_environment(settings: Settings) -> None:
+    # Steps get what they would get under the daemon: the settings as CRONMGR_* variables
+    # (CRONMGR_STATE_DIR, ...) and never the API token, whatever this shell exported.
+    from cronmgr.control import settings_env
+
+    for name in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
+        del os.environ[name]
+    os.environ.update(settings_env(settings))
+
+
+async def _run_once(pipeline: Pipeline, settings: Settings) -> RunStatus:
+    from cronmgr.http_runner import HttpRunner
+    from cronmgr.models import new_id, utcnow
+    from cronmgr.runner import StepContext, run_pipeline, run_status
+
+    context = StepContext(
+        run_id=new_id(),
+        pipeline=pipeline.name,
+        scheduled_for=utcnow(),
+        extra_env={"CRONMGR_STATE_DIR": str(settings.state_path)},  # as the daemon's runs
+        work_root=None,  # a temporary work directory, removed when the run ends
+    )
+    print(f"pipeline {pipeline.name} (run {context.run_id})", flush=True)
+    # As in the daemon: `${env:NAME}` may reference anything but the CRONMGR_* settings.
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+    async with HttpRunner(environ=environ) as http:
+        results = await run_pipeline(
+            pipeline,
+            context=context,
+            kill_grace=settings.step_kill_grace_seconds,
+            on_step_finished=_print_step,
+            http=http,
+        )
+    status = run_status(pipeline, results)
+    print(f"pipeline {pipeline.name} {status.value}", flush=True)
+    return status
+
+
+def _print_step(position: int, result: StepResult) -> None:
+    print(format_step_result(position, result), flush=True)
+
+
+def format_step_result(position: int, result: StepResult) -> str:
+    """A finished step (or attempt) as `N. name  status  duration  [exit code, error]`."""
+    parts = [f"{position + 1}. {result.step}", result.status.value]
+    parts.append(f"{result.duration_ms / 1000:.2f} s")
+    if result.attempt > 1:
+        parts.append(f"attempt {result.attempt}")
+    if result.exit_code is not None:
+        parts.append(f"exit code {result.exit_code}")
+    if result.signal is not None:
+        parts.append(f"signal {result.signal}")
+    if result.status_code is not None:
+        parts.append(f"HTTP {result.status_code}")
+    if result.error:
+        parts.append(result.error)
+    return "  " + "  ".join(parts)
 
 
 # --- entry point -----------------------------------------------------------------------------

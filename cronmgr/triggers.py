@@ -50,7 +50,7 @@ from croniter import (  # type: ignore[import-untyped]
     croniter,
 )
 
-from cronmgr.models import Schedule, ScheduleType
+from cronmgr.models import Schedule, ScheduleStatus, ScheduleType
 
 _TICK = timedelta(microseconds=1)
 _NAIVE_EPOCH = datetime(1970, 1, 1)
@@ -273,6 +273,21 @@ def build_trigger(schedule: Schedule) -> Trigger:
         ScheduleType.ONCE: _once_of,
     }
     return builders[schedule.schedule_type](schedule)
+
+
+def upcoming(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
+    """The next `count` fire times after `now`, within the window and max_runs.
+
+    Nominal slots: jitter is not added. Nothing for a schedule that is not active.
+    """
+    if schedule.status is not ScheduleStatus.ACTIVE:
+        return []
+    if schedule.max_runs is not None:
+        count = max(0, min(count, schedule.max_runs - schedule.run_count))
+    begin = max(now, schedule.start_at or schedule.created_at)
+    end = schedule.window_end
+    # The engine's rule: a slot at the very end of the window still fires.
+    return [s for s in build_trigger(schedule).upcoming(begin, count) if end is None or s <= end]
 
 
 def validate_cron(expression: str) -> None:

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import IO
 
 import orjson
+import psutil
 import pytest
-from support import Controller, free_port
+from support import Controller, free_port, wait_for
 
 from cronmgr.config import Settings
 
@@ -88,7 +89,10 @@ def pipelines_home(tmp_path: Path, **files: str) -> Path:
 # --- help and usage -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("command", [[], *([c] for c in [*CLIENT_COMMANDS, "serve", "validate"])])
+LOCAL_COMMANDS = ["serve", "validate", "run"]
+
+
+@pytest.mark.parametrize("command", [[], *([c] for c in [*CLIENT_COMMANDS, *LOCAL_COMMANDS])])
 def test_every_command_has_help_that_exits_zero(command: list[str]) -> None:
     result = cronmgr(*command, "--help")
     assert result.returncode == 0, result.stderr
@@ -97,7 +101,7 @@ def test_every_command_has_help_that_exits_zero(command: list[str]) -> None:
 
 def test_top_level_help_lists_the_commands_but_not_the_daemon() -> None:
     usage = cronmgr("--help").stdout
-    for command in [*CLIENT_COMMANDS, "serve", "validate"]:
+    for command in [*CLIENT_COMMANDS, *LOCAL_COMMANDS]:
         assert command in usage
     assert not any(line.split()[:1] == ["daemon"] for line in usage.splitlines())
 
@@ -165,6 +169,44 @@ def test_start_status_stop(controller: Controller) -> None:
     assert stopped.returncode == 0, stopped.stderr
     assert stopped.stdout.strip() == "Daemon stopped successfully"
     assert orjson.loads(cronmgr("status", "--json", env=env).stdout)["is_running"] is False
+
+
+def test_restart_replaces_the_daemon_and_keeps_the_last_pipeline(controller: Controller) -> None:
+    """`restart --interval 30` stops the daemon and starts a new one on the same pipeline."""
+    env = controller.env()
+    started = cronmgr("start", "--interval", "60", "--pipeline", "quick", env=env)
+    assert started.returncode == 0, started.stderr
+    old_pid = orjson.loads(cronmgr("status", "--json", env=env).stdout)["pid"]
+
+    restarted = cronmgr("restart", "--interval", "30", env=env)
+    assert restarted.returncode == 0, restarted.stderr
+    assert "Daemon restarted successfully with interval: 30 seconds (PID: " in restarted.stdout
+    status = orjson.loads(cronmgr("status", "--json", env=env).stdout)
+    assert status["is_running"] is True and status["pid"] != old_pid
+    assert (status["pipeline"], status["interval_seconds"]) == ("quick", 30)
+    assert f"(PID: {status['pid']})" in restarted.stdout
+    assert not psutil.pid_exists(old_pid) or psutil.Process(old_pid).status() == "zombie"
+    assert cronmgr("stop", env=env).returncode == 0
+
+
+def test_reload_signals_the_running_daemon(controller: Controller) -> None:
+    """`reload` makes the running daemon re-read its files: it logs `daemon_reloaded`."""
+    env = controller.env()
+    assert cronmgr("start", "--pipeline", "quick", env=env).returncode == 0
+    reloaded = cronmgr("reload", env=env)
+    assert reloaded.returncode == 0, reloaded.stderr
+    assert reloaded.stdout.strip() == "Reload signalled"
+    wait_for(
+        lambda: '"daemon_reloaded"' in controller.settings.log_file.read_text(),
+        what="the daemon to log its reload",
+    )
+    assert cronmgr("stop", env=env).returncode == 0
+
+
+def test_reload_without_a_daemon_exits_1_saying_so(controller: Controller) -> None:
+    result = cronmgr("reload", env=controller.env())
+    assert_clean_failure(result, 1)
+    assert "Daemon is not running; nothing to reload" in result.stderr
 
 
 def test_wrong_token_is_an_api_error(controller: Controller) -> None:
@@ -242,6 +284,26 @@ def test_validate_lists_pipelines_and_steps(tmp_path: Path) -> None:
     assert "1 pipeline(s) valid, 0 file(s) invalid" in result.stdout
 
 
+def test_validate_shows_a_file_schedule_with_its_fire_times(tmp_path: Path) -> None:
+    """A [schedule] is shown with the next five fire times, in its own timezone."""
+    text = (
+        '[schedule]\ntype = "cron"\ncron = "30 2 * * *"\ntimezone = "America/New_York"\n'
+        '[[steps]]\nname = "a"\nshell = "true"\nretries = 2\n'
+        '[[steps]]\nname = "b"\nneeds = ["a"]\nhttp = { url = "http://127.0.0.1:9/x" }\n'
+    )
+    result = cronmgr("--home", str(pipelines_home(tmp_path, nightly=text)), "validate")
+    assert result.returncode == 0, result.stderr
+    assert "  1. a: true  [shell, timeout 3600 s, 2 retries]" in result.stdout
+    assert "  2. b: GET http://127.0.0.1:9/x  [http, needs a]" in result.stdout
+    head = "  schedule: cron '30 2 * * *' in America/New_York, overlap skip; next 5 fire times:\n"
+    assert head in result.stdout
+    tail = result.stdout.split(head, 1)[1].splitlines()[:5]
+    times = [datetime.fromisoformat(line.strip()) for line in tail]
+    assert all((t.hour, t.minute) == (2, 30) for t in times)
+    # One a day, at 02:30 local time (a day is not always 24 hours across DST).
+    assert all((b.date() - a.date()).days == 1 for a, b in itertools.pairwise(times))
+
+
 def test_validate_reports_each_bad_file_and_exits_1(tmp_path: Path) -> None:
     home = pipelines_home(tmp_path, nightly=GOOD_PIPELINE, broken=BAD_PIPELINE, junk="[[")
     result = cronmgr("--home", str(home), "validate")
@@ -296,3 +358,91 @@ def test_validate_rejects_a_bad_cron_expression_naming_the_field(tmp_path: Path)
     result = cronmgr("--home", str(home), "validate", "--cron", "0 24 * * *")
     assert result.returncode == 1
     assert "cron field hour is '24'" in result.stderr
+
+
+# --- run (local) ----------------------------------------------------------------------------
+
+FAILING_PIPELINE = """
+name = "failing"
+
+[[steps]]
+name = "prepare"
+command = ["{python}", "-c", "print('preparing')"]
+
+[[steps]]
+name = "explode"
+shell = "echo boom >&2; exit 3"
+
+[[steps]]
+name = "never"
+shell = "echo never"
+"""
+
+
+def run_env(tmp_path: Path, **files: str) -> tuple[dict[str, str], Path]:
+    """An environment whose CRONMGR_PIPELINES_DIR holds `files`, and its home."""
+    pipelines = tmp_path / "defs"
+    pipelines.mkdir()
+    for name, text in files.items():
+        (pipelines / f"{name}.toml").write_text(text)
+    home = tmp_path / "home"
+    env = clean_env(CRONMGR_HOME=str(home), CRONMGR_PIPELINES_DIR=str(pipelines))
+    return env, home
+
+
+def stderr_events(result: subprocess.CompletedProcess[str]) -> list[dict[str, object]]:
+    """The JSON log lines the command wrote to stderr."""
+    return [orjson.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
+
+
+def step_lines(result: subprocess.CompletedProcess[str]) -> list[list[str]]:
+    """The per-step lines of `cronmgr run`, split into their fields."""
+    lines = [line.strip() for line in result.stdout.splitlines() if line.startswith("  ")]
+    return [line.split("  ") for line in lines]
+
+
+def test_run_executes_the_pipeline_here_and_exits_0(tmp_path: Path) -> None:
+    """Each step's outcome on stdout as it ends; its output as JSON events on stderr."""
+    env, home = run_env(tmp_path, nightly=GOOD_PIPELINE, failing=FAILING_PIPELINE)
+    result = cronmgr("run", "nightly", env=env)
+    assert result.returncode == 0, result.stderr
+    first, *_, last = result.stdout.splitlines()
+    assert first.startswith("pipeline nightly (run ") and last == "pipeline nightly succeeded"
+    steps = step_lines(result)
+    assert [s[:2] for s in steps] == [["1. fetch", "succeeded"], ["2. report", "succeeded"]]
+    assert all(s[2].endswith(" s") and s[3] == "exit code 0" for s in steps)
+    output = [e for e in stderr_events(result) if e["event"] == "step_output"]
+    assert [(e["step"], e["line"]) for e in output] == [("fetch", "fetching"), ("report", "DONE")]
+    assert {e["run_id"] for e in output} == {first.removesuffix(")").split("(run ")[1]}
+    assert not (home / "var").exists(), "run must not touch the store or the state directory"
+
+
+def test_run_of_a_failing_pipeline_exits_1_and_skips_the_rest(tmp_path: Path) -> None:
+    env, _ = run_env(tmp_path, nightly=GOOD_PIPELINE, failing=FAILING_PIPELINE)
+    result = cronmgr("run", "failing", env=env)
+    assert result.returncode == 1, result.stderr
+    steps = step_lines(result)
+    assert [s[:2] for s in steps] == [
+        ["1. prepare", "succeeded"],
+        ["2. explode", "failed"],
+        ["3. never", "skipped"],
+    ]
+    assert steps[1][3:] == ["exit code 3", "exited with code 3"]
+    assert steps[2][-1] == "not run: step 'explode' failed"
+    assert result.stdout.splitlines()[-1] == "pipeline failing failed"
+
+
+def test_run_of_an_unknown_pipeline_exits_2_naming_the_known_ones(tmp_path: Path) -> None:
+    env, _ = run_env(tmp_path, nightly=GOOD_PIPELINE, failing=FAILING_PIPELINE)
+    result = cronmgr("run", "nope", env=env)
+    assert_clean_failure(result, 2)
+    assert "unknown pipeline 'nope'; known pipelines: failing, nightly" in result.stderr
+    assert result.stdout == ""
+
+
+def test_run_of_an_invalid_pipeline_exits_2_with_the_loaders_reason(tmp_path: Path) -> None:
+    env, _ = run_env(tmp_path, nightly=GOOD_PIPELINE, broken=BAD_PIPELINE)
+    result = cronmgr("run", "broken", env=env)
+    assert_clean_failure(result, 2)
+    assert "pipeline 'broken' could not be loaded" in result.stderr
+    assert "broken.toml" in result.stderr and "give exactly one of command" in result.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import Controller, free_port
 
-from cronmgr import AsyncClient, Client
+from cronmgr import AsyncClient, Client, CronAPIClient
 from cronmgr.config import Settings
 from cronmgr.errors import (
     ConfigError,
@@ -186,12 +186,12 @@ def test_start_status_stop_of_a_real_daemon(controller: Controller) -> None:
 def test_the_seed_usage_example_works_unchanged(
     controller: Controller, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """The seed's CronAPIClient example: no arguments, start 60, status, tail 20, stop."""
+    """The seed's example as written: `CronAPIClient()`, start 60, status, tail 20, stop."""
     for name, value in controller.env().items():
         if name.startswith("CRONMGR_"):
             monkeypatch.setenv(name, value)
     monkeypatch.chdir(tmp_path)
-    client = Client()
+    client = CronAPIClient()
 
     started = client.start(interval_seconds=60)
     assert started["success"] is True and "60 seconds" in started["message"]
@@ -199,6 +199,11 @@ def test_the_seed_usage_example_works_unchanged(
     assert isinstance(client.tail_logs(lines=20), str)
     stopped = client.stop()
     assert stopped["success"] is True and stopped["message"] == "Daemon stopped successfully"
+
+
+def test_cron_api_client_is_the_blocking_client() -> None:
+    """The seed's class name is an alias, not a second implementation."""
+    assert CronAPIClient is Client
 
 
 # --- asyncio client -----------------------------------------------------------------------

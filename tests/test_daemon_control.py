@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
 import psutil
+import pytest
 from support import Controller, wait_for
 
+from cronmgr.config import load_settings
+from cronmgr.control import LaunchSpec, Supervisor
 from cronmgr.pidfile import inspect, read_record
 
 
@@ -49,6 +55,15 @@ def pid_alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def pid_in(path: Path) -> int | None:
+    """The pid a step wrote to `path`; None while the file is missing or still empty."""
+    try:
+        text = path.read_text().strip()
+    except FileNotFoundError:
+        return None
+    return int(text) if text else None
 
 
 async def test_start_reports_a_detached_running_daemon(
@@ -116,10 +131,8 @@ async def test_stop_kills_a_running_step_and_its_grandchildren(
     """Stop during a step that never ends: the step and its background sleeper die."""
     state_dir = controller.settings.state_path
     daemon_pid = (await start(http, interval_seconds=60, pipeline="slow"))["pid"]
-    sleeper_file = state_dir / "slow-sleeper.pid"
-    wait_for(lambda: sleeper_file.exists() and sleeper_file.read_text().strip(), what="step")
-    sleeper = int(sleeper_file.read_text())
-    step = int(wait_for(lambda: (state_dir / "slow-step.pid").read_text().strip()))
+    sleeper = wait_for(lambda: pid_in(state_dir / "slow-sleeper.pid"), what="the sleeper")
+    step = wait_for(lambda: pid_in(state_dir / "slow-step.pid"), what="the step")
     assert pid_alive(sleeper) and pid_alive(step)
     async with http.post("/api/cron/stop") as resp:
         assert resp.status == 200
@@ -360,8 +373,8 @@ async def test_a_run_orphaned_by_kill_9_is_failed_on_the_next_start(
     """kill -9 mid-run leaves no run 'running': the next daemon marks it failed, with why."""
     state_dir = controller.settings.state_path
     pid = (await start(http, interval_seconds=60, pipeline="slow"))["pid"]
-    wait_for(lambda: (state_dir / "slow-sleeper.pid").exists(), what="the slow step")
-    step_pid = int(wait_for(lambda: (state_dir / "slow-step.pid").read_text().strip()))
+    wait_for(lambda: pid_in(state_dir / "slow-sleeper.pid"), what="the slow step")
+    step_pid = wait_for(lambda: pid_in(state_dir / "slow-step.pid"), what="the step's pid")
     os.kill(pid, signal.SIGKILL)
     os.killpg(step_pid, signal.SIGKILL)  # what a reboot would do to the step
     wait_for(lambda: not pid_alive(pid), what="the daemon to die")
@@ -413,3 +426,139 @@ async def test_a_new_controller_resumes_a_daemon_that_should_be_running(
     controller.start()  # stopped on purpose: stays stopped
     async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
         assert (await status(http))["is_running"] is False
+
+
+async def poll_async(predicate: Callable[[], Any], what: str, timeout: float = 15.0) -> Any:
+    """Like `wait_for`, but yielding to the event loop between polls."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_start_without_an_interval_runs_every_120_seconds(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The seed's default interval: start with no `interval_seconds` means every 120 s."""
+    data = await start(http, pipeline="quick")
+    assert data["interval_seconds"] == 120
+    assert "interval: 120 seconds" in data["message"]
+    state = await status(http)
+    assert state["is_running"] is True
+    assert (state["interval_seconds"], state["pipeline"]) == (120, "quick")
+
+
+# A step that holds on until the test has seen the daemon get SIGTERM, then takes a second
+# more: it finishes during the stop grace, so the stop must wait for it, not cancel it.
+GRACEFUL_PIPELINE = """
+description = "a step that ends a second after the test releases it"
+
+[[steps]]
+name = "finish-in-time"
+shell = '''
+touch "$CRONMGR_STATE_DIR/graceful.started"
+while [ ! -e "$CRONMGR_STATE_DIR/graceful.release" ]; do sleep 0.05; done
+sleep 1
+echo finished
+'''
+timeout_seconds = 120
+"""
+
+
+async def test_a_step_finishing_within_the_stop_grace_is_recorded_succeeded(
+    controller: Controller, http: aiohttp.ClientSession
+) -> None:
+    """Stop during a step that needs ~1 s more (grace 3 s): the run ends `succeeded`."""
+    assert controller.settings.stop_grace_seconds == 3.0
+    state_dir = controller.settings.state_path
+    (controller.settings.pipelines_path / "graceful.toml").write_text(GRACEFUL_PIPELINE)
+    await start(http, interval_seconds=60, pipeline="graceful")
+    await poll_async(lambda: (state_dir / "graceful.started").exists(), "the step to start")
+
+    async def stop() -> dict[str, Any]:
+        async with http.post("/api/cron/stop") as resp:
+            assert resp.status == 200
+            return dict(await resp.json())
+
+    stopping = asyncio.create_task(stop())
+    await poll_async(lambda: events_named(controller, "daemon_stopping"), "the daemon's SIGTERM")
+    (state_dir / "graceful.release").touch()  # the step has ~1 s left from here
+    assert (await stopping)["message"] == "Daemon stopped successfully"
+
+    (run,) = [r for r in await read_runs(controller) if r.job == "pipeline:graceful"]
+    assert run.status.value == "succeeded", run
+    (step,) = run.steps
+    assert step.status.value == "succeeded" and step.exit_code == 0
+    assert step.output_tail[-1] == "stdout: finished"
+    assert not events_named(controller, "runs_cancelled")
+
+
+# --- the supervisor's backoff, as a unit ------------------------------------------------------
+
+
+def supervisor(tmp_path: Path, **overrides: Any) -> Supervisor:
+    """A Supervisor with supervision on and the given restart settings."""
+    return Supervisor(load_settings(env={}, home=tmp_path, supervise=True, **overrides))
+
+
+SPEC = LaunchSpec(60, "quick")
+
+
+async def test_supervisor_delay_doubles_with_each_quick_failure_up_to_the_cap(
+    tmp_path: Path,
+) -> None:
+    """0.5 s, 1 s, 2 s, then the 3 s cap, however many more failures follow."""
+    sup = supervisor(
+        tmp_path,
+        restart_backoff_seconds=0.5,
+        restart_backoff_max_seconds=3.0,
+        restart_max_quick_failures=10,
+    )
+    sup.started(4242, SPEC)
+    assert sup.died("killed by SIGKILL") == SPEC  # lived far less than 30 s: quick
+    delays = [sup.delay()]
+    for _ in range(5):
+        assert sup.failed_restart("the daemon exited during start-up") == SPEC
+        delays.append(sup.delay())
+    assert delays == [0.5, 1.0, 2.0, 3.0, 3.0, 3.0]
+    assert sup.state_name(running=False) == "backoff"
+    assert sup.report()["quick_failures"] == 6
+
+
+async def test_supervisor_delay_starts_over_after_a_daemon_that_lived_long_enough(
+    tmp_path: Path,
+) -> None:
+    """A death after `restart_min_uptime_seconds` is not quick: back to the first delay."""
+    sup = supervisor(tmp_path, restart_backoff_seconds=1.0, restart_min_uptime_seconds=0)
+    sup.started(1, SPEC)
+    sup.died("crashed")
+    for _ in range(3):
+        sup.failed_restart("boom")
+    assert sup.delay() == 8.0
+    sup.started(2, SPEC, restart=True)
+    assert sup.died("crashed again") == SPEC
+    assert sup.delay() == 1.0
+    assert sup.report()["restarts"] == 1
+
+
+async def test_supervisor_gives_up_after_too_many_quick_failures(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path, restart_max_quick_failures=2)
+    sup.started(1, SPEC)
+    assert sup.died("crashed") == SPEC
+    assert sup.failed_restart("boom") == SPEC
+    assert sup.failed_restart("boom") is None
+    assert sup.state_name(running=False) == "fatal"
+    assert sup.last_exit is not None and sup.last_exit["reason"] == "boom"
+
+
+async def test_a_requested_stop_resets_the_backoff(tmp_path: Path) -> None:
+    sup = supervisor(tmp_path, restart_backoff_seconds=1.0)
+    sup.started(1, SPEC)
+    sup.died("crashed")
+    sup.failed_restart("boom")
+    assert sup.delay() == 2.0
+    sup.stopped()
+    assert sup.delay() == 1.0
+    assert sup.state_name(running=False) == "stopped"

@@ -146,6 +146,35 @@ def test_tail_returns_a_line_longer_than_a_block_whole(tmp_path: Path) -> None:
     assert tail_lines(path, 2) == [long_line, "last"]
 
 
+def bytes_read_by_this_process() -> int | None:
+    """The kernel's count of bytes this process has read (`rchar`), where Linux tells."""
+    try:
+        fields = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    except OSError:
+        return None
+    return int(fields["rchar"])
+
+
+def test_tail_of_a_sparse_1_gib_log_reads_only_its_end(tmp_path: Path) -> None:
+    """1 GiB of NULs, then five lines: the tail is exactly those lines, read from the end.
+
+    The kernel's read counter shows the bytes read stay a few blocks, not the gigabyte a
+    scan from the start would read; the file is sparse, so it costs no disk.
+    """
+    path = tmp_path / "huge.log"
+    lines = [f'{{"event": "line", "n": {n}}}' for n in range(5)]
+    with path.open("wb") as fh:
+        fh.truncate(1 << 30)
+        fh.seek(1 << 30)
+        fh.write(b"\n" + "".join(line + "\n" for line in lines).encode())
+    before = bytes_read_by_this_process()
+    assert tail_lines(path, 3) == lines[-3:]
+    assert tail_lines(path, 5) == lines
+    after = bytes_read_by_this_process()
+    if before is not None and after is not None:
+        assert after - before < 4 * BLOCK_SIZE, "tail read far more than the end of the file"
+
+
 # --- the JSON sink ---------------------------------------------------------------------------
 
 
