@@ -112,7 +112,8 @@ class Controller:
             stderr=subprocess.PIPE,
             cwd=self.settings.home,
         )
-        wait_for(self._healthy, what="the controller to answer /health")
+        # Generous: on a loaded 2-core machine a cold interpreter takes a while to import.
+        wait_for(self._healthy, timeout=30.0, what="the controller to answer /health")
 
     def _healthy(self) -> bool:
         assert self.process is not None

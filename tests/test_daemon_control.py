@@ -207,6 +207,8 @@ async def test_supervisor_gives_up_into_fatal_after_quick_failures(
             found = inspect(controller.settings.pid_file)
             if found.process is not None:
                 found.process.kill()
+                # Gone before we ask: a status read in between would still see it running.
+                wait_for(lambda p=found.process: not pid_alive(p.pid), what="the kill")
             state = await status(http)
             if state["state"] == "fatal":
                 break
