@@ -26,6 +26,7 @@ from cronmgr.errors import CronmgrError
 from cronmgr.jobs import JobRunner
 from cronmgr.models import PIPELINE_JOB_PREFIX, OverlapPolicy, Run, RunStatus, Trigger, utcnow
 from cronmgr.pipelines import PipelineSet
+from cronmgr.scheduler import drain_tasks
 from cronmgr.store import Store
 
 log = structlog.get_logger("cronmgr.manual")
@@ -77,14 +78,7 @@ class ManualRuns:
         """Stop taking runs; wait `grace` for running ones, cancel the rest; how many."""
         self._stopped = True
         self._queued.clear()  # still pending in the store: the next daemon runs them
-        tasks = list(self._tasks)
-        if not tasks:
-            return 0
-        _done, late = await asyncio.wait(tasks, timeout=grace)
-        for task in late:
-            task.cancel("the daemon is stopping")
-        await asyncio.gather(*tasks, return_exceptions=True)
-        return len(late)
+        return await drain_tasks(list(self._tasks), grace)
 
     async def _take(self, run: Run) -> None:
         try:

@@ -22,10 +22,10 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
 
@@ -493,16 +493,21 @@ class Scheduler:
         """Wait up to `grace` for running runs, cancel the rest; how many were cancelled."""
         for entry in self._entries.values():
             entry.queued.clear()
-        tasks = self.running_tasks()
-        if not tasks:
-            return 0
-        _done, pending = await asyncio.wait(tasks, timeout=grace)
-        for task in pending:
-            task.cancel("the daemon is stopping")
-        await asyncio.gather(*tasks, return_exceptions=True)
+        cancelled = await drain_tasks(self.running_tasks(), grace)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._side_tasks, return_exceptions=True)
-        return len(pending)
+        return cancelled
+
+
+async def drain_tasks(tasks: Sequence[asyncio.Task[Any]], grace: float) -> int:
+    """Wait up to `grace` for `tasks`, cancel those still going; how many were cancelled."""
+    if not tasks:
+        return 0
+    _done, late = await asyncio.wait(tasks, timeout=grace)
+    for task in late:
+        task.cancel("the daemon is stopping")
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return len(late)
 
 
 COUNT_CAP = 10_000

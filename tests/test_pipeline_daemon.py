@@ -102,6 +102,16 @@ async def run_in(http: aiohttp.ClientSession, run_id: str, *statuses: str) -> di
     return dict(await eventually(probe, f"run {run_id} to be {' or '.join(statuses)}"))
 
 
+async def until_queued(http: aiohttp.ClientSession, run_id: str) -> None:
+    """Wait until status lists `run_id` among the queued runs."""
+
+    async def queued() -> bool:
+        _, state = await call(http, "GET", "/api/cron/status")
+        return run_id in state["queued_runs"]
+
+    await eventually(queued, f"run {run_id} to be queued")
+
+
 # --- manual runs -------------------------------------------------------------------------
 
 
@@ -155,12 +165,7 @@ async def test_queue_policy_runs_the_second_after_the_first(
     first = await run_now(http, "held")
     await run_in(http, first, "running")
     second = await run_now(http, "held")
-
-    async def queued() -> bool:
-        _, state = await call(http, "GET", "/api/cron/status")
-        return second in state["queued_runs"]
-
-    await eventually(queued, "the second run to be queued")
+    await until_queued(http, second)
     assert (await run_of(http, second))["status"] == "pending"
     release(controller, "held")
     done = [await run_in(http, run_id, "succeeded") for run_id in (first, second)]
@@ -231,12 +236,7 @@ async def test_the_global_cap_queues_runs_visibly(controller_factory: Any) -> No
         first = await run_now(http, "held")
         await run_in(http, first, "running")
         second = await run_now(http, "other")
-
-        async def queued() -> bool:
-            _, state = await call(http, "GET", "/api/cron/status")
-            return second in state["queued_runs"]
-
-        await eventually(queued, "the second run to wait for the cap")
+        await until_queued(http, second)
         assert (await run_of(http, second))["status"] == "pending"
         release(controller, "held")
         await run_in(http, first, "succeeded")
