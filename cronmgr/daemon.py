@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -139,6 +142,23 @@ START_SCHEDULE_ID = "daemon-interval"
 """The schedule `POST /api/cron/start {"interval_seconds": N}` runs its pipeline on."""
 
 
+@contextmanager
+def bulk_load() -> Iterator[None]:
+    """Hold the cyclic garbage collector while the schedules load, then freeze them.
+
+    Loading makes several objects per schedule and nothing cyclic to collect: each full
+    collection on the way would walk everything loaded so far (a quarter of the start
+    time with 100,000 schedules). Frozen, the loaded objects are skipped by later
+    collections too; reference counting still frees them when a schedule changes.
+    """
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
+
+
 def start_schedule(spec: LaunchSpec, now: datetime) -> Schedule:
     """The schedule of the pipeline the daemon was started with: from now, every N s."""
     return Schedule(
@@ -204,7 +224,8 @@ class Daemon:
             self._engine = Scheduler(self._jobs, store.record_progress)
             self._manual = ManualRuns(self._jobs, store, self._current_pipelines)
             self._jobs.on_job_idle = self._manual.job_idle
-            self._engine.apply(await store.changed_schedules(0))
+            with bulk_load():
+                self._engine.apply(await store.changed_schedules(0))
             self._install_signal_handlers()
             ready.ok()
             log.info("daemon_ready", orphaned_runs_failed=recovered, **spec_fields(self.spec))

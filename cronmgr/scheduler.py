@@ -78,6 +78,9 @@ class Entry:
     schedule: Schedule
     trigger: Trigger
     slot: datetime | None = None
+    # The next_run_at the store holds (or is about to): a new slot is written only when it
+    # differs. Kept here rather than in `schedule`, which would cost a copy per firing.
+    saved_next: datetime | None = None
     version: int = 0
     running: dict[datetime, asyncio.Task[RunStatus | None]] = field(default_factory=dict)
     # A list, not a deque: it holds at most QUEUE_LIMIT slots, and an empty deque costs
@@ -142,8 +145,9 @@ class Scheduler:
         """Take new, edited and deleted schedules into the engine at once."""
         for schedule_id in changes.deleted:
             self._remove(schedule_id)
+        now = _from_ts(self._clock())
         for schedule in changes.changed:
-            self._upsert(schedule)
+            self._upsert(schedule, now)
         self.revision = max(self.revision, changes.revision)
         self._arm()
         log.info(
@@ -154,7 +158,7 @@ class Scheduler:
             total=len(self._entries),
         )
 
-    def _upsert(self, schedule: Schedule) -> None:
+    def _upsert(self, schedule: Schedule, now: datetime) -> None:
         old = self._entries.get(schedule.id)
         if schedule.status is not ScheduleStatus.ACTIVE:
             if old is not None:
@@ -166,16 +170,16 @@ class Scheduler:
         except ValueError as exc:
             log.error("schedule_invalid", schedule_id=schedule.id, error=str(exc))
             return
-        entry = Entry(schedule, trigger)
+        entry = Entry(schedule, trigger, saved_next=schedule.next_run_at)
         resumed = old is not None and old.schedule.status is not ScheduleStatus.ACTIVE
         if old is not None:
             entry.running, entry.version = old.running, old.version + 1
         self._entries[schedule.id] = entry
         if resumed:
             # A pause is not an outage: the paused slots are not misfires to make up for.
-            self._plan(entry, trigger.at_or_after(_from_ts(self._clock())))
+            self._plan(entry, trigger.at_or_after(now))
         else:
-            self._plan_first(entry)
+            self._plan_first(entry, now)
 
     def _remove(self, schedule_id: str) -> None:
         entry = self._entries.pop(schedule_id, None)
@@ -211,9 +215,8 @@ class Scheduler:
 
     # --- planning --------------------------------------------------------------------
 
-    def _plan_first(self, entry: Entry) -> None:
+    def _plan_first(self, entry: Entry, now: datetime) -> None:
         schedule = entry.schedule
-        now = _from_ts(self._clock())
         last = schedule.last_run_at
         slot = (
             entry.trigger.after(last)
@@ -256,16 +259,20 @@ class Scheduler:
             if not entry.running:
                 self._complete(entry, "no more slots")
             return
-        fire_at = _ts(slot) + jitter_offset(schedule.id, slot, schedule.jitter_seconds)
+        fire_at = _ts(slot)
+        if schedule.jitter_seconds:
+            fire_at += jitter_offset(schedule.id, slot, schedule.jitter_seconds)
         heapq.heappush(self._heap, (fire_at, next(self._seq), schedule.id, entry.version))
-        if slot != schedule.next_run_at:
-            entry.schedule = dataclasses.replace(schedule, next_run_at=slot)
+        if slot != entry.saved_next:
             self._progress(entry, next_run_at=slot)
 
     @staticmethod
     def _window_over(entry: Entry, slot: datetime) -> str | None:
         """Why `slot` is outside the schedule's window, or None when it is inside."""
         schedule = entry.schedule
+        unbounded = schedule.end_at is None and schedule.duration_seconds is None
+        if unbounded and schedule.max_runs is None:
+            return None  # the common case, checked once per firing: no window at all
         end = schedule.window_end
         if end is not None and slot > end:
             return f"its window ended at {end.isoformat()}"
@@ -440,6 +447,7 @@ class Scheduler:
             # An unflushed status change (completed, disabled) must not be lost to a later
             # counter update of the same schedule.
             status, reason = pending.status, pending.status_reason
+        entry.saved_next = next_run_at
         self._pending_progress[schedule.id] = Progress(
             schedule_id=schedule.id,
             run_count=schedule.run_count,

@@ -489,7 +489,7 @@ async def test_pause_keeps_the_reason_and_resume_resets_failures_circuit_and_rea
         status=ScheduleStatus.DISABLED,
         status_reason="4 consecutive failures",
     )
-    await store.record_progress([replace(tripped, consecutive_failures=4)])
+    await store.record_progress([tripped._replace(consecutive_failures=4)])
     paused = await store.set_schedule_status(schedule_id, ScheduleStatus.PAUSED, "deploy")
     assert (paused.status, paused.status_reason, paused.consecutive_failures) == (
         ScheduleStatus.PAUSED,

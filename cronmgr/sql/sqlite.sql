@@ -296,6 +296,9 @@ WHERE id = :schedule_id;
 -- name: changed_schedules
 SELECT * FROM schedules WHERE revision > :since ORDER BY revision, id;
 
+-- name: all_schedules
+SELECT * FROM schedules;
+
 -- name: deleted_schedules
 SELECT id FROM schedule_tombstones WHERE revision > :since ORDER BY revision, id;
 

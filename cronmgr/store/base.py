@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from cronmgr.models import Run, RunStatus, Schedule, ScheduleStatus, StepResult, Target
 
@@ -18,9 +18,12 @@ class ScheduleChanges:
     revision: int
 
 
-@dataclass(frozen=True, slots=True)
-class Progress:
-    """The engine's bookkeeping for one schedule after a firing or a decision."""
+class Progress(NamedTuple):
+    """The engine's bookkeeping for one schedule after a firing or a decision.
+
+    A named tuple rather than a frozen dataclass: the engine makes one per firing and one
+    per schedule when it starts, and a tuple is built three times faster.
+    """
 
     schedule_id: str
     run_count: int

@@ -6,12 +6,12 @@ import asyncio
 import dataclasses
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
@@ -39,6 +39,9 @@ from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
 
 BUSY_TIMEOUT_MS = 5000
+PROGRESS_CHUNK = 2000  # rows per transaction of record_progress: ~0.1 s of write lock
+
+E = TypeVar("E", bound=Enum)
 
 PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
@@ -47,6 +50,19 @@ PRAGMAS = (
 )
 
 Row = Mapping[str, Any] | sqlite3.Row
+
+
+def _members(kind: type[E]) -> Callable[[str], E]:
+    """value -> member by dict lookup: calling the enum class costs ten times as much,
+    five times per schedule row, 100,000 rows when the daemon starts."""
+    return {member.value: member for member in kind}.__getitem__
+
+
+_schedule_type = _members(ScheduleType)
+_schedule_status = _members(ScheduleStatus)
+_misfire_policy = _members(MisfirePolicy)
+_overlap_policy = _members(OverlapPolicy)
+_failure_policy = _members(FailurePolicy)
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -165,7 +181,7 @@ def schedule_from_row(row: Row) -> Schedule:
     return Schedule(
         id=row["id"],
         name=row["name"],
-        schedule_type=ScheduleType(row["schedule_type"]),
+        schedule_type=_schedule_type(row["schedule_type"]),
         target_id=row["target_id"],
         pipeline=row["pipeline"],
         interval_seconds=row["interval_seconds"],
@@ -177,14 +193,14 @@ def schedule_from_row(row: Row) -> Schedule:
         end_at=_dt(row["end_at"]),
         duration_seconds=row["duration_seconds"],
         max_runs=row["max_runs"],
-        misfire_policy=MisfirePolicy(row["misfire_policy"]),
+        misfire_policy=_misfire_policy(row["misfire_policy"]),
         misfire_grace_seconds=row["misfire_grace_seconds"],
         catch_up_max=row["catch_up_max"],
-        overlap_policy=OverlapPolicy(row["overlap_policy"]),
-        failure_policy=FailurePolicy(row["failure_policy"]),
+        overlap_policy=_overlap_policy(row["overlap_policy"]),
+        failure_policy=_failure_policy(row["failure_policy"]),
         failure_threshold=row["failure_threshold"],
         cooldown_seconds=row["cooldown_seconds"],
-        status=ScheduleStatus(row["status"]),
+        status=_schedule_status(row["status"]),
         status_reason=row["status_reason"],
         run_count=row["run_count"],
         consecutive_failures=row["consecutive_failures"],
@@ -202,7 +218,7 @@ def _schedule_params(schedule: Schedule) -> dict[str, Any]:
 
 
 def _progress_params(progress: Progress) -> dict[str, Any]:
-    return {f.name: _column(getattr(progress, f.name)) for f in dataclasses.fields(progress)}
+    return {name: _column(value) for name, value in zip(Progress._fields, progress, strict=True)}
 
 
 def _refusal(exc: sqlite3.IntegrityError, kind: str, name: str, target_id: str | None) -> Exception:
@@ -478,28 +494,36 @@ class SQLiteStore:
         return schedule_from_row(rows[0])
 
     async def record_progress(self, progress: list[Progress]) -> None:
-        """Store the engine's bookkeeping for several schedules in one transaction.
+        """Store the engine's bookkeeping for several schedules, PROGRESS_CHUNK rows per
+        transaction.
 
         Only engine-owned fields (and status/reason when given); no revision is taken, so
         the daemon is not told about its own writes. Ids of deleted schedules are ignored.
+        Each row stands alone, so a large batch (every schedule's first slot at start) is
+        split: one transaction over 100,000 rows would hold the write lock for seconds and
+        make the controller's writes wait out their busy timeout.
         """
-        if not progress:
-            return
-        async with self._transaction("record_progress"):
-            await self._db.executemany(
-                self._q["record_progress"], [_progress_params(p) for p in progress]
-            )
+        for start in range(0, len(progress), PROGRESS_CHUNK):
+            chunk = progress[start : start + PROGRESS_CHUNK]
+            async with self._transaction("record_progress"):
+                await self._db.executemany(
+                    self._q["record_progress"], [_progress_params(p) for p in chunk]
+                )
 
     async def changed_schedules(self, since_revision: int) -> ScheduleChanges:
         """Schedules written and ids deleted after `since_revision` (0: everything), read
         from one snapshot together with the current revision."""
         since = {"since": since_revision}
+        # Everything: a plain table scan, a third faster than walking the revision index.
+        query = "changed_schedules" if since_revision else "all_schedules"
         async with self._transaction("changed_schedules", begin="BEGIN"):
             revision = await self._rows("get_revision", {})
-            changed = await self._rows("changed_schedules", since)
+            changed = await self._rows(query, since)
             deleted = await self._rows("deleted_schedules", since)
+        keys = changed[0].keys() if changed else []
         return ScheduleChanges(
-            changed=[schedule_from_row(row) for row in changed],
+            # By name, sqlite3.Row scans its columns one by one: a dict first is faster.
+            changed=[schedule_from_row(dict(zip(keys, row, strict=True))) for row in changed],
             deleted=[row["id"] for row in deleted],
             revision=revision[0]["revision"],
         )
