@@ -264,6 +264,33 @@ async def test_the_pipeline_cap_queues_its_own_runs_only(
     await run_in(http, second, "succeeded")
 
 
+async def test_retention_removes_a_finished_runs_work_dir_once_it_is_old(
+    controller_factory: Any,
+) -> None:
+    """With retention_days of a few seconds the daemon's purge removes the work directory a
+    run's step wrote into, after the run ended and not before."""
+    keep_seconds = 4.0
+    controller = controller_factory(
+        retention_days=keep_seconds / 86400, retention_interval_seconds=0.2
+    )
+    write_pipeline(
+        controller,
+        "scratch",
+        '[[steps]]\nname = "write"\nshell = \'echo data > "$CRONMGR_WORK_DIR/out.txt"\'\n',
+    )
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        await start_daemon(http)
+        run_id = await run_now(http, "scratch")
+        await run_in(http, run_id, "succeeded")
+        written = controller.settings.state_path / "work" / run_id / "out.txt"
+        assert written.read_text() == "data\n"  # kept while younger than retention_days
+
+        async def removed() -> bool:
+            return not written.parent.exists()
+
+        await eventually(removed, "the purge of the run's work directory", timeout=30.0)
+
+
 # --- schedules declared in files -------------------------------------------------------------
 
 
