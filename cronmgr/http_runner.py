@@ -218,7 +218,9 @@ class HttpRunner:
         secrets = SecretResolver(self._environ)
         exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
         method, shown_url = target.method.upper(), redact(target.url)
-        log.info("http_attempt_started", attempt=context.attempt, method=method, url=shown_url)
+        # Debug: the finished line says all of it, and a target can run a thousand times a
+        # second; at info level a started line would double the log and its cost.
+        log.debug("http_attempt_started", attempt=context.attempt, method=method, url=shown_url)
         try:
             result = await self._exchange(session, exchange, context, secrets)
         except asyncio.CancelledError:

@@ -138,7 +138,10 @@ class JobRunner:
         task = asyncio.current_task()
         assert task is not None
         self._running.setdefault(run.job, {})[run.id] = task
-        log.info("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
+        # A pipeline run may last hours: say it began. A target's run lasts as long as its
+        # request, whose finished line follows at once, so its start is debug detail.
+        started = log.info if run.job.startswith(PIPELINE_JOB_PREFIX) else log.debug
+        started("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
         status, error = RunStatus.FAILED, None
         try:
             status, error = await work()

@@ -8,7 +8,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, TypeVar
@@ -69,7 +69,7 @@ def _ts(value: datetime | None) -> str | None:
     # One fixed-width UTC form, so that text order is time order in SQL.
     if value is None:
         return None
-    return value.astimezone(tz=utcnow().tzinfo).isoformat(timespec="microseconds")
+    return value.astimezone(UTC).isoformat(timespec="microseconds")
 
 
 def _dt(value: str | None) -> datetime | None:
