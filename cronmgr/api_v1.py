@@ -9,12 +9,18 @@ takes effect at once. Target headers and URLs are redacted on the way out, alway
 from __future__ import annotations
 
 import asyncio
+import socket
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from cronmgr.control import STATE_FILENAME, read_json
 from cronmgr.errors import Conflict, InvalidInput, NotFound
+from cronmgr.incidents import incident_body
+from cronmgr.metrics import metrics_report, window_start
 from cronmgr.models import (
     OverlapPolicy,
     Run,
@@ -28,22 +34,32 @@ from cronmgr.models import (
     pipeline_job,
     utcnow,
 )
-from cronmgr.openapi import Endpoint, Reply, array_of, ref
+from cronmgr.notify import TEST_EVENT, Webhook
+from cronmgr.openapi import Endpoint, Reply, Schema, array_of, ref
 from cronmgr.payloads import (
     DeleteTargetQuery,
+    IncidentBody,
+    IncidentListQuery,
+    MetricsQuery,
+    MetricsReport,
     NextQuery,
+    NotificationTestQuery,
+    NotificationTestReport,
     PageQuery,
     RunListQuery,
     ScheduleListQuery,
     ScheduleSpec,
     TargetSpec,
+    WebhookDelivery,
     validate,
     validate_query,
 )
 from cronmgr.pipeline_sync import file_schedule_id, is_file_schedule
 from cronmgr.pipelines import Pipeline, PipelineSet, load_pipelines
+from cronmgr.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
 from cronmgr.secret_refs import redact
 from cronmgr.store import Store
+from cronmgr.store.base import IncidentStatus
 from cronmgr.triggers import upcoming
 from cronmgr.web import CONTROL, SETTINGS, STORE, json_response, read_body, timestamp
 
@@ -442,9 +458,135 @@ async def _refuse_overlap(store: Store, name: str, job: str) -> None:
             )
 
 
+# --- metrics and incidents ----------------------------------------------------------------
+
+INCIDENTS_READ = 100_000
+"""Most incidents one metrics answer takes into account (those of the last 7 days)."""
+
+
+def _daemon_state(request: web.Request) -> dict[str, Any] | None:
+    """The running daemon's state file (heartbeat, engine figures); None when it is not
+    running, so that a dead daemon's last words are not shown as current."""
+    if not request.app[CONTROL].is_running():
+        return None
+    return read_json(request.app[SETTINGS].state_path / STATE_FILENAME) or {}
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    """GET /api/v1/metrics: per schedule, target and pipeline, and the daemon's figures."""
+    query = validate_query(MetricsQuery, request.query)
+    store = _store(request)
+    now = utcnow()
+    summary = await store.metrics_summary(window_start(now, query.window_hours))
+    incidents = await store.list_incidents(since=now - timedelta(days=7), limit=INCIDENTS_READ)
+    daemon = await asyncio.to_thread(_daemon_state, request)
+    body = metrics_report(summary, incidents, daemon, now=now, hours=query.window_hours)
+    return json_response(body)
+
+
+async def get_prometheus_metrics(request: web.Request) -> web.Response:
+    """GET /api/v1/metrics/prometheus: the text exposition, built at each scrape."""
+    store = _store(request)
+    summary = await store.metrics_summary(utcnow())
+    open_incidents = await store.list_incidents(status=IncidentStatus.OPEN, limit=INCIDENTS_READ)
+    daemon = await asyncio.to_thread(_daemon_state, request)
+    collector = CronmgrCollector(summary, open_incidents, daemon)
+    # Rendering is plain CPU work, a lot of it with many schedules: off the event loop.
+    text = await asyncio.to_thread(exposition, collector)
+    return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
+
+
+async def list_incidents(request: web.Request) -> web.Response:
+    """GET /api/v1/incidents: newest first, filtered by status, job and time."""
+    query = validate_query(IncidentListQuery, request.query)
+    jobs = {
+        job
+        for job in (
+            query.job,
+            f"target:{query.target_id}" if query.target_id else None,
+            pipeline_job(query.pipeline) if query.pipeline else None,
+        )
+        if job
+    }
+    if len(jobs) > 1:
+        return page(request, query, [])  # two different jobs asked for: none matches both
+    found = await _store(request).list_incidents(
+        status=IncidentStatus(query.status) if query.status else None,
+        job=jobs.pop() if jobs else None,
+        since=query.since,
+        limit=query.limit + 1,
+        offset=query.offset,
+    )
+    now = utcnow()
+    return page(request, query, [incident_body(incident, now) for incident in found])
+
+
 # --- the route table ----------------------------------------------------------------------
 
 _PAGED = "Pages with `limit`/`offset`; see `X-Next-Offset` and `Link`."
+
+
+# --- notifications ------------------------------------------------------------------------
+
+TEST_WAIT_SECONDS = 30.0
+"""Longest `POST /api/v1/notifications/test` waits for the deliveries (retries included)."""
+
+
+def _chosen_webhooks(request: web.Request) -> list[Webhook]:
+    notifier = request.app[CONTROL].notifier
+    if not notifier.webhooks:
+        raise Conflict(
+            "no webhook is configured: add a [[webhooks]] table to the config file "
+            "and restart the controller"
+        )
+    query = validate_query(NotificationTestQuery, request.query)
+    if query.webhook is None:
+        return list(notifier.webhooks)
+    found = notifier.find(query.webhook)
+    if found is None:
+        known = ", ".join(str(h.config.name or h.index) for h in notifier.webhooks)
+        message = f"no webhook is called or numbered {query.webhook!r}; configured: {known}"
+        raise InvalidInput(
+            f"invalid query: webhook: {message}",
+            errors=[{"field": "webhook", "message": message, "type": "not_found"}],
+        )
+    return [found]
+
+
+async def test_notifications(request: web.Request) -> web.Response:
+    """POST /api/v1/notifications/test: send a `test` event, answer what became of it."""
+    hooks = _chosen_webhooks(request)
+    data = {"message": "This is a test notification from cronmgr.", "host": socket.gethostname()}
+    notifier = request.app[CONTROL].notifier
+    results = await notifier.send_now(TEST_EVENT, data, hooks, TEST_WAIT_SECONDS)
+    delivered = sum(result.delivered for result in results)
+    report = NotificationTestReport(
+        success=delivered == len(results),
+        message=f"test event delivered to {delivered} of {len(results)} webhooks",
+        results=[WebhookDelivery(**result.as_dict()) for result in results],
+        timestamp=utcnow(),
+    )
+    return json_response(report.model_dump(mode="json"))
+
+
+def inline_schema(model: type[BaseModel]) -> Schema:
+    """A reply model's JSON schema with its definitions written in place, no `$ref` left."""
+    schema = model.model_json_schema(mode="serialization")
+    definitions = schema.pop("$defs", {})
+
+    def expand(node: Any) -> Any:
+        if isinstance(node, list):
+            return [expand(item) for item in node]
+        if not isinstance(node, dict):
+            return node
+        target = node.get("$ref", "")
+        if target.startswith("#/$defs/"):
+            return expand(definitions[target.removeprefix("#/$defs/")])
+        return {key: expand(value) for key, value in node.items()}
+
+    expanded: Schema = expand(schema)
+    return expanded
+
 
 ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -630,5 +772,72 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "is not running, or when the policy is `skip` (the default) and a run of the "
             "pipeline is running or pending."
         ),
+    ),
+    Endpoint(
+        "POST",
+        "/api/v1/notifications/test",
+        test_notifications,
+        "Send a test event to the webhooks",
+        "notifications",
+        Reply(
+            200, "What became of the event at each webhook.", inline_schema(NotificationTestReport)
+        ),
+        description=(
+            "Sends a `test` event to every configured webhook (or to `?webhook=`), signed "
+            "and retried as any event, and waits for the outcomes (30 s at most). 200 even "
+            "when a delivery failed: `success` and `results` tell. 409 when no webhook is "
+            "configured."
+        ),
+        query=NotificationTestQuery,
+        errors=(409,),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/metrics",
+        get_metrics,
+        "Run and daemon metrics (JSON)",
+        "metrics",
+        Reply(200, "Figures per schedule, target and pipeline.", inline_schema(MetricsReport)),
+        description=(
+            "Runs by status, success rate, duration percentiles (interpolated within "
+            "histogram buckets) and error classes over the newest `window_hours` hour "
+            "buckets; last run, failures in a row, availability over 24 h and 7 days (the "
+            "time not spent in incidents) and the open incident; the daemon's runs per "
+            "second, schedule lag and queue depth. Maintained as runs finish, so it costs "
+            "the same however long the run history is."
+        ),
+        query=MetricsQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/metrics/prometheus",
+        get_prometheus_metrics,
+        "Metrics in the Prometheus text format",
+        "metrics",
+        Reply(
+            200,
+            "The Prometheus text format, as prometheus_client writes it.",
+            {"type": "string"},
+            media_type="text/plain",
+        ),
+        description=(
+            "Counters `cronmgr_runs_total` and `cronmgr_run_failures_total`, histograms "
+            "`cronmgr_run_duration_seconds` and `cronmgr_schedule_lag_seconds`, gauges "
+            "`cronmgr_daemon_up`, `cronmgr_schedules` (by status), `cronmgr_incidents_open` "
+            "and more; labels `kind`, `job_id`, `schedule_id`, `status`, `error_class`."
+        ),
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/incidents",
+        list_incidents,
+        "List incidents (newest first)",
+        "incidents",
+        Reply(200, "Incidents.", array_of(inline_schema(IncidentBody)), paginated=True),
+        description=(
+            "Downtime windows of targets and pipelines: opened after `incident_threshold` "
+            "failed runs in a row, resolved by the next success. " + _PAGED
+        ),
+        query=IncidentListQuery,
     ),
 )

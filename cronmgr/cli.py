@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
@@ -142,7 +142,53 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C"
     )
+    _add_log_filters(logs)
     add("clear-logs", "empty the daemon's log file", cmd_clear_logs)
+
+
+def _add_log_filters(parser: argparse.ArgumentParser) -> None:
+    filters = parser.add_argument_group("filters (the lines must pass all that are given)")
+    filters.add_argument(
+        "--level",
+        choices=("debug", "info", "warning", "error", "critical"),
+        type=str.lower,
+        help="only this level or a more severe one",
+    )
+    filters.add_argument("--run", metavar="RUN_ID", help="only the lines of this run")
+    filters.add_argument(
+        "--schedule", metavar="SCHEDULE_ID", help="only the lines of this schedule"
+    )
+    filters.add_argument(
+        "--event",
+        action="append",
+        metavar="NAME",
+        help="only this event (repeat for several)",
+    )
+    filters.add_argument(
+        "--since",
+        type=_since,
+        metavar="WHEN",
+        help="only lines from then on: an ISO 8601 time (no offset: UTC), or an age "
+        "such as 90s, 15m, 2h, 1d",
+    )
+
+
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _since(value: str) -> str:
+    """`--since`: an age (`15m`) becomes the time that long ago; a time is checked."""
+    number, unit = value[:-1], value[-1:].lower()
+    if unit in _AGE_UNITS and number.replace(".", "", 1).isdigit():
+        ago = timedelta(seconds=float(number) * _AGE_UNITS[unit])
+        return (datetime.now(UTC) - ago).isoformat()
+    try:
+        datetime.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} is neither an ISO 8601 time nor an age like 15m"
+        ) from None
+    return value
 
 
 def _add_launch_options(parser: argparse.ArgumentParser, *, restart: bool) -> None:
@@ -337,18 +383,35 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the last log lines; with --follow, keep printing new ones."""
+    """Print the last log lines (that pass the filters); with --follow, keep printing new ones."""
+    filters = _log_filters(args)
     with _client(args, settings) as client:
         if args.follow:
-            return _follow(client, args.lines)
-        sys.stdout.write(client.tail_logs(args.lines))
+            return _follow(client, args.lines, filters)
+        if filters:
+            page = client.log_page(lines=args.lines, **filters)
+            sys.stdout.writelines(f"{line}\n" for line in page["lines"])
+        else:
+            sys.stdout.write(client.tail_logs(args.lines))
     return EXIT_OK
 
 
-def _follow(client: Client, lines: int) -> int:
+def _log_filters(args: argparse.Namespace) -> dict[str, Any]:
+    """The filters given on the command line, as the client's keyword arguments."""
+    given = {
+        "level": args.level,
+        "run_id": args.run,
+        "schedule_id": args.schedule,
+        "event": args.event,
+        "since": args.since,
+    }
+    return {name: value for name, value in given.items() if value is not None}
+
+
+def _follow(client: Client, lines: int, filters: Mapping[str, Any]) -> int:
     # Ctrl-C is how a follow ends, so it ends well.
     with contextlib.suppress(KeyboardInterrupt):
-        for line in client.follow_logs(lines):
+        for line in client.follow_logs(lines, **filters):
             print(line, flush=True)
     return EXIT_OK
 

@@ -20,6 +20,13 @@ Both ignore the `HTTP(S)_PROXY` variables (aiohttp does by default; urllib is to
 the two clients reach the same place and a proxy set for the outside world does not
 swallow requests to a controller on loopback.
 
+`follow_logs()` reads the server-sent events of `GET /api/v1/logs/stream` rather than
+polling `GET /api/v1/logs`: one connection instead of a request per poll, and lines as
+soon as the controller sees them. Polling would survive a dropped connection more simply,
+but the stream's event ids are cursors, so a reconnection resumes exactly where the last
+line left off all the same; the stream is asked for keep-alives well within the read
+timeout, so a silent log never looks like a dead connection.
+
 Paged lists (`/api/v1` targets, schedules, runs) come back one page per `list_*` call, as
 the bare JSON array the API sends; `iter_*` follows the `X-Next-Offset` header from page
 to page, which is why a reply keeps its headers. Datetimes given as arguments are sent
@@ -61,6 +68,7 @@ __all__ = ["AsyncClient", "Call", "Client", "CronAPIClient"]
 DEFAULT_TIMEOUT = 30.0
 FOLLOW_LINES = 10
 FOLLOW_POLL_SECONDS = 0.5
+FOLLOW_KEEPALIVE_SECONDS = 15.0
 _MAX_RAW_DETAIL = 500  # characters of a non-JSON error body worth showing
 
 J = TypeVar("J")  # what a JSON object call returns: a dict, or an awaitable of one
@@ -164,11 +172,25 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
         """Whether the controller answers (no token needed)."""
         return self._json(Call("GET", "/health"))
 
-    def log_page(self, cursor: str | None = None, lines: int | None = None) -> J:
-        """Log lines after `cursor` (the last `lines` without one): `{lines, cursor, reset}`."""
-        query: dict[str, str | int] = {"lines": lines} if lines is not None else {}
-        if cursor is not None:
-            query["cursor"] = cursor
+    def log_page(
+        self,
+        cursor: str | None = None,
+        lines: int | None = None,
+        *,
+        level: str | None = None,
+        run_id: str | None = None,
+        schedule_id: str | None = None,
+        event: str | Iterable[str] | None = None,
+        since: Moment | None = None,
+    ) -> J:
+        """Log lines after `cursor` (without one, the last `lines`) that pass the filters.
+
+        `level` is a minimum (`"warning"`: warning, error, critical); `event` one name or
+        several. The answer: `{lines, cursor, rotated, cleared, reset, more}`; pass its
+        `cursor` back for the next page, at once while `more` is true.
+        """
+        filters = _log_filters(level, run_id, schedule_id, event, since)
+        query = {**_query(cursor=cursor, lines=lines), **filters}
         return self._json(Call("GET", "/api/v1/logs", query=query))
 
     # --- /api/v1 targets ------------------------------------------------------------------
@@ -356,20 +378,33 @@ class Client(_Endpoints[dict[str, Any], list[Any], str, Generator[Item, None, No
         """Release resources; nothing stays open between calls, so this is a formality."""
 
     def follow_logs(
-        self, lines: int = FOLLOW_LINES, *, poll_seconds: float = FOLLOW_POLL_SECONDS
+        self,
+        lines: int = FOLLOW_LINES,
+        *,
+        level: str | None = None,
+        run_id: str | None = None,
+        schedule_id: str | None = None,
+        event: str | Iterable[str] | None = None,
+        since: Moment | None = None,
+        cursor: str | None = None,
+        poll_seconds: float = FOLLOW_POLL_SECONDS,
     ) -> Generator[str, None, None]:
-        """The last `lines` log lines, then each new one as it is written, until you stop.
+        """The last `lines` log lines (or those after `cursor`), then each new one, until you stop.
 
-        Polls `GET /api/v1/logs` with the cursor of the previous answer, waiting
-        `poll_seconds` whenever nothing new came; after the log was cleared or rotated
-        it goes on from the new file's first line.
+        Filters as for `log_page`. Reads the event stream `GET /api/v1/logs/stream`,
+        which follows the log across rotations and clears; when the connection drops it
+        reconnects after `poll_seconds` from the last line it got, and raises
+        ControllerUnreachable when the controller is gone.
         """
-        cursor: str | None = None
+        filters = _log_filters(level, run_id, schedule_id, event, since)
+        follower = _LogStream(lines, cursor, filters, _keepalive(self.timeout))
         while True:
-            page, cursor = _page(self.log_page(cursor, lines if cursor is None else None))
-            yield from page
-            if not page:  # lines came: more may be waiting beyond the page limit
-                time.sleep(poll_seconds)
+            for raw in self._stream(follower.call()):
+                line = follower.feed(raw)
+                if line is not None:
+                    yield line
+            follower.broken()
+            time.sleep(poll_seconds)
 
     def _json(self, call: Call) -> dict[str, Any]:
         return _decode_json(self._send(call), call)
@@ -386,6 +421,32 @@ class Client(_Endpoints[dict[str, Any], list[Any], str, Generator[Item, None, No
             reply = self._send(following)
             yield from _decode_array(reply, following)
             following = _following(reply, following)
+
+    def _stream(self, call: Call) -> Generator[bytes, None, None]:
+        """The lines of an event stream until the connection ends, dropped ones too."""
+        with self._open_stream(call) as response:
+            while True:
+                try:
+                    raw = response.readline()
+                except (OSError, http.client.HTTPException):
+                    return  # reset, or silent past the timeout: the caller reconnects
+                if not raw:
+                    return
+                yield raw
+
+    def _open_stream(self, call: Call) -> http.client.HTTPResponse:
+        headers = {**_headers(self._token, call), "Accept": "text/event-stream"}
+        request = urllib.request.Request(call.url(self.base_url), headers=headers)
+        try:
+            response: http.client.HTTPResponse = self._opener.open(request, timeout=self.timeout)
+        except urllib.error.HTTPError as exc:
+            with exc:
+                reply = _Reply(exc.code, exc.read(), _lower(exc.headers.items()))
+            _raise_for_status(reply)
+            raise _unexpected(reply, call, "an event stream") from exc
+        except (OSError, http.client.HTTPException) as exc:
+            raise self._unreachable(exc) from exc
+        return response
 
     def _send(self, call: Call) -> _Reply:
         request = urllib.request.Request(
@@ -456,21 +517,30 @@ class AsyncClient(
             await session.close()
 
     async def follow_logs(
-        self, lines: int = FOLLOW_LINES, *, poll_seconds: float = FOLLOW_POLL_SECONDS
+        self,
+        lines: int = FOLLOW_LINES,
+        *,
+        level: str | None = None,
+        run_id: str | None = None,
+        schedule_id: str | None = None,
+        event: str | Iterable[str] | None = None,
+        since: Moment | None = None,
+        cursor: str | None = None,
+        poll_seconds: float = FOLLOW_POLL_SECONDS,
     ) -> AsyncGenerator[str, None]:
-        """The last `lines` log lines, then each new one as it is written, until you stop.
+        """The last `lines` log lines (or those after `cursor`), then each new one, until you stop.
 
-        Polls `GET /api/v1/logs` with the cursor of the previous answer, waiting
-        `poll_seconds` whenever nothing new came; after the log was cleared or rotated
-        it goes on from the new file's first line.
+        As `Client.follow_logs`: the event stream, reconnecting from the last line got.
         """
-        cursor: str | None = None
+        filters = _log_filters(level, run_id, schedule_id, event, since)
+        follower = _LogStream(lines, cursor, filters, _keepalive(self.timeout))
         while True:
-            page, cursor = _page(await self.log_page(cursor, lines if cursor is None else None))
-            for line in page:
-                yield line
-            if not page:  # lines came: more may be waiting beyond the page limit
-                await asyncio.sleep(poll_seconds)
+            async for raw in self._stream(follower.call()):
+                line = follower.feed(raw)
+                if line is not None:
+                    yield line
+            follower.broken()
+            await asyncio.sleep(poll_seconds)
 
     async def _json(self, call: Call) -> dict[str, Any]:
         return _decode_json(await self._send(call), call)
@@ -502,6 +572,35 @@ class AsyncClient(
                 return _Reply(response.status, body, _lower(response.headers.items()))
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise _unreachable(self.base_url, exc, self.timeout) from exc
+
+    async def _stream(self, call: Call) -> AsyncGenerator[bytes, None]:
+        """The lines of an event stream until the connection ends, dropped ones too."""
+        import aiohttp
+
+        session = self._open_session()
+        # No total: a stream lasts. A read that waits longer than the timeout means the
+        # connection is gone (the server sends keep-alives well within it).
+        timeout = aiohttp.ClientTimeout(sock_connect=self.timeout, sock_read=self.timeout)
+        headers = {**_headers(self._token, call), "Accept": "text/event-stream"}
+        try:
+            response = await session.get(call.url(self.base_url), headers=headers, timeout=timeout)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise _unreachable(self.base_url, exc, self.timeout) from exc
+        async with response:
+            if not 200 <= response.status < 300:
+                reply = _Reply(
+                    response.status, await response.read(), _lower(response.headers.items())
+                )
+                _raise_for_status(reply)
+            buffer = b""
+            try:
+                # Split by hand rather than readline(): that has a line length limit.
+                async for chunk in response.content.iter_any():
+                    *lines, buffer = (buffer + chunk).split(b"\n")
+                    for raw in lines:
+                        yield raw
+            except (aiohttp.ClientError, TimeoutError):
+                return  # dropped: the caller reconnects
 
     def _open_session(self) -> aiohttp.ClientSession:
         # aiohttp is imported here so that the blocking client never pays for it.
@@ -699,9 +798,72 @@ def _with_status(error: CronmgrError, status: int) -> CronmgrError:
     return error
 
 
-def _page(data: Mapping[str, Any]) -> tuple[list[str], str]:
-    """The lines and the next cursor of a `/api/v1/logs` answer."""
-    lines, cursor = data.get("lines"), data.get("cursor")
-    if not isinstance(lines, list) or not isinstance(cursor, str):
-        raise CronmgrError(f"unexpected answer from GET /api/v1/logs: {data!r:.200}")
-    return [str(line) for line in lines], cursor
+# --- following the log ---------------------------------------------------------------------
+
+
+def _log_filters(
+    level: str | None,
+    run_id: str | None,
+    schedule_id: str | None,
+    event: str | Iterable[str] | None,
+    since: Moment | None,
+) -> dict[str, str | int]:
+    """The log endpoints' filter parameters; several events go as one comma list."""
+    events = event if event is None or isinstance(event, str) else ",".join(event)
+    return _query(level=level, run_id=run_id, schedule_id=schedule_id, event=events, since=since)
+
+
+def _keepalive(timeout: float) -> float:
+    """The keep-alive period to ask a stream for: well within the client's read timeout."""
+    return min(FOLLOW_KEEPALIVE_SECONDS, max(0.1, timeout / 3))
+
+
+class _LogStream:
+    """A `follow_logs()` loop's state across connections: its query and the last event id.
+
+    Reads the server-sent events of `GET /api/v1/logs/stream` line by line: the lines of
+    the log are the `data` of the unnamed events; named ones (`rotated`, `cleared`) and
+    comments only inform. Every event's `id` is the cursor after it, so a new connection
+    starts exactly after the last event received, never after half of one.
+    """
+
+    def __init__(
+        self, lines: int, cursor: str | None, filters: Mapping[str, str | int], keepalive: float
+    ) -> None:
+        self.last_id = cursor
+        self._lines = lines
+        self._query = {**filters, "keepalive_seconds": f"{keepalive:g}"}
+        self._id: str | None = None
+        self._kind = ""
+        self._data: list[str] = []
+
+    def call(self) -> Call:
+        """The request that starts (or resumes) the stream."""
+        start = {"lines": self._lines} if self.last_id is None else {"cursor": self.last_id}
+        return Call("GET", "/api/v1/logs/stream", query={**self._query, **start})
+
+    def feed(self, raw: bytes) -> str | None:
+        """One line of the stream; the log line when it completes an event that carries one."""
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        if not text:
+            return self._dispatch()
+        name, _, value = text.partition(":")
+        value = value.removeprefix(" ")
+        if name == "data":
+            self._data.append(value)
+        elif name == "id":
+            self._id = value
+        elif name == "event":
+            self._kind = value
+        return None  # a comment (keep-alive), `retry`, or a field still being gathered
+
+    def broken(self) -> None:
+        """The connection ended: what it sent of an unfinished event is dropped."""
+        self._id, self._kind, self._data = None, "", []
+
+    def _dispatch(self) -> str | None:
+        data, kind = self._data, self._kind
+        if self._id is not None:
+            self.last_id = self._id
+        self.broken()
+        return "\n".join(data) if data and kind in ("", "message") else None

@@ -9,27 +9,79 @@ under `home`. Nothing here runs at import time: callers build a `Settings` with
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
 
 from cronmgr.errors import ConfigError
+from cronmgr.payloads import check_http_url
 
 ENV_PREFIX = "CRONMGR_"
 TOKEN_FILENAME = "api-token"
 PID_FILENAME = "cronmgr.pid"
 LOG_FILENAME = "cronmgr.log"
+
+
+#: What a notification can be about; `events = [...]` of a webhook picks among them.
+EVENT_KINDS = ("incident_opened", "incident_resolved", "schedule_disabled", "daemon_died")
+EventKind = Literal["incident_opened", "incident_resolved", "schedule_disabled", "daemon_died"]
+WEBHOOKS_ENV = ENV_PREFIX + "WEBHOOKS"
+"""How the controller hands the webhooks to the daemon it launches (JSON)."""
+
+
+class WebhookConfig(BaseModel):
+    """One `[[webhooks]]` table: where notifications go, signed how, filtered to what."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str = Field(description="http(s) URL; `${env:NAME}` references resolve at send time.")
+    name: str | None = Field(None, min_length=1, description="Picks it in the test endpoint.")
+    secret: SecretStr | None = Field(
+        None, description="HMAC-SHA256 key of X-Cronmgr-Signature; may be `${env:NAME}`."
+    )
+    format: Literal["json", "slack"] = Field("json", description="Envelope or Slack text.")
+    events: tuple[EventKind, ...] | None = Field(
+        None, description="Event kinds sent here; default every kind."
+    )
+    timeout_seconds: float = Field(10.0, gt=0, le=300, description="Per attempt.")
+    max_attempts: int = Field(4, ge=1, le=20, description="Tries of one event, the first included.")
+    backoff_seconds: float = Field(1.0, ge=0, le=600, description="First retry delay (doubles).")
+    backoff_max_seconds: float = Field(60.0, ge=0, le=3600, description="Longest retry delay.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @field_validator("events")
+    @classmethod
+    def _some_events(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if value is not None and not value:
+            raise ValueError("list at least one event kind, or leave events out for all")
+        return value
+
+    def wants(self, kind: str) -> bool:
+        """Whether events of `kind` go to this webhook."""
+        return self.events is None or kind in self.events
+
+    def revealed(self) -> dict[str, Any]:
+        """The table as JSON-ready values, the secret included (for the daemon's launch)."""
+        data = self.model_dump(mode="json")
+        data["secret"] = self.secret.get_secret_value() if self.secret is not None else None
+        return data
 
 
 class Settings(BaseModel):
@@ -71,6 +123,13 @@ class Settings(BaseModel):
     )
     retention_days: float | None = Field(90.0, gt=0, description="Finished runs kept this long.")
     retention_interval_seconds: float = Field(600.0, gt=0, description="Purge period.")
+    incident_threshold: int = Field(
+        3, ge=1, description="Failed runs in a row of a target or pipeline that open an incident."
+    )
+    webhooks: tuple[WebhookConfig, ...] = Field((), description="Notification webhooks.")
+    notify_queue_size: int = Field(
+        1000, ge=1, le=1_000_000, description="Events waiting per webhook; beyond, oldest dropped."
+    )
 
     @field_validator("home", "pipelines_dir", "log_dir", "state_dir")
     @classmethod
@@ -88,6 +147,15 @@ class Settings(BaseModel):
                 "configured API token: set CRONMGR_API_TOKEN (and keep auth on)"
             )
         return self
+
+    @field_validator("webhooks")
+    @classmethod
+    def _unique_webhook_names(cls, value: tuple[WebhookConfig, ...]) -> tuple[WebhookConfig, ...]:
+        names = [hook.name for hook in value if hook.name is not None]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"names must be unique; {', '.join(twice)} used more than once")
+        return value
 
     @property
     def pipelines_path(self) -> Path:
@@ -186,14 +254,32 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
 
 
-def _from_env(env: Mapping[str, str]) -> dict[str, str]:
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     fields = Settings.model_fields
-    found = {}
+    found: dict[str, Any] = {}
     for name in fields:
         value = env.get(ENV_PREFIX + name.upper())
         if value is not None and value != "":
             found[name] = value
+    if "webhooks" in found:
+        found["webhooks"] = _webhooks_from_env(found["webhooks"])
     return found
+
+
+def _webhooks_from_env(text: str) -> Any:
+    # Webhooks are configured in the file; this variable is how the controller passes
+    # them on to the daemon it launches, as JSON.
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{WEBHOOKS_ENV} is not valid JSON: {exc}") from exc
+
+
+def webhooks_env(settings: Settings) -> dict[str, str]:
+    """The webhooks as the variable the daemon reads them from (empty without any)."""
+    if not settings.webhooks:
+        return {}
+    return {WEBHOOKS_ENV: json.dumps([hook.revealed() for hook in settings.webhooks])}
 
 
 def _describe(exc: ValidationError, config_file: Path | str | None) -> str:

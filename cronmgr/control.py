@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,9 +23,10 @@ import psutil
 import structlog
 
 from cronmgr import pidfile
-from cronmgr.config import ENV_PREFIX, Settings
+from cronmgr.config import ENV_PREFIX, Settings, webhooks_env
 from cronmgr.errors import Conflict, DaemonError
 from cronmgr.models import utcnow
+from cronmgr.notify import Notifier
 
 log = structlog.get_logger("cronmgr.control")
 
@@ -34,7 +36,8 @@ DESIRED_FILENAME = "daemon.json"
 EXIT_FILENAME = "daemon-exit.json"
 STATE_FILENAME = "daemon-state.json"
 # Settings the daemon does not need and must not pass on to the commands it runs.
-_PRIVATE_SETTINGS = frozenset({"api_token"})
+# Webhooks (their secrets) reach the daemon apart, through `webhooks_env`, never its steps.
+_PRIVATE_SETTINGS = frozenset({"api_token", "webhooks"})
 # The controller's own conversation with systemd; the daemon and its steps stay out of it.
 _CONTROLLER_ONLY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"})
 
@@ -113,6 +116,7 @@ async def launch(settings: Settings, spec: LaunchSpec) -> int:
         if not k.startswith(ENV_PREFIX) and k not in _CONTROLLER_ONLY_ENV
     }
     env.update(settings_env(settings))
+    env.update(webhooks_env(settings))
     try:
         launcher = await asyncio.create_subprocess_exec(
             *spec.argv(write_fd),
@@ -271,6 +275,9 @@ class DaemonControl:
         self._lock = asyncio.Lock()
         self._supervisor = Supervisor(settings)
         self._process: psutil.Process | None = None
+        # The controller's own webhooks: a daemon that died cannot report its death, and
+        # `POST /api/v1/notifications/test` must work whether a daemon runs or not.
+        self.notifier = Notifier(settings.webhooks, queue_size=settings.notify_queue_size)
 
     @property
     def desired_file(self) -> Path:
@@ -377,6 +384,10 @@ class DaemonControl:
             "pipeline": spec.pipeline if spec else None,
             "interval_seconds": spec.interval_seconds if spec else None,
             "heartbeat_at": report.get("heartbeat_at") if running else None,
+            # {last, p50, p99, samples} over the engine's latest firings; None before any.
+            "schedule_lag_seconds": (
+                (report.get("metrics") or {}).get("schedule_lag_seconds") if running else None
+            ),
             "active_runs": report.get("active_runs", []) if running else [],
             "queued_runs": report.get("queued_runs", []) if running else [],
             "next_runs": report.get("next_runs", []) if running else [],
@@ -416,7 +427,9 @@ class DaemonControl:
         found = self.inspect()
         if found.liveness in (pidfile.Liveness.RUNNING, pidfile.Liveness.STARTING):
             return
-        spec = self._supervisor.died(self._exit_reason(found))
+        pid, reason = self._supervisor.pid, self._exit_reason(found)
+        spec = self._supervisor.died(reason)
+        self._notify_died(pid, reason, will_restart=spec is not None)
         while spec is not None:
             await asyncio.sleep(self._supervisor.delay())
             if not self._supervisor.watching:
@@ -426,6 +439,23 @@ class DaemonControl:
                 return
             except DaemonError as exc:
                 spec = self._supervisor.failed_restart(exc.detail)
+
+    def _notify_died(self, pid: int | None, reason: str, *, will_restart: bool) -> None:
+        supervisor = self._supervisor
+        self.notifier.publish(
+            "daemon_died",
+            {
+                "pid": pid,
+                "reason": reason,
+                "will_restart": will_restart,
+                "restart_in_seconds": supervisor.delay() if will_restart else None,
+                "restarts": supervisor.restarts,
+                "quick_failures": supervisor.quick_failures,
+                "fatal": supervisor.fatal,
+                "pipeline": supervisor.spec.pipeline if supervisor.spec else None,
+                "host": socket.gethostname(),
+            },
+        )
 
     async def _relaunch(self, spec: LaunchSpec) -> None:
         async with self._lock:

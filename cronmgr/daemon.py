@@ -22,7 +22,7 @@ import daemon as pydaemon
 import structlog
 
 from cronmgr import logs
-from cronmgr.config import ENV_PREFIX, Settings
+from cronmgr.config import ENV_PREFIX, WEBHOOKS_ENV, Settings
 from cronmgr.control import (
     ERROR_PREFIX,
     EXIT_FILENAME,
@@ -34,8 +34,10 @@ from cronmgr.control import (
 )
 from cronmgr.errors import CronmgrError, NotFound
 from cronmgr.http_runner import HttpRunner
+from cronmgr.incidents import IncidentTracker
 from cronmgr.jobs import JobRunner
 from cronmgr.manual import ManualRuns
+from cronmgr.metrics import STATS_COMPACT_SECONDS, STATS_KEPT_HOURS, EngineMetrics
 from cronmgr.models import (
     FailurePolicy,
     MisfirePolicy,
@@ -44,6 +46,7 @@ from cronmgr.models import (
     ScheduleType,
     utcnow,
 )
+from cronmgr.notify import Notifier
 from cronmgr.pidfile import AlreadyRunning, PidFile
 from cronmgr.pipeline_sync import sync_pipeline_schedules
 from cronmgr.pipelines import PipelineSet, load_pipelines
@@ -83,6 +86,9 @@ class ReadyPipe:
 def main(settings: Settings, spec: LaunchSpec, ready_fd: int | None) -> int:
     """Detach and run until stopped; the exit code of the daemon process."""
     ready = ReadyPipe(ready_fd)
+    # Read into `settings` already; the steps inherit this environment, and the webhook
+    # secrets are none of their business.
+    os.environ.pop(WEBHOOKS_ENV, None)
     context = pydaemon.DaemonContext(
         working_directory=str(settings.home),
         umask=0o022,
@@ -203,6 +209,9 @@ class Daemon:
         self._engine: Scheduler | None = None
         self._manual: ManualRuns | None = None
         self._sync_wanted = asyncio.Event()  # pipeline files re-read: sync their schedules
+        self._metrics = EngineMetrics()  # schedule lag and firing rate, for the state file
+        # Webhooks for incidents and auto-disabled schedules; delivered off the engine's path.
+        self.notifier = Notifier(settings.webhooks, queue_size=settings.notify_queue_size)
 
     async def run(self, ready: ReadyPipe) -> None:
         """Open the store, recover, load definitions, report ready, serve until stopped."""
@@ -220,8 +229,19 @@ class Daemon:
             pipelines.get(self.spec.pipeline)  # fail the start if it is missing
             await ensure_start_schedule(store, self.spec)
             await sync_pipeline_schedules(store, pipelines)
-            self._jobs = JobRunner(self.settings, store, http, self._current_pipelines)
-            self._engine = Scheduler(self._jobs, store.record_progress)
+            incidents = IncidentTracker(
+                store, self.notifier.publish, self.settings.incident_threshold
+            )
+            await incidents.load()  # an incident open before a restart goes on, not anew
+            self._jobs = JobRunner(
+                self.settings, store, http, self._current_pipelines, incidents.run_finished
+            )
+            self._engine = Scheduler(
+                self._jobs,
+                store.record_progress,
+                publish=self.notifier.publish,
+                metrics=self._metrics,
+            )
             self._manual = ManualRuns(self._jobs, store, self._current_pipelines)
             self._jobs.on_job_idle = self._manual.job_idle
             with bulk_load():
@@ -230,7 +250,9 @@ class Daemon:
             ready.ok()
             log.info("daemon_ready", orphaned_runs_failed=recovered, **spec_fields(self.spec))
             self._refresh_wanted.set()  # manual runs asked for while no daemon ran
-            await self._serve(store)
+            async with self.notifier:
+                await self._serve(store)
+                await incidents.drain()
         log.info("daemon_stopped")
 
     async def _serve(self, store: Store) -> None:
@@ -240,6 +262,7 @@ class Daemon:
             asyncio.create_task(self._engine.progress_writer()),
             asyncio.create_task(self._refresher(store)),
             asyncio.create_task(self._retention(store)),
+            asyncio.create_task(self._compact_run_stats(store)),
         ]
         try:
             await self._stopping.wait()
@@ -332,6 +355,17 @@ class Daemon:
                 await self._purge_work_dirs(older)
             await asyncio.sleep(settings.retention_interval_seconds)
 
+    async def _compact_run_stats(self, store: Store) -> None:
+        # Complete hours into the lifetime totals (which keeps reading them cheap), and
+        # away once older than any metrics window. Not tied to retention being on.
+        while True:
+            now = utcnow()
+            try:
+                await store.compact_run_stats(now, now - timedelta(hours=STATS_KEPT_HOURS))
+            except CronmgrError as exc:
+                log.error("run_stats_compaction_failed", error=exc.detail)
+            await asyncio.sleep(STATS_COMPACT_SECONDS)
+
     async def _purge_work_dirs(self, older: datetime) -> None:
         assert self._jobs is not None
         active = self._jobs.active_run_ids()
@@ -367,4 +401,5 @@ class Daemon:
             "queued_runs": self._queued_run_ids(),
             "next_runs": engine.next_runs() if engine else [],
             "schedules": engine.schedule_count() if engine else 0,
+            "metrics": self._metrics.snapshot(queue_depth=len(self._queued_run_ids())),
         }

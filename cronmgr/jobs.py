@@ -53,11 +53,15 @@ class JobRunner:
         store: Store,
         http: HttpRunner,
         pipelines: Callable[[], PipelineSet],
+        on_run_finished: Callable[[Run, RunStatus, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self.http = http
         self._pipelines = pipelines
+        # Told of every run's end once it is recorded (incidents.IncidentTracker): it must
+        # only count, never wait.
+        self._on_run_finished = on_run_finished
         # The task of every run executing now, by job, so overlap policies see scheduled
         # and manual runs of a job alike.
         self._running: dict[str, dict[str, asyncio.Task[object]]] = {}
@@ -172,6 +176,8 @@ class JobRunner:
         await asyncio.shield(
             self.store.update_run(run.id, status, finished_at=finished, error=error)
         )
+        if self._on_run_finished is not None:
+            self._on_run_finished(run, status, error)
         assert run.started_at is not None
         duration_ms = int((finished - run.started_at).total_seconds() * 1000)
         log.info("run_finished", status=status.value, error=error, duration_ms=duration_ms)

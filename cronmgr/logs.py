@@ -5,6 +5,7 @@ The daemon writes `settings.log_file` and rotates it by size itself; the control
 the CLI log to stderr in the same format. The controller reads the daemon's file with
 `tail_lines()` and empties it with `clear_log()`, both from another process than the
 writer, so the file is only ever truncated in place and the writer only ever appends.
+Following the file across rotations and clears is `cronmgr.log_follow`'s part.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import os
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -29,9 +29,6 @@ from cronmgr.config import Settings
 
 BLOCK_SIZE = 64 * 1024
 """How much `tail_lines()` reads per step backwards from the end of the file."""
-
-FOLLOW_MAX_BYTES = 1024 * 1024
-"""Most bytes one `read_after()` returns; a follower catches up over several calls."""
 
 # Only one file sink per process, and `reopen_log_file()` (a SIGHUP handler) takes no
 # arguments, so the daemon's open sink lives here; None in the controller and the CLI.
@@ -93,106 +90,13 @@ def tail_lines(path: Path, count: int) -> list[str]:
     return [line.decode("utf-8", "replace") for line in lines[-count:]]
 
 
-@dataclass(frozen=True, slots=True)
-class LogChunk:
-    """Lines read for a follower, the cursor to continue from, and whether it jumped."""
-
-    lines: list[str]
-    cursor: str
-    reset: bool = False
-
-
-def read_after(path: Path, cursor: str | None, *, initial_lines: int = 10) -> LogChunk:
-    """The complete lines written after `cursor` (`"<inode>:<offset>"`).
-
-    Without a cursor: the last `initial_lines` lines. When the file was rotated since the
-    cursor, the rest of the rotated file (`<path>.1`) comes first, so nothing is skipped;
-    when it was cleared, `reset` is true and reading starts over at offset 0. Raises
-    ValueError for a cursor that is not of this form.
-    """
-    where = _parse_cursor(cursor) if cursor else None
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return LogChunk([], "0:0", reset=where is not None and where[1] > 0)
-    try:
-        stat = os.fstat(fd)
-        if where is None:
-            return _initial_chunk(fd, stat, initial_lines)
-        return _chunk_after(path, fd, stat, where)
-    finally:
-        os.close(fd)
-
-
-def _parse_cursor(cursor: str) -> tuple[int, int]:
-    inode, sep, offset = cursor.partition(":")
-    if not sep or not inode.isdigit() or not offset.isdigit():
-        raise ValueError(f"cursor {cursor!r} is not of the form <inode>:<offset>")
-    return int(inode), int(offset)
-
-
-def _initial_chunk(fd: int, stat: os.stat_result, count: int) -> LogChunk:
-    data = _tail_bytes(fd, count, end=stat.st_size)
-    complete, rest = _complete_lines(data)
-    lines = _decode(complete)[-count:] if count > 0 else []
-    # The cursor points after the last complete line: a half-written one is read next time.
-    return LogChunk(lines, f"{stat.st_ino}:{stat.st_size - len(rest)}")
-
-
-def _chunk_after(path: Path, fd: int, stat: os.stat_result, where: tuple[int, int]) -> LogChunk:
-    inode, offset = where
-    if inode != stat.st_ino:
-        # Rotated: finish the old file (now the first backup) before the new one.
-        lines = _rest_of_backup(path, inode, offset)
-        fresh = _read_from(fd, 0, stat)
-        return LogChunk(lines + fresh.lines, fresh.cursor, reset=not lines and offset > 0)
-    if stat.st_size < offset:  # cleared (truncated in place) since the cursor
-        fresh = _read_from(fd, 0, stat)
-        return LogChunk(fresh.lines, fresh.cursor, reset=True)
-    return _read_from(fd, offset, stat)
-
-
-def _rest_of_backup(path: Path, inode: int, offset: int) -> list[str]:
-    backup = _backup_path(path, 1)
-    try:
-        fd = os.open(backup, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return []
-    try:
-        stat = os.fstat(fd)
-        if stat.st_ino != inode or stat.st_size < offset:
-            return []
-        return _read_from(fd, offset, stat, final=True).lines
-    finally:
-        os.close(fd)
-
-
-def _read_from(fd: int, offset: int, stat: os.stat_result, *, final: bool = False) -> LogChunk:
-    size = min(stat.st_size - offset, FOLLOW_MAX_BYTES)
-    data = os.pread(fd, size, offset) if size > 0 else b""
-    complete, rest = _complete_lines(data)
-    if final and rest:  # a rotated file gets no more writes: its last piece is a line
-        complete, rest = data + b"\n", b""
-    consumed = len(data) - len(rest)
-    return LogChunk(_decode(complete), f"{stat.st_ino}:{offset + consumed}")
-
-
-def _complete_lines(data: bytes) -> tuple[bytes, bytes]:
-    cut = data.rfind(b"\n") + 1
-    return data[:cut], data[cut:]
-
-
-def _decode(data: bytes) -> list[str]:
-    return [line.decode("utf-8", "replace") for line in data.split(b"\n")[:-1]]
-
-
 def clear_log(path: Path) -> None:
     """Empty the live log in place and delete its rotated backups; a missing file is fine."""
     # Truncate, never unlink or replace: the daemon keeps writing through the descriptor it
     # has, and since it appends (O_APPEND), its next line lands at offset 0 of this file.
     with contextlib.suppress(FileNotFoundError):
         os.truncate(path, 0)
-    for backup in _backups(path):
+    for backup in backups(path):
         backup.unlink(missing_ok=True)
 
 
@@ -347,7 +251,8 @@ def _move(source: Path, target: Path) -> None:
         source.replace(target)
 
 
-def _backups(path: Path) -> list[Path]:
+def backups(path: Path) -> list[Path]:
+    """The rotated backups of the log at `path` (`<name>.1`, `<name>.2`, ...), unordered."""
     prefix = path.name + "."
     candidates = path.parent.glob(glob.escape(prefix) + "*")
     return [p for p in candidates if p.name[len(prefix) :].isdigit()]

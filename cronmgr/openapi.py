@@ -1,11 +1,13 @@
 """The API description: an OpenAPI 3.1 document built from the route table and the models.
 
-Every route of the controller is an `Endpoint` (method, path, handler, summary, query and
-body models, reply). `web.add_routes` registers the same table, so nothing is routed that
-is not described. Request bodies and query parameters are the pydantic models that
-validate them (`model_json_schema`, with their definitions hoisted into
-`components/schemas`); resource replies are derived from those models plus the read-only
-fields of the domain records, so a new field shows up in the document by itself.
+Every route of the API is an `Endpoint` (method, path, handler, summary, query and body
+models, reply). `web.add_routes` registers the same table, so nothing of the API is routed
+that is not described. The dashboard's pages under `/ui` (HTML forms that answer with
+redirects, see `dashboard.py`) are not part of the API and not in the document. Request
+bodies and query parameters are the pydantic models that validate them
+(`model_json_schema`, with their definitions hoisted into `components/schemas`); resource
+replies are derived from those models plus the read-only fields of the domain records, so
+a new field shows up in the document by itself.
 
 `docs_context` turns the document into plain rows for `templates/docs.html`, which renders
 it on the server: the page needs no script and no network.
@@ -196,12 +198,37 @@ FIXED_SCHEMAS: dict[str, Schema] = {
     },
     "LogChunk": {
         "type": "object",
+        "description": "Log lines after a cursor, and what happened to the file since.",
         "properties": {
             "lines": array_of({"type": "string"}),
-            "cursor": {"type": "string", "description": "Pass it back to continue."},
-            "reset": {"type": "boolean", "description": "The log was rotated or cleared."},
+            "cursor": {
+                "type": "string",
+                "description": (
+                    "`<inode>:<offset>:<check>`: the file, the offset after the last line "
+                    "read, a checksum of the file's start. Pass it back to continue."
+                ),
+            },
+            "rotated": {
+                "type": "boolean",
+                "description": "The file was rotated: the rest of it came first, then the new one.",
+            },
+            "cleared": {
+                "type": "boolean",
+                "description": "The file was emptied since; reading started at its first line.",
+            },
+            "reset": {
+                "type": "boolean",
+                "description": (
+                    "The cursor's position no longer existed (cleared, or rotated out of the "
+                    "kept backups): lines may be missing."
+                ),
+            },
+            "more": {
+                "type": "boolean",
+                "description": "The answer stopped at its size limit: ask again at once.",
+            },
         },
-        "required": ["lines", "cursor", "reset"],
+        "required": ["lines", "cursor", "rotated", "cleared", "reset", "more"],
     },
     "Health": {
         "type": "object",

@@ -70,17 +70,58 @@ class LinesQuery(BaseModel):
     lines: int | None = Field(None, ge=1, description="Number of lines from the end.")
 
 
-class FollowQuery(BaseModel):
-    """Query of `GET /api/v1/logs`: where to continue, or how much to start with."""
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+LOG_CURSOR_PATTERN = r"^(\d{1,20}):(\d{1,20})(?::([0-9a-f]{8}))?$"
+"""`<inode>:<offset>:<check>`, or the older `<inode>:<offset>`."""
 
-    model_config = ConfigDict(extra="ignore")
+
+class FollowQuery(BaseModel):
+    """Query of `GET /api/v1/logs`: where to continue, how much to start with, which lines.
+
+    Unknown parameters are refused: a misspelt filter must not quietly pass every line.
+    """
+
+    model_config = ConfigDict(extra="forbid")
 
     cursor: str | None = Field(
         None,
-        pattern=r"^\d+:\d+$",
-        description="The `cursor` of the previous answer; omit it to start at the end.",
+        pattern=LOG_CURSOR_PATTERN,
+        description=(
+            "The `cursor` of the previous answer (`<inode>:<offset>:<check>`; the older "
+            "`<inode>:<offset>` is read too); omit it to start at the end."
+        ),
     )
     lines: int = Field(10, ge=0, le=10_000, description="Lines to start with (no cursor).")
+    level: LogLevel | None = Field(
+        None,
+        description="Only lines of this level or a more severe one (`warning`: warning, error "
+        "and critical).",
+    )
+    run_id: str | None = Field(None, min_length=1, max_length=200, description="Only this run.")
+    schedule_id: str | None = Field(
+        None, min_length=1, max_length=200, description="Only this schedule's lines."
+    )
+    event: str | None = Field(
+        None,
+        min_length=1,
+        max_length=2000,
+        description="Only these events: a name, or several separated by commas.",
+    )
+    since: datetime | None = Field(
+        None, description="Only lines stamped at or after this time (no offset: UTC)."
+    )
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_case(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
 
 
 def field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -625,3 +666,223 @@ class DeleteTargetQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cascade: bool = Field(False, description="Delete the target's schedules too.")
+
+
+class NotificationTestQuery(BaseModel):
+    """Query of `POST /api/v1/notifications/test`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    webhook: str | None = Field(
+        None, description="Only this webhook: its `name`, or its index (from 0) in the file."
+    )
+
+
+class WebhookDelivery(BaseModel):
+    """What became of the test event at one webhook."""
+
+    webhook: int = Field(description="Index of the webhook in the config file, from 0.")
+    name: str | None = Field(description="The webhook's `name`, if it has one.")
+    url: str = Field(description="Its URL with passwords, query and Slack paths masked.")
+    event: str = Field(description="The event kind sent.")
+    event_id: str = Field(description="The event's `id` (the same on every attempt).")
+    delivered: bool = Field(description="A 2xx answer came back.")
+    status: int | None = Field(description="HTTP status of the last attempt, if any answered.")
+    attempts: int = Field(description="Attempts made (0: not sendable, e.g. a missing secret).")
+    error: str | None = Field(description="Why the last attempt failed.")
+    duration_ms: float = Field(description="From the first attempt to the outcome.")
+
+
+class NotificationTestReport(BaseModel):
+    """The answer of `POST /api/v1/notifications/test`."""
+
+    success: bool = Field(description="Every selected webhook got the event.")
+    message: str
+    results: list[WebhookDelivery]
+    timestamp: datetime
+
+
+class LogStreamQuery(FollowQuery):
+    """Query of `GET /api/v1/logs/stream`: as for `GET /api/v1/logs`, and the keep-alive."""
+
+    keepalive_seconds: float = Field(
+        15.0,
+        ge=0.1,
+        le=300,
+        description="Longest silence before a keep-alive comment; keep it below your read timeout.",
+    )
+
+
+# --- metrics and incidents ----------------------------------------------------------------
+
+
+class MetricsQuery(BaseModel):
+    """Query of `GET /api/v1/metrics`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    window_hours: int = Field(
+        24,
+        ge=1,
+        le=168,
+        description="Hour buckets the run figures cover, the current (partial) hour included.",
+    )
+
+
+class IncidentListQuery(PageQuery):
+    """Filters of `GET /api/v1/incidents` (newest first)."""
+
+    limit: int = Field(50, ge=1, le=500, description="Items per page (at most 500).")
+    status: Literal["open", "resolved"] | None = Field(None, description="Only these.")
+    job: str | None = Field(
+        None, description="Only of this job (`target:<id>`, `pipeline:<name>`)."
+    )
+    target_id: str | None = Field(None, description="Only of this target.")
+    pipeline: str | None = Field(None, description="Only of this pipeline.")
+    since: datetime | None = Field(
+        None, description="Only those open at some moment at or after this time (no offset: UTC)."
+    )
+
+    @field_validator("since")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class IncidentBody(BaseModel):
+    """A downtime window of a target or pipeline: from the start of its first failed run in
+    a row to its next successful run."""
+
+    id: str
+    job: str = Field(description="`target:<id>` or `pipeline:<name>`.")
+    kind: Literal["target", "pipeline"]
+    target_id: str | None
+    pipeline: str | None
+    status: Literal["open", "resolved"]
+    started_at: datetime = Field(description="When the first failed run of the streak started.")
+    opened_at: datetime = Field(description="When the threshold was reached.")
+    resolved_at: datetime | None = Field(description="When a run succeeded again.")
+    duration_seconds: float = Field(description="Until resolved_at, or until now while open.")
+    failed_runs: int = Field(description="Failed runs in a row (so far, while open).")
+    error_class: str | None = Field(description="Of the failure that opened it (http_5xx, …).")
+    cause: str | None = Field(description="That failure's error message.")
+    first_failed_run_id: str | None
+    last_failed_run_id: str | None = Field(description="The run that reached the threshold.")
+    resolved_by_run_id: str | None
+
+
+class RunCounts(BaseModel):
+    """Finished runs by status."""
+
+    succeeded: int
+    failed: int
+    cancelled: int
+    skipped: int
+    total: int
+
+
+class DurationSummary(BaseModel):
+    """Run durations: percentiles interpolated within the histogram's buckets."""
+
+    p50: float | None
+    p95: float | None
+    p99: float | None
+    mean: float | None
+    count: int = Field(description="Runs with a duration (skipped slots have none).")
+
+
+class OpenIncidentBrief(BaseModel):
+    """The incident a job is in now (the whole of it: `GET /api/v1/incidents`)."""
+
+    id: str
+    started_at: datetime
+    error_class: str | None
+    cause: str | None
+
+
+class JobMetrics(BaseModel):
+    """Figures of one schedule, target or pipeline over the window."""
+
+    job: str
+    runs: RunCounts
+    success_rate: float | None = Field(description="succeeded / (succeeded + failed).")
+    duration_seconds: DurationSummary
+    errors: dict[str, int] = Field(description="Failed runs by error class.")
+    last_status: str | None = Field(description="Of the last run that executed (not skipped).")
+    last_run_at: datetime | None = Field(description="When that run finished.")
+    last_run_id: str | None
+    consecutive_failures: int
+    availability_24h: float | None = Field(description="Share of the last 24 h not in incidents.")
+    availability_7d: float | None = Field(description="Share of the last 7 days not in incidents.")
+    open_incident: OpenIncidentBrief | None
+    incidents_7d: int = Field(description="Incidents open at some moment of the last 7 days.")
+
+
+class ScheduleMetrics(JobMetrics):
+    """A schedule's figures; availability and incidents are its job's."""
+
+    schedule_id: str
+    name: str | None = Field(description="None once the schedule is deleted.")
+
+
+class TargetMetrics(JobMetrics):
+    """A target's figures: all its schedules together."""
+
+    target_id: str
+    name: str | None = Field(description="None once the target is deleted.")
+
+
+class PipelineMetrics(JobMetrics):
+    """A pipeline's figures: its schedules and its manual runs together."""
+
+    pipeline: str
+
+
+class LagSummary(BaseModel):
+    """Schedule lag (fired minus planned) over the engine's last 1024 firings."""
+
+    last: float
+    p50: float
+    p99: float
+    samples: int
+
+
+class DaemonMetrics(BaseModel):
+    """The daemon's own figures, from its state file."""
+
+    running: bool
+    heartbeat_at: datetime | None
+    runs_per_second: float | None = Field(description="Slots fired per second, last minute.")
+    schedule_lag_seconds: LagSummary | None
+    queue_depth: int | None = Field(description="Runs waiting for a free slot.")
+    active_runs: int | None
+
+
+class MetricsWindow(BaseModel):
+    """What the run figures cover."""
+
+    hours: int
+    since: datetime
+
+
+class MetricsTotals(BaseModel):
+    """All jobs together over the window."""
+
+    runs: RunCounts
+    success_rate: float | None
+    errors: dict[str, int]
+    open_incidents: int
+
+
+class MetricsReport(BaseModel):
+    """The answer of `GET /api/v1/metrics`."""
+
+    generated_at: datetime
+    window: MetricsWindow
+    daemon: DaemonMetrics
+    totals: MetricsTotals
+    schedules: list[ScheduleMetrics]
+    targets: list[TargetMetrics]
+    pipelines: list[PipelineMetrics]

@@ -22,13 +22,14 @@ import heapq
 import itertools
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import structlog
 
+from cronmgr.metrics import EngineMetrics
 from cronmgr.models import (
     FailurePolicy,
     MisfirePolicy,
@@ -124,8 +125,15 @@ class Scheduler:
         save_progress: Callable[[list[Progress]], Awaitable[None]],
         *,
         clock: Callable[[], float] = time.time,
+        publish: Callable[[str, Mapping[str, Any]], None] | None = None,
+        metrics: EngineMetrics | None = None,
     ) -> None:
         self._jobs = jobs
+        self.metrics = metrics if metrics is not None else EngineMetrics()
+        """Schedule lag and firing rate, fed as slots fire."""
+        # Notifications (notify.Notifier.publish): it only queues, so calling it costs the
+        # timer nothing and a failing webhook can never reach the engine.
+        self._publish = publish
         self._save_progress = save_progress
         self._clock = clock
         self._entries: dict[str, Entry] = {}
@@ -319,6 +327,7 @@ class Scheduler:
         while self._heap and self._heap[0][0] <= now:
             item = heapq.heappop(self._heap)
             if self._is_current(item):
+                self.metrics.fired(self._clock() - item[0])
                 self._due(self._entries[item[2]])
         self._arm()
 
@@ -426,6 +435,17 @@ class Scheduler:
             entry.queued.clear()
             self._progress(entry, status=ScheduleStatus.DISABLED, reason=why, next_run_at=None)
             log.warning("schedule_disabled", schedule_id=schedule.id, reason=why)
+            if self._publish is not None:
+                self._publish(
+                    "schedule_disabled",
+                    {
+                        "schedule_id": schedule.id,
+                        "name": schedule.name,
+                        "job": schedule.job,
+                        "reason": why,
+                        "consecutive_failures": schedule.consecutive_failures,
+                    },
+                )
         elif schedule.failure_policy is FailurePolicy.CIRCUIT_BREAKER:
             until = utcnow() + timedelta(seconds=schedule.cooldown_seconds)
             entry.schedule = dataclasses.replace(schedule, circuit_open_until=until)
@@ -457,6 +477,7 @@ class Scheduler:
             circuit_open_until=schedule.circuit_open_until,
             status=status,
             status_reason=reason,
+            revision=schedule.revision,
         )
         self._progress_wake.set()
 

@@ -19,11 +19,13 @@ from cronmgr.config import Settings, bundled_path
 from cronmgr.control import DaemonControl, LaunchSpec
 from cronmgr.errors import (
     CronmgrError,
+    InvalidInput,
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
     Unauthorized,
 )
+from cronmgr.log_follow import Cursor, LogFilter, StreamSpec, read_page, stream
 from cronmgr.models import utcnow
 from cronmgr.openapi import (
     Endpoint,
@@ -36,6 +38,7 @@ from cronmgr.openapi import (
 from cronmgr.payloads import (
     FollowQuery,
     LinesQuery,
+    LogStreamQuery,
     StartRequest,
     parse_json_object,
     validate,
@@ -51,10 +54,14 @@ TOKEN = web.AppKey("token", str)
 # A Protocol cannot be passed as the key's type at run time; the annotation carries it.
 STORE: web.AppKey[Store] = web.AppKey("store")
 OPENAPI = web.AppKey("openapi", dict[str, Any])
+LOG_STREAMS_CLOSING = web.AppKey("log_streams_closing", asyncio.Event)
 # Readable without the token: health checks for probes, and the pages that describe the
 # API (the landing page, the OpenAPI document, its rendering). None of them holds state
 # or secrets, and a client needs the description before it has a token.
 OPEN_PATHS = frozenset({"/", "/health", "/api/v1/health", "/openapi.json", "/docs"})
+# The dashboard's pages: a browser cannot send the bearer token, so they pass this check
+# and `cronmgr.dashboard` guards them with its own login and session cookie instead.
+DASHBOARD_PREFIX = "/ui"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -132,7 +139,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
 
 
 def _is_open(path: str) -> bool:
-    return path in OPEN_PATHS
+    dashboard = path == DASHBOARD_PREFIX or path.startswith(DASHBOARD_PREFIX + "/")
+    return dashboard or path in OPEN_PATHS
 
 
 async def read_body(request: web.Request) -> dict[str, Any]:
@@ -217,6 +225,13 @@ async def daemon_status(request: web.Request) -> web.Response:
 
 # --- logs -------------------------------------------------------------------------------
 
+_EVENT_STREAM_HEADERS = {
+    "Content-Type": "text/event-stream",
+    "Cache-Control": "no-cache",
+    # Proxies that buffer (nginx) would hold the events back until the stream ends.
+    "X-Accel-Buffering": "no",
+}
+
 
 def _lines(request: web.Request, default: int) -> int:
     settings = request.app[SETTINGS]
@@ -240,12 +255,66 @@ async def tail_logs(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + ("\n" if lines else ""))
 
 
+def _log_filter(query: FollowQuery) -> LogFilter:
+    events = frozenset(e.strip() for e in (query.event or "").split(",") if e.strip())
+    return LogFilter(query.level, query.run_id, query.schedule_id, events, query.since)
+
+
 async def follow_logs(request: web.Request) -> web.Response:
     """GET /api/v1/logs?cursor=C: the lines written since C and the cursor to go on from."""
     query = validate_query(FollowQuery, request.query)
     path = request.app[SETTINGS].log_file
-    chunk = await asyncio.to_thread(logs.read_after, path, query.cursor, initial_lines=query.lines)
-    return json_response({"lines": chunk.lines, "cursor": chunk.cursor, "reset": chunk.reset})
+    cursor = Cursor.parse(query.cursor) if query.cursor else None
+    page = await asyncio.to_thread(
+        read_page, path, cursor, _log_filter(query), initial_lines=query.lines
+    )
+    return json_response(page.as_dict())
+
+
+def _stream_start(request: web.Request, query: LogStreamQuery) -> Cursor | None:
+    """Where a stream starts: `Last-Event-ID` (a client reconnecting), else `cursor`."""
+    resumed = request.headers.get("Last-Event-ID", "").strip()
+    if not resumed:
+        return Cursor.parse(query.cursor) if query.cursor else None
+    try:
+        return Cursor.parse(resumed)
+    except ValueError as exc:
+        message = "not a log cursor (<inode>:<offset>:<check>)"
+        raise InvalidInput(
+            f"invalid Last-Event-ID header: {message}",
+            errors=[{"field": "Last-Event-ID", "message": message, "type": "pattern"}],
+        ) from exc
+
+
+async def stream_logs(request: web.Request) -> web.StreamResponse:
+    """GET /api/v1/logs/stream: the log as server-sent events, until either side stops."""
+    query = validate_query(LogStreamQuery, request.query)
+    spec = StreamSpec(
+        request.app[SETTINGS].log_file,
+        _stream_start(request, query),
+        _log_filter(query),
+        initial_lines=query.lines,
+        keepalive_seconds=query.keepalive_seconds,
+    )
+    response = web.StreamResponse(headers=_EVENT_STREAM_HEADERS)
+    events = stream(spec, request.app[LOG_STREAMS_CLOSING])
+    # A client that goes away shows as a failed write; that ends the stream, nothing more.
+    with contextlib.suppress(ConnectionResetError):
+        async with contextlib.aclosing(events):
+            # The first page is read before the answer starts: a client that writes to
+            # the log once it has the headers finds those lines in the stream.
+            first = await anext(events)
+            await response.prepare(request)
+            if request.method != "HEAD":
+                await response.write(first)
+                async for chunk in events:
+                    await response.write(chunk)
+    return response
+
+
+async def close_log_streams(app: web.Application) -> None:
+    """On shutdown: end the open log streams at once, so that none holds the stop up."""
+    app[LOG_STREAMS_CLOSING].set()
 
 
 async def clear_logs(request: web.Request) -> web.Response:
@@ -365,10 +434,37 @@ CONTROLLER_ENDPOINTS: tuple[Endpoint, ...] = (
         "GET",
         "/api/v1/logs",
         follow_logs,
-        "Follow the log from a cursor",
+        "Follow the log from a cursor, with filters",
         "logs",
         Reply(200, "The lines since the cursor and the cursor to go on from.", ref("LogChunk")),
+        description=(
+            "Without `cursor`: the last `lines` lines that pass the filters. With it: the "
+            "lines written after it, across rotations (the rest of the rotated file comes "
+            "first) and clears. One answer reads at most 1 MiB of log, filtered lines "
+            "included; `more` says to ask again at once."
+        ),
         query=FollowQuery,
+    ),
+    Endpoint(
+        "GET",
+        "/api/v1/logs/stream",
+        stream_logs,
+        "Follow the log as server-sent events, with filters",
+        "logs",
+        Reply(
+            200,
+            "Events: each line as `data`, its `id` the cursor after it; `event: rotated` and "
+            "`event: cleared` where that happened; `: keep-alive` comments.",
+            {"type": "string"},
+            media_type="text/event-stream",
+        ),
+        description=(
+            "Starts as `GET /api/v1/logs` would (`cursor`, else the last `lines` lines) and "
+            "goes on until the client or the controller stops. A client that reconnects "
+            "with the header `Last-Event-ID` (which wins over `cursor`) resumes exactly "
+            "after the last event it got."
+        ),
+        query=LogStreamQuery,
     ),
     Endpoint(
         "GET",
@@ -439,6 +535,12 @@ async def store_context(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def notifications(app: web.Application) -> AsyncIterator[None]:
+    """The controller's webhooks (daemon deaths, test events), for the life of the app."""
+    async with app[CONTROL].notifier:
+        yield
+
+
 async def supervision(app: web.Application) -> AsyncIterator[None]:
     """Attach to (or resume) the daemon at start-up and watch it until shutdown."""
     control = app[CONTROL]
@@ -458,6 +560,8 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[CONTROL] = DaemonControl(settings)
+    app[LOG_STREAMS_CLOSING] = asyncio.Event()
+    app.on_shutdown.append(close_log_streams)
     token = ensure_token(settings)
     if token is not None:
         app[TOKEN] = token
@@ -470,7 +574,13 @@ def create_app(settings: Settings) -> web.Application:
     )
     endpoints = all_endpoints()
     add_routes(app, endpoints)
+    # Imported here: it builds on this module's keys. Its HTML pages and forms are not
+    # API, so they stay out of the endpoint table and the OpenAPI document.
+    from cronmgr.dashboard import add_dashboard
+
+    add_dashboard(app)
     app[OPENAPI] = build_document(endpoints, version=__version__, open_paths=OPEN_PATHS)
     app.cleanup_ctx.append(store_context)
+    app.cleanup_ctx.append(notifications)  # before supervision: it outlives the watching
     app.cleanup_ctx.append(supervision)
     return app

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,88 @@ def test_a_file_that_is_not_toml_is_a_config_error(tmp_path: Path) -> None:
 def test_a_missing_file_is_a_config_error_naming_it(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"missing\.toml"):
         load_settings(tmp_path / "missing.toml", env={}, home=tmp_path)
+
+
+WEBHOOKS_TOML = """
+[[webhooks]]
+name = "ops"
+url = "https://hooks.example/cronmgr"
+secret = "${env:HOOK_SECRET}"
+events = ["incident_opened", "daemon_died"]
+timeout_seconds = 5
+max_attempts = 2
+
+[[webhooks]]
+url = "https://hooks.slack.com/services/${env:SLACK_PATH}"
+format = "slack"
+secret = "literal-secret-value"
+"""
+
+
+def test_webhooks_come_from_the_file_with_their_defaults(tmp_path: Path) -> None:
+    """[[webhooks]] tables: fields as given, the rest defaulted (json, every event)."""
+    settings = load_settings(write_config(tmp_path, WEBHOOKS_TOML), env={}, home=tmp_path)
+    ops, slack = settings.webhooks
+    assert (ops.name, ops.format, ops.timeout_seconds, ops.max_attempts) == ("ops", "json", 5, 2)
+    assert ops.events == ("incident_opened", "daemon_died")
+    assert ops.wants("daemon_died") and not ops.wants("schedule_disabled")
+    assert slack.format == "slack" and slack.events is None and slack.wants("schedule_disabled")
+    assert slack.max_attempts == 4 and slack.timeout_seconds == 10.0
+    assert settings.notify_queue_size == 1000
+
+
+def test_webhook_secrets_never_show_in_the_settings(tmp_path: Path) -> None:
+    """repr, str and a plain dump of the settings mask the secret."""
+    settings = load_settings(write_config(tmp_path, WEBHOOKS_TOML), env={}, home=tmp_path)
+    shown = f"{settings!r} {settings} {settings.model_dump()} {settings.model_dump_json()}"
+    assert "literal-secret-value" not in shown
+
+
+def test_webhooks_reach_the_daemon_through_the_environment_but_not_its_steps(
+    tmp_path: Path,
+) -> None:
+    """The daemon reads them from CRONMGR_WEBHOOKS (secrets intact); the settings
+    variables that steps inherit leave them out."""
+    from cronmgr.config import WEBHOOKS_ENV, webhooks_env
+    from cronmgr.control import settings_env
+
+    settings = load_settings(write_config(tmp_path, WEBHOOKS_TOML), env={}, home=tmp_path)
+    assert WEBHOOKS_ENV not in settings_env(settings)
+    daemon = load_settings(env=webhooks_env(settings), home=tmp_path)
+    assert daemon.webhooks == settings.webhooks
+    secret = daemon.webhooks[1].secret
+    assert secret is not None and secret.get_secret_value() == "literal-secret-value"
+    assert webhooks_env(load_settings(env={}, home=tmp_path)) == {}
+
+
+@pytest.mark.parametrize(
+    ("table", "named"),
+    [
+        ('url = "ftp://hooks.example/x"', "webhooks.0.url: scheme must be http or https"),
+        ('url = "https:///x"', "webhooks.0.url: must name a host"),
+        ('url = "https://h/x"\nevents = ["incident_opened", "typo"]', "webhooks.0.events.1"),
+        ('url = "https://h/x"\nevents = []', "webhooks.0.events: Value error, list at least"),
+        ('url = "https://h/x"\nformat = "xml"', "webhooks.0.format"),
+        ('url = "https://h/x"\nmax_attempts = 0', "webhooks.0.max_attempts"),
+        ('url = "https://h/x"\nretries = 3', "webhooks.0.retries: Extra inputs"),
+        ('name = "no url"', "webhooks.0.url: Field required"),
+    ],
+)
+def test_a_bad_webhook_is_a_config_error_naming_the_field(
+    tmp_path: Path, table: str, named: str
+) -> None:
+    config = write_config(tmp_path, f"[[webhooks]]\n{table}\n")
+    with pytest.raises(ConfigError, match=re.escape(named)):
+        load_settings(config, env={}, home=tmp_path)
+
+
+def test_webhook_names_are_unique(tmp_path: Path) -> None:
+    table = '[[webhooks]]\nname = "a"\nurl = "https://h/{}"\n'
+    text = table.format(1) + table.format(2)
+    with pytest.raises(ConfigError, match=r"webhooks: .*names must be unique; a used more"):
+        load_settings(write_config(tmp_path, text), env={}, home=tmp_path)
+
+
+def test_webhooks_in_the_environment_must_be_json(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="CRONMGR_WEBHOOKS is not valid JSON"):
+        load_settings(env={"CRONMGR_WEBHOOKS": "[{url"}, home=tmp_path)

@@ -20,6 +20,7 @@ import pytest
 import structlog
 
 from cronmgr.config import Settings, load_settings
+from cronmgr.log_follow import NOWHERE, PAGE_MAX_BYTES, Cursor, LogFilter, read_page
 from cronmgr.logs import BLOCK_SIZE, clear_log, configure_logging, reopen_log_file, tail_lines
 
 
@@ -471,3 +472,97 @@ def test_clear_while_a_writer_process_keeps_writing(tmp_path: Path) -> None:
     assert ticks[0] > seen_before_clear
     assert ticks == list(range(ticks[0], ticks[0] + len(ticks)))
     assert (events[-1]["event"], events[-1]["last"]) == ("writer_stopped", ticks[-1])
+
+
+# --- following: read_page -----------------------------------------------------------------
+
+
+def test_a_follower_that_starts_before_the_log_exists_gets_its_first_lines(tmp_path: Path) -> None:
+    path = tmp_path / "cronmgr.log"
+    first = read_page(path, None)
+    assert (first.lines, first.cursor) == ([], NOWHERE)
+    path.write_bytes(b"a\nb\n")
+    page = read_page(path, first.cursor)
+    assert [line.text for line in page.lines] == ["a", "b"]
+    assert not (page.rotated or page.cleared or page.reset)
+
+
+def test_a_half_written_last_line_waits_for_its_newline(tmp_path: Path) -> None:
+    path = tmp_path / "cronmgr.log"
+    path.write_bytes(b"a\nb\nhal")
+    first = read_page(path, None, initial_lines=5)
+    assert [line.text for line in first.lines] == ["a", "b"]
+    assert first.cursor.offset == 4
+    with path.open("ab") as fh:
+        fh.write(b"f\n")
+    assert [line.text for line in read_page(path, first.cursor).lines] == ["half"]
+
+
+def test_each_lines_cursor_goes_on_right_after_that_line(tmp_path: Path) -> None:
+    path = tmp_path / "cronmgr.log"
+    path.write_bytes(b"".join(b"line %d\n" % n for n in range(20)))
+    lines = read_page(path, None, initial_lines=20).lines
+    for index, line in enumerate(lines):
+        after = read_page(path, line.cursor)
+        assert [ln.text for ln in after.lines] == [ln.text for ln in lines[index + 1 :]]
+        assert str(Cursor.parse(str(line.cursor))) == str(line.cursor)
+
+
+def test_a_backups_last_piece_without_a_newline_is_a_line(tmp_path: Path) -> None:
+    path = tmp_path / "cronmgr.log"
+    path.write_bytes(b"a\n")
+    cursor = read_page(path, None).cursor
+    with path.open("ab") as fh:
+        fh.write(b"torn")  # the writer died mid-line, then the file was rotated
+    path.rename(tmp_path / "cronmgr.log.1")
+    path.write_bytes(b"b\n")
+    page = read_page(path, cursor)
+    assert [line.text for line in page.lines] == ["torn", "b"]
+    assert (page.rotated, page.reset, page.turn) == (True, False, 1)
+
+
+def test_a_line_longer_than_a_page_is_cut_rather_than_stalling_the_follower(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "cronmgr.log"
+    path.write_bytes(b"a\n")
+    cursor = read_page(path, None).cursor
+    with path.open("ab") as fh:
+        fh.write(b"x" * (PAGE_MAX_BYTES + 10) + b"\nnext\n")
+    first = read_page(path, cursor)
+    assert [len(line.text) for line in first.lines] == [PAGE_MAX_BYTES]
+    assert first.more is True
+    rest = read_page(path, first.cursor)
+    assert [line.text for line in rest.lines] == ["x" * 10, "next"]
+
+
+def test_a_filter_that_drops_everything_still_moves_the_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "cronmgr.log"
+    path.write_bytes(b'{"level": "info"}\n')
+    cursor = read_page(path, None).cursor
+    with path.open("ab") as fh:
+        fh.write(b'{"level": "info"}\nnot json\n[1]\n{"level": "debug"}\n')
+    page = read_page(path, cursor, LogFilter(level="warning"))
+    assert page.lines == [] and page.more is False
+    assert page.cursor.offset == path.stat().st_size
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_following_the_real_rotating_writer_loses_no_line(tmp_path: Path, seed: int) -> None:
+    """Random line sizes (some larger than a file) and random reads: every line, once, in order."""
+    settings = make_settings(tmp_path, log_max_bytes=4096, log_backup_count=3)
+    configure_logging(settings, to_file=True)
+    log = structlog.get_logger()
+    rng = random.Random(seed)
+    cursor, got, written = read_page(settings.log_file, None).cursor, [], 0
+    while written < 300:
+        for _ in range(rng.randint(0, 3)):  # so at most 3 rotations between two reads
+            log.info("numbered", n=written, pad="p" * rng.choice([0, 50, 300, 1000, 5000]))
+            written += 1
+        page = read_page(settings.log_file, cursor)
+        assert not page.reset
+        got += [orjson.loads(line.text)["n"] for line in page.lines]
+        cursor = page.cursor
+    page = read_page(settings.log_file, cursor)
+    got += [orjson.loads(line.text)["n"] for line in page.lines]
+    assert got == list(range(written))

@@ -503,6 +503,26 @@ async def test_pause_keeps_the_reason_and_resume_resets_failures_circuit_and_rea
     assert resumed.run_count == 4 and resumed.revision == paused.revision + 1
 
 
+async def test_progress_of_an_older_revision_keeps_the_failure_reset_of_a_resume(
+    store: SQLiteStore,
+) -> None:
+    """A progress write the engine made before an API resume lands after it: run_count and
+    slots are the engine's, but the resume's reset failure count and circuit stay."""
+    _, (schedule_id,) = await add_target_with_schedules(store, 1)
+    seen = (await store.get_schedule(schedule_id)).revision
+    await store.record_progress([progress_for(schedule_id, 4, revision=seen)])
+    await store.set_schedule_status(schedule_id, ScheduleStatus.PAUSED, "deploy")
+    resumed = await store.set_schedule_status(schedule_id, ScheduleStatus.ACTIVE, None)
+    stale = progress_for(schedule_id, 5, revision=seen)._replace(consecutive_failures=5)
+    await store.record_progress([stale])
+    after = await store.get_schedule(schedule_id)
+    assert after.consecutive_failures == 0 and after.circuit_open_until is None
+    assert after.run_count == 5 and after.last_run_at == stale.last_run_at
+    current = progress_for(schedule_id, 6, revision=resumed.revision)
+    await store.record_progress([current._replace(consecutive_failures=1)])
+    assert (await store.get_schedule(schedule_id)).consecutive_failures == 1
+
+
 async def test_record_progress_of_1000_schedules_in_one_call(store: SQLiteStore) -> None:
     target = make_target()
     await store.insert_target(target)
@@ -756,7 +776,7 @@ async def test_a_version_1_database_is_upgraded_keeping_its_runs(db_path: Path) 
     finally:
         await store.close()
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (2,)
+        assert db.execute("PRAGMA user_version").fetchone() == (3,)
     db.close()
 
 

@@ -278,12 +278,20 @@ RETURNING *;
 
 -- name: record_progress
 -- The engine's own fields; no revision, so the daemon's writes never wake the daemon.
+-- The failure count and the circuit are the API's too (a resume resets them): written
+-- only when the engine saw the schedule's current revision.
 UPDATE schedules
 SET run_count = :run_count,
-    consecutive_failures = :consecutive_failures,
+    consecutive_failures = CASE
+        WHEN :revision IS NULL OR revision = :revision THEN :consecutive_failures
+        ELSE consecutive_failures
+    END,
     last_run_at = :last_run_at,
     next_run_at = :next_run_at,
-    circuit_open_until = :circuit_open_until,
+    circuit_open_until = CASE
+        WHEN :revision IS NULL OR revision = :revision THEN :circuit_open_until
+        ELSE circuit_open_until
+    END,
     -- The engine only ever ends an active schedule (completed, disabled); a pause or a
     -- resume the API wrote meanwhile wins over its older view.
     status = CASE WHEN :status IS NOT NULL AND status = 'active' THEN :status ELSE status END,
@@ -340,3 +348,365 @@ DELETE FROM runs WHERE rowid IN (
         FROM runs
         WHERE schedule_id IS NULL AND status NOT IN ('pending', 'running'))
     WHERE newest > :keep OR done_at < :older_than);
+
+-- name: migration_3
+-- Run metrics, kept up to date by triggers in the transaction that finishes each run, so
+-- reading them never scans the runs, and purging runs never changes them (counters only
+-- grow). Per job (`target:<id>`, `pipeline:<name>`) and schedule ('' for runs without one)
+-- and per UTC hour the run finished in ('YYYY-MM-DDTHH'). A run adds to its hour's row
+-- only; complete hours are folded, once, into the lifetime row of the hour '', and old hour
+-- rows are dropped later (fold_run_stats, drop_run_stats): lifetime totals are that row
+-- plus the hours not folded yet.
+CREATE TABLE run_stats (
+    hour TEXT NOT NULL,
+    job TEXT NOT NULL,
+    schedule_id TEXT NOT NULL,
+    succeeded INTEGER NOT NULL,
+    failed INTEGER NOT NULL,
+    cancelled INTEGER NOT NULL,
+    skipped INTEGER NOT NULL,
+    timed INTEGER NOT NULL,           -- runs with a duration: all but skipped ones
+    duration_sum REAL NOT NULL,       -- seconds
+    -- A cumulative duration histogram, as Prometheus has it: bNN counts the timed runs that
+    -- took at most the NNth of store.base.DURATION_BOUNDS seconds (`timed` is +Inf):
+    -- b01 <= 0.005, b02 <= 0.01, b03 <= 0.025, b04 <= 0.05, b05 <= 0.1, b06 <= 0.25,
+    -- b07 <= 0.5, b08 <= 1, b09 <= 2.5, b10 <= 5, b11 <= 10, b12 <= 30, b13 <= 60,
+    -- b14 <= 120, b15 <= 300.
+    b01 INTEGER NOT NULL,
+    b02 INTEGER NOT NULL,
+    b03 INTEGER NOT NULL,
+    b04 INTEGER NOT NULL,
+    b05 INTEGER NOT NULL,
+    b06 INTEGER NOT NULL,
+    b07 INTEGER NOT NULL,
+    b08 INTEGER NOT NULL,
+    b09 INTEGER NOT NULL,
+    b10 INTEGER NOT NULL,
+    b11 INTEGER NOT NULL,
+    b12 INTEGER NOT NULL,
+    b13 INTEGER NOT NULL,
+    b14 INTEGER NOT NULL,
+    b15 INTEGER NOT NULL,
+    -- Hour first: a window is one range of the key, the lifetime rows another.
+    PRIMARY KEY (hour, job, schedule_id)
+) WITHOUT ROWID;
+-- Hours before folded_before are in the lifetime rows already.
+CREATE TABLE run_stats_meta (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    folded_before TEXT NOT NULL
+);
+INSERT INTO run_stats_meta (id, folded_before) VALUES (1, '');
+-- Failed runs by error class: the error_type of the first step whose last attempt failed
+-- (the step the run's error names), 'unknown' when no step says.
+CREATE TABLE run_error_stats (
+    hour TEXT NOT NULL,
+    job TEXT NOT NULL,
+    schedule_id TEXT NOT NULL,
+    error_class TEXT NOT NULL,
+    failed INTEGER NOT NULL,
+    PRIMARY KEY (hour, job, schedule_id, error_class)
+) WITHOUT ROWID;
+-- The last run that executed (skipped slots do not count) per job and schedule, and per job
+-- as a whole under the schedule_id '*', with the failed runs in a row up to it (a
+-- cancelled run neither adds to them nor ends them).
+CREATE TABLE run_latest (
+    job TEXT NOT NULL,
+    schedule_id TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    finished_at TEXT NOT NULL,
+    first_finished_at TEXT NOT NULL,
+    consecutive_failures INTEGER NOT NULL,
+    PRIMARY KEY (job, schedule_id)
+) WITHOUT ROWID;
+-- A run that ends: its hour's row, its error class, its latest rows. Plain statements on
+-- NEW, each upserting one row: measured cheaper than one statement of two rows or a view
+-- with an INSTEAD OF trigger. The one-row subquery with LIMIT computes the duration once
+-- (without the LIMIT SQLite would inline it into every bucket column).
+CREATE TRIGGER runs_finished AFTER UPDATE OF status ON runs
+WHEN OLD.status IN ('pending', 'running') AND NEW.status NOT IN ('pending', 'running')
+BEGIN
+    INSERT INTO run_stats (hour, job, schedule_id, succeeded, failed, cancelled, skipped,
+                           timed, duration_sum,
+                           b01, b02, b03, b04, b05, b06, b07, b08,
+                           b09, b10, b11, b12, b13, b14, b15)
+    SELECT substr(COALESCE(NEW.finished_at, NEW.created_at), 1, 13),
+           NEW.job, COALESCE(NEW.schedule_id, ''),
+           NEW.status = 'succeeded', NEW.status = 'failed', NEW.status = 'cancelled',
+           NEW.status = 'skipped', d IS NOT NULL, COALESCE(d, 0),
+           COALESCE(d <= 0.005, 0), COALESCE(d <= 0.01, 0), COALESCE(d <= 0.025, 0),
+           COALESCE(d <= 0.05, 0), COALESCE(d <= 0.1, 0), COALESCE(d <= 0.25, 0),
+           COALESCE(d <= 0.5, 0), COALESCE(d <= 1, 0), COALESCE(d <= 2.5, 0),
+           COALESCE(d <= 5, 0), COALESCE(d <= 10, 0), COALESCE(d <= 30, 0),
+           COALESCE(d <= 60, 0), COALESCE(d <= 120, 0), COALESCE(d <= 300, 0)
+    FROM (SELECT (julianday(NEW.finished_at) - julianday(NEW.started_at)) * 86400.0 AS d
+          LIMIT 1)
+    WHERE true
+    ON CONFLICT (hour, job, schedule_id) DO UPDATE SET
+        succeeded = succeeded + excluded.succeeded,
+        failed = failed + excluded.failed,
+        cancelled = cancelled + excluded.cancelled,
+        skipped = skipped + excluded.skipped,
+        timed = timed + excluded.timed,
+        duration_sum = duration_sum + excluded.duration_sum,
+        b01 = b01 + excluded.b01, b02 = b02 + excluded.b02, b03 = b03 + excluded.b03,
+        b04 = b04 + excluded.b04, b05 = b05 + excluded.b05, b06 = b06 + excluded.b06,
+        b07 = b07 + excluded.b07, b08 = b08 + excluded.b08, b09 = b09 + excluded.b09,
+        b10 = b10 + excluded.b10, b11 = b11 + excluded.b11, b12 = b12 + excluded.b12,
+        b13 = b13 + excluded.b13, b14 = b14 + excluded.b14, b15 = b15 + excluded.b15;
+    INSERT INTO run_error_stats (hour, job, schedule_id, error_class, failed)
+    SELECT substr(COALESCE(NEW.finished_at, NEW.created_at), 1, 13),
+           NEW.job, COALESCE(NEW.schedule_id, ''), COALESCE(c, 'unknown'), 1
+    FROM (SELECT (SELECT error_type FROM step_results AS s
+                   WHERE run_id = NEW.id AND status = 'failed' AND error_type IS NOT NULL
+                     AND attempt = (SELECT MAX(attempt) FROM step_results
+                                    WHERE run_id = s.run_id AND position = s.position)
+                   ORDER BY position LIMIT 1) AS c
+          LIMIT 1)
+    WHERE NEW.status = 'failed'
+    ON CONFLICT (hour, job, schedule_id, error_class) DO UPDATE SET failed = failed + 1;
+    INSERT INTO run_latest (job, schedule_id, run_id, status, finished_at, first_finished_at,
+                            consecutive_failures)
+    SELECT NEW.job, COALESCE(NEW.schedule_id, ''), NEW.id, NEW.status,
+           COALESCE(NEW.finished_at, NEW.created_at), COALESCE(NEW.finished_at, NEW.created_at),
+           NEW.status = 'failed'
+    WHERE NEW.status <> 'skipped'
+    ON CONFLICT (job, schedule_id) DO UPDATE SET
+        run_id = excluded.run_id,
+        status = excluded.status,
+        finished_at = excluded.finished_at,
+        consecutive_failures = CASE excluded.status
+            WHEN 'succeeded' THEN 0
+            WHEN 'failed' THEN consecutive_failures + 1
+            ELSE consecutive_failures
+        END;
+    INSERT INTO run_latest (job, schedule_id, run_id, status, finished_at, first_finished_at,
+                            consecutive_failures)
+    SELECT NEW.job, '*', NEW.id, NEW.status,
+           COALESCE(NEW.finished_at, NEW.created_at), COALESCE(NEW.finished_at, NEW.created_at),
+           NEW.status = 'failed'
+    WHERE NEW.status <> 'skipped'
+    ON CONFLICT (job, schedule_id) DO UPDATE SET
+        run_id = excluded.run_id,
+        status = excluded.status,
+        finished_at = excluded.finished_at,
+        consecutive_failures = CASE excluded.status
+            WHEN 'succeeded' THEN 0
+            WHEN 'failed' THEN consecutive_failures + 1
+            ELSE consecutive_failures
+        END;
+END;
+-- A slot recorded skipped is inserted finished (the only run that is): one more skipped.
+CREATE TRIGGER runs_skipped AFTER INSERT ON runs WHEN NEW.status = 'skipped'
+BEGIN
+    INSERT INTO run_stats (hour, job, schedule_id, succeeded, failed, cancelled, skipped,
+                           timed, duration_sum,
+                           b01, b02, b03, b04, b05, b06, b07, b08,
+                           b09, b10, b11, b12, b13, b14, b15)
+    VALUES (substr(COALESCE(NEW.finished_at, NEW.created_at), 1, 13),
+            NEW.job, COALESCE(NEW.schedule_id, ''),
+            0, 0, 0, 1, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+    ON CONFLICT (hour, job, schedule_id) DO UPDATE SET skipped = skipped + 1;
+END;
+-- The runs finished before this version count too.
+INSERT INTO run_stats (hour, job, schedule_id, succeeded, failed, cancelled, skipped,
+                       timed, duration_sum,
+                       b01, b02, b03, b04, b05, b06, b07, b08,
+                       b09, b10, b11, b12, b13, b14, b15)
+SELECT hour, job, schedule_id, SUM(status = 'succeeded'), SUM(status = 'failed'),
+       SUM(status = 'cancelled'), SUM(status = 'skipped'), SUM(d IS NOT NULL),
+       COALESCE(SUM(d), 0),
+       SUM(COALESCE(d <= 0.005, 0)), SUM(COALESCE(d <= 0.01, 0)), SUM(COALESCE(d <= 0.025, 0)),
+       SUM(COALESCE(d <= 0.05, 0)), SUM(COALESCE(d <= 0.1, 0)), SUM(COALESCE(d <= 0.25, 0)),
+       SUM(COALESCE(d <= 0.5, 0)), SUM(COALESCE(d <= 1, 0)), SUM(COALESCE(d <= 2.5, 0)),
+       SUM(COALESCE(d <= 5, 0)), SUM(COALESCE(d <= 10, 0)), SUM(COALESCE(d <= 30, 0)),
+       SUM(COALESCE(d <= 60, 0)), SUM(COALESCE(d <= 120, 0)), SUM(COALESCE(d <= 300, 0))
+FROM (SELECT substr(COALESCE(finished_at, created_at), 1, 13) AS hour, job,
+             COALESCE(schedule_id, '') AS schedule_id, status,
+             CASE WHEN status <> 'skipped'
+                  THEN (julianday(finished_at) - julianday(started_at)) * 86400.0 END AS d
+      FROM runs
+      WHERE status NOT IN ('pending', 'running'))
+GROUP BY hour, job, schedule_id;
+INSERT INTO run_error_stats (hour, job, schedule_id, error_class, failed)
+SELECT hour, job, schedule_id, error_class, COUNT(*)
+FROM (SELECT substr(COALESCE(finished_at, created_at), 1, 13) AS hour, job,
+             COALESCE(schedule_id, '') AS schedule_id,
+             COALESCE((SELECT error_type FROM step_results AS s
+                       WHERE run_id = runs.id AND status = 'failed' AND error_type IS NOT NULL
+                         AND attempt = (SELECT MAX(attempt) FROM step_results
+                                        WHERE run_id = s.run_id AND position = s.position)
+                       ORDER BY position LIMIT 1), 'unknown') AS error_class
+      FROM runs
+      WHERE status = 'failed')
+GROUP BY hour, job, schedule_id, error_class;
+-- Per job and schedule (and per job, '*'): the newest executed run, the first one's time,
+-- and the failed runs newer than the newest success.
+INSERT INTO run_latest (job, schedule_id, run_id, status, finished_at, first_finished_at,
+                        consecutive_failures)
+SELECT job, key, id, status, done, first_done, failures
+FROM (SELECT job, key, id, status, done,
+             MIN(done) OVER whole AS first_done,
+             SUM(status = 'failed' AND successes_since = 0) OVER whole AS failures,
+             ROW_NUMBER() OVER (PARTITION BY job, key ORDER BY done DESC, id DESC) AS newest
+      FROM (SELECT job, key, id, status, done,
+                   SUM(status = 'succeeded') OVER (
+                       PARTITION BY job, key ORDER BY done DESC, id DESC
+                       ROWS UNBOUNDED PRECEDING) AS successes_since
+            FROM (SELECT job, COALESCE(schedule_id, '') AS key, id, status,
+                         COALESCE(finished_at, created_at) AS done
+                  FROM runs
+                  WHERE status NOT IN ('pending', 'running', 'skipped')
+                  UNION ALL
+                  SELECT job, '*', id, status, COALESCE(finished_at, created_at)
+                  FROM runs
+                  WHERE status NOT IN ('pending', 'running', 'skipped')))
+      WINDOW whole AS (PARTITION BY job, key))
+WHERE newest = 1;
+-- Downtime windows of a job: opened after incident_threshold failed runs in a row, resolved
+-- by the next success. started_at is when the first failed run of the streak started.
+CREATE TABLE incidents (
+    id TEXT PRIMARY KEY,
+    job TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    opened_at TEXT NOT NULL,
+    resolved_at TEXT,
+    failed_runs INTEGER NOT NULL,
+    error_class TEXT,
+    cause TEXT,
+    first_failed_run_id TEXT,
+    last_failed_run_id TEXT,
+    resolved_by_run_id TEXT
+);
+-- At most one open incident per job, whichever daemon (or restart of one) opens it.
+CREATE UNIQUE INDEX incidents_open_job ON incidents (job) WHERE resolved_at IS NULL;
+CREATE INDEX incidents_started ON incidents (started_at, id);
+CREATE INDEX incidents_job_started ON incidents (job, started_at);
+
+-- name: fold_run_stats
+-- Add the hours from the last fold up to :before to the lifetime rows; then
+-- advance_run_stats_fold, in the same transaction, so that no hour is added twice.
+INSERT INTO run_stats (hour, job, schedule_id, succeeded, failed, cancelled, skipped,
+                       timed, duration_sum,
+                       b01, b02, b03, b04, b05, b06, b07, b08,
+                       b09, b10, b11, b12, b13, b14, b15)
+SELECT '', job, schedule_id, SUM(succeeded) AS succeeded, SUM(failed) AS failed,
+       SUM(cancelled) AS cancelled, SUM(skipped) AS skipped, SUM(timed) AS timed,
+       SUM(duration_sum) AS duration_sum,
+       SUM(b01) AS b01, SUM(b02) AS b02, SUM(b03) AS b03, SUM(b04) AS b04, SUM(b05) AS b05,
+       SUM(b06) AS b06, SUM(b07) AS b07, SUM(b08) AS b08, SUM(b09) AS b09, SUM(b10) AS b10,
+       SUM(b11) AS b11, SUM(b12) AS b12, SUM(b13) AS b13, SUM(b14) AS b14, SUM(b15) AS b15
+FROM run_stats
+WHERE hour > '' AND hour >= (SELECT folded_before FROM run_stats_meta WHERE id = 1)
+  AND hour < :before
+GROUP BY job, schedule_id
+ON CONFLICT (hour, job, schedule_id) DO UPDATE SET
+    succeeded = succeeded + excluded.succeeded,
+    failed = failed + excluded.failed,
+    cancelled = cancelled + excluded.cancelled,
+    skipped = skipped + excluded.skipped,
+    timed = timed + excluded.timed,
+    duration_sum = duration_sum + excluded.duration_sum,
+    b01 = b01 + excluded.b01, b02 = b02 + excluded.b02, b03 = b03 + excluded.b03,
+    b04 = b04 + excluded.b04, b05 = b05 + excluded.b05, b06 = b06 + excluded.b06,
+    b07 = b07 + excluded.b07, b08 = b08 + excluded.b08, b09 = b09 + excluded.b09,
+    b10 = b10 + excluded.b10, b11 = b11 + excluded.b11, b12 = b12 + excluded.b12,
+    b13 = b13 + excluded.b13, b14 = b14 + excluded.b14, b15 = b15 + excluded.b15;
+
+-- name: fold_run_error_stats
+INSERT INTO run_error_stats (hour, job, schedule_id, error_class, failed)
+SELECT '', job, schedule_id, error_class, SUM(failed)
+FROM run_error_stats
+WHERE hour > '' AND hour >= (SELECT folded_before FROM run_stats_meta WHERE id = 1)
+  AND hour < :before
+GROUP BY job, schedule_id, error_class
+ON CONFLICT (hour, job, schedule_id, error_class) DO UPDATE SET
+    failed = failed + excluded.failed;
+
+-- name: advance_run_stats_fold
+UPDATE run_stats_meta SET folded_before = :before WHERE id = 1 AND folded_before < :before;
+
+-- name: drop_run_stats
+-- Hour rows before :before that are folded already; the lifetime rows stay.
+DELETE FROM run_stats
+WHERE hour > '' AND hour < :before
+  AND hour < (SELECT folded_before FROM run_stats_meta WHERE id = 1);
+
+-- name: drop_run_error_stats
+DELETE FROM run_error_stats
+WHERE hour > '' AND hour < :before
+  AND hour < (SELECT folded_before FROM run_stats_meta WHERE id = 1);
+
+-- name: run_stats_since
+SELECT job, schedule_id, SUM(succeeded) AS succeeded, SUM(failed) AS failed,
+       SUM(cancelled) AS cancelled, SUM(skipped) AS skipped, SUM(timed) AS timed,
+       SUM(duration_sum) AS duration_sum,
+       SUM(b01) AS b01, SUM(b02) AS b02, SUM(b03) AS b03, SUM(b04) AS b04, SUM(b05) AS b05,
+       SUM(b06) AS b06, SUM(b07) AS b07, SUM(b08) AS b08, SUM(b09) AS b09, SUM(b10) AS b10,
+       SUM(b11) AS b11, SUM(b12) AS b12, SUM(b13) AS b13, SUM(b14) AS b14, SUM(b15) AS b15
+FROM run_stats
+WHERE hour >= :since
+GROUP BY job, schedule_id;
+
+-- name: run_stats_lifetime
+-- The lifetime row plus the hours not folded into it yet.
+SELECT job, schedule_id, SUM(succeeded) AS succeeded, SUM(failed) AS failed,
+       SUM(cancelled) AS cancelled, SUM(skipped) AS skipped, SUM(timed) AS timed,
+       SUM(duration_sum) AS duration_sum,
+       SUM(b01) AS b01, SUM(b02) AS b02, SUM(b03) AS b03, SUM(b04) AS b04, SUM(b05) AS b05,
+       SUM(b06) AS b06, SUM(b07) AS b07, SUM(b08) AS b08, SUM(b09) AS b09, SUM(b10) AS b10,
+       SUM(b11) AS b11, SUM(b12) AS b12, SUM(b13) AS b13, SUM(b14) AS b14, SUM(b15) AS b15
+FROM run_stats
+WHERE hour = '' OR hour >= (SELECT folded_before FROM run_stats_meta WHERE id = 1)
+GROUP BY job, schedule_id;
+
+-- name: run_error_stats_since
+SELECT job, schedule_id, error_class, SUM(failed) AS failed
+FROM run_error_stats
+WHERE hour >= :since
+GROUP BY job, schedule_id, error_class;
+
+-- name: run_error_stats_lifetime
+SELECT job, schedule_id, error_class, SUM(failed) AS failed
+FROM run_error_stats
+WHERE hour = '' OR hour >= (SELECT folded_before FROM run_stats_meta WHERE id = 1)
+GROUP BY job, schedule_id, error_class;
+
+-- name: latest_runs
+SELECT * FROM run_latest;
+
+-- name: count_schedules_by_status
+SELECT status, COUNT(*) AS schedules FROM schedules GROUP BY status;
+
+-- name: stats_names
+-- Names by id, schedules' and targets' alike (both are time-ordered UUIDs, or a file
+-- schedule's `pipeline.<name>`, so they never collide).
+SELECT id, name FROM schedules
+UNION ALL
+SELECT id, name FROM targets;
+
+-- name: insert_incident
+-- Nothing when the job has an open incident already (the partial unique index).
+INSERT INTO incidents (id, job, started_at, opened_at, resolved_at, failed_runs, error_class,
+                       cause, first_failed_run_id, last_failed_run_id, resolved_by_run_id)
+VALUES (:id, :job, :started_at, :opened_at, :resolved_at, :failed_runs, :error_class,
+        :cause, :first_failed_run_id, :last_failed_run_id, :resolved_by_run_id)
+ON CONFLICT DO NOTHING;
+
+-- name: resolve_incident
+UPDATE incidents
+SET resolved_at = :resolved_at,
+    resolved_by_run_id = :resolved_by_run_id,
+    failed_runs = MAX(failed_runs, :failed_runs)
+WHERE id = :id AND resolved_at IS NULL
+RETURNING *;
+
+-- name: list_incidents
+-- Newest first. :since keeps the incidents that were open at some moment at or after it.
+SELECT * FROM incidents
+WHERE (:status IS NULL OR (:status = 'open') = (resolved_at IS NULL))
+  AND (:job IS NULL OR job = :job)
+  AND (:since IS NULL OR resolved_at IS NULL OR resolved_at >= :since)
+ORDER BY started_at DESC, id DESC
+LIMIT :limit OFFSET :offset;

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import NamedTuple, Protocol
 
 from cronmgr.models import Run, RunStatus, Schedule, ScheduleStatus, StepResult, Target
@@ -33,6 +35,127 @@ class Progress(NamedTuple):
     circuit_open_until: datetime | None = None
     status: ScheduleStatus | None = None
     status_reason: str | None = None
+    # The schedule's revision the engine worked from. When the API has written the
+    # schedule since (a resume resets the failure count and the circuit), the engine's
+    # older failure count and circuit must not overwrite it; None writes them regardless.
+    revision: int | None = None
+
+
+DURATION_BOUNDS: tuple[float, ...] = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0
+)  # fmt: skip
+"""Upper bounds (seconds) of the run duration histogram the store keeps; +Inf is implied."""
+
+NO_SCHEDULE = ""
+"""The schedule_id of run statistics of runs without a schedule (manual runs)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RunStats:
+    """Finished runs of one job and schedule, counted over some span of time."""
+
+    job: str
+    schedule_id: str
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+    timed: int = 0
+    """Runs with a duration (all but skipped ones): the +Inf bucket."""
+    duration_sum: float = 0.0
+    duration_buckets: tuple[int, ...] = (0,) * len(DURATION_BOUNDS)
+    """Cumulative: timed runs that took at most each of DURATION_BOUNDS."""
+    errors: Mapping[str, int] = field(default_factory=dict)
+    """Failed runs by error class."""
+
+    @property
+    def total(self) -> int:
+        """Every finished run counted."""
+        return self.succeeded + self.failed + self.cancelled + self.skipped
+
+    def merged(self, other: RunStats) -> RunStats:
+        """These counts plus `other`'s (of another schedule of the same job, say)."""
+        errors = dict(self.errors)
+        for name, count in other.errors.items():
+            errors[name] = errors.get(name, 0) + count
+        return RunStats(
+            job=self.job,
+            schedule_id=self.schedule_id,
+            succeeded=self.succeeded + other.succeeded,
+            failed=self.failed + other.failed,
+            cancelled=self.cancelled + other.cancelled,
+            skipped=self.skipped + other.skipped,
+            timed=self.timed + other.timed,
+            duration_sum=self.duration_sum + other.duration_sum,
+            duration_buckets=tuple(
+                a + b for a, b in zip(self.duration_buckets, other.duration_buckets, strict=True)
+            ),
+            errors=errors,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LatestRun:
+    """The last run that executed of a job and schedule (skipped slots do not count)."""
+
+    job: str
+    schedule_id: str | None
+    """None: the job as a whole, whichever schedule (or none) ran it."""
+    run_id: str
+    status: RunStatus
+    finished_at: datetime
+    first_finished_at: datetime
+    consecutive_failures: int
+
+
+@dataclass(frozen=True, slots=True)
+class MetricsSummary:
+    """What the store counted about finished runs, read from one snapshot."""
+
+    window: list[RunStats]
+    """Per job and schedule, the hour buckets since the requested hour."""
+    lifetime: list[RunStats]
+    """Per job and schedule, since the first run (purged runs included)."""
+    latest: list[LatestRun]
+    schedules: dict[ScheduleStatus, int]
+    """How many schedules are in each status."""
+    names: dict[str, str]
+    """Names of the schedules and targets the statistics mention, by id."""
+
+
+class IncidentStatus(StrEnum):
+    """Whether an incident is still going on."""
+
+    OPEN = "open"
+    RESOLVED = "resolved"
+
+
+@dataclass(frozen=True, slots=True)
+class Incident:
+    """A downtime window of a job: from its first failed run in a row to its next success."""
+
+    id: str
+    job: str
+    started_at: datetime
+    """When the first failed run of the streak started."""
+    opened_at: datetime
+    """When the threshold was reached and the incident opened."""
+    failed_runs: int
+    error_class: str | None = None
+    cause: str | None = None
+    first_failed_run_id: str | None = None
+    last_failed_run_id: str | None = None
+    resolved_at: datetime | None = None
+    resolved_by_run_id: str | None = None
+
+    @property
+    def status(self) -> IncidentStatus:
+        """Open until a successful run resolves it."""
+        return IncidentStatus.OPEN if self.resolved_at is None else IncidentStatus.RESOLVED
+
+    def duration_seconds(self, now: datetime) -> float:
+        """How long the job was (or has been, until `now`) down."""
+        return ((self.resolved_at or now) - self.started_at).total_seconds()
 
 
 class Store(Protocol):
@@ -168,4 +291,41 @@ class Store(Protocol):
 
     async def close(self) -> None:
         """Flush and release the connection."""
+        ...
+
+    # Metrics and incidents
+
+    async def metrics_summary(self, since: datetime) -> MetricsSummary:
+        """Run statistics: per hour bucket from the hour of `since` on, and lifetime totals.
+
+        Maintained as runs finish, so reading them costs the same however many runs exist,
+        and purging runs leaves them as they are.
+        """
+        ...
+
+    async def compact_run_stats(self, fold_before: datetime, drop_before: datetime) -> int:
+        """Fold the hour buckets before `fold_before` into the lifetime totals (once), drop
+        the folded ones before `drop_before`; how many hour rows were dropped."""
+        ...
+
+    async def open_incident(self, incident: Incident) -> bool:
+        """Record a new open incident; False when the job has an open one already."""
+        ...
+
+    async def resolve_incident(
+        self, incident_id: str, resolved_at: datetime, run_id: str | None, failed_runs: int
+    ) -> Incident | None:
+        """Close an open incident; the incident as stored, None when it was not open."""
+        ...
+
+    async def list_incidents(
+        self,
+        *,
+        status: IncidentStatus | None = None,
+        job: str | None = None,
+        since: datetime | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Incident]:
+        """Incidents, newest first; `since` keeps those open at some moment at or after it."""
         ...

@@ -1,0 +1,308 @@
+"""The dashboard in a real browser: headless Chromium, driven by Playwright.
+
+Debian's `chromium` is used as it is installed (`executable_path`); Playwright downloads
+no browser of its own. Without the Playwright package or without Chromium, every test
+here is skipped and says which is missing and how `make test` installs it.
+
+Each test drives a real controller (and its daemon) the way a person would: log in,
+press the buttons, watch the page change by itself. Each saves a screenshot of the pages
+it visits: into the test's temporary directory, or, with CRONMGR_SCREENSHOTS=1, into
+docs/screenshots/ for the README. The log page shows the homes' paths, so the README's
+set is made with a neutral base directory:
+
+    CRONMGR_SCREENSHOTS=1 .venv/bin/python -m pytest -p no:cacheprovider \
+        --basetemp=/srv/cronmgr-demo tests/test_dashboard_browser.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import REPO, Controller, wait_for
+
+sync_api = pytest.importorskip(
+    "playwright.sync_api",
+    reason="the Playwright package is not installed: pip install -e '.[browser]' (make test does)",
+)
+CHROMIUM = os.environ.get("CRONMGR_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+pytestmark = pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK),
+    reason=f"no Chromium at {CHROMIUM}: apt-get install chromium (make test tries), "
+    "or point CRONMGR_CHROMIUM at one",
+)
+Page = sync_api.Page
+expect = sync_api.expect
+
+# Straight to 127.0.0.1, whatever proxy the environment configures.
+OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+DESKTOP = {"width": 1280, "height": 860}
+PHONE = {"width": 390, "height": 844}
+# Shell steps, so that the screenshots show no interpreter's path.
+HELLO = """\
+description = "says hello"
+[[steps]]
+name = "hello"
+shell = "echo hello from cronmgr"
+"""
+FAILING = """\
+description = "fails on purpose, every second"
+[schedule]
+type = "interval"
+interval_seconds = 1
+[[steps]]
+name = "check"
+shell = "echo 'upstream returned 503'; exit 2"
+"""
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the whole module."""
+    with sync_api.sync_playwright() as playwright:
+        try:
+            launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        except sync_api.Error as exc:  # a browser that cannot start here (libraries, version)
+            pytest.skip(f"Chromium at {CHROMIUM} does not start under Playwright: {exc}")
+        try:
+            yield launched
+        finally:
+            launched.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: docs/screenshots with CRONMGR_SCREENSHOTS=1, else tmp_path."""
+    if os.environ.get("CRONMGR_SCREENSHOTS") == "1":
+        folder = REPO / "docs" / "screenshots"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    return tmp_path
+
+
+@pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Page]]:
+    """New pages in contexts of their own (cookies apart), all closed after the test."""
+    contexts: list[Any] = []
+
+    def factory(viewport: dict[str, int] = DESKTOP, javascript: bool = True) -> Page:
+        context = browser.new_context(viewport=viewport, java_script_enabled=javascript)
+        context.set_default_timeout(10_000)
+        contexts.append(context)
+        return context.new_page()
+
+    yield factory
+    for context in contexts:
+        context.close()
+
+
+def controller_with_hello(factory: Callable[..., Controller], **overrides: Any) -> Controller:
+    """A real controller whose home has the `hello` pipeline too."""
+    controller = factory(**overrides)
+    (controller.settings.pipelines_path / "hello.toml").write_text(HELLO)
+    return controller
+
+
+def api(controller: Controller, method: str, path: str, body: Any = None) -> Any:
+    """One call of the REST API with the bearer token; the JSON answer."""
+    request = urllib.request.Request(
+        controller.url + path,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={**controller.headers, "Content-Type": "application/json"},
+    )
+    with OPENER.open(request, timeout=30) as resp:
+        return json.loads(resp.read() or b"null")
+
+
+def log_in(page: Page, controller: Controller, path: str = "/ui/") -> None:
+    """Open a dashboard page, get sent to the login form, log in and land on the page."""
+    page.goto(controller.url + path)
+    expect(page.get_by_role("heading", name="Log in")).to_be_visible()
+    page.get_by_label("API token").fill(controller.token)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(controller.url + path)
+
+
+def shoot(page: Page, shots: Path, name: str) -> None:
+    """A full-page screenshot, named for the page."""
+    page.screenshot(path=str(shots / f"{name}.png"), full_page=True)
+
+
+def runs_of(controller: Controller, query: str) -> list[dict[str, Any]]:
+    """Runs as the API lists them."""
+    found: list[dict[str, Any]] = api(controller, "GET", f"/api/v1/runs?{query}")
+    return found
+
+
+def test_log_in_start_the_daemon_and_watch_a_run_appear(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """Login, Start, the state turns running, a run shows up by itself, its page, Stop."""
+    controller = controller_with_hello(controller_factory)
+    page = open_page()
+    page.goto(controller.url + "/ui/")
+    expect(page.get_by_label("API token")).to_be_visible()
+    shoot(page, shots, "login")
+    page.get_by_label("API token").fill("wrong-token-wrong-token")
+    page.get_by_role("button", name="Log in").click()
+    expect(page.get_by_role("alert")).to_have_text("That is not the API token.")
+    log_in(page, controller)
+    expect(page.locator("#daemon-state")).to_have_text("stopped")
+
+    page.get_by_label("Pipeline").select_option("hello")
+    page.get_by_label("Every (seconds, at least 10)").fill("10")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator("#daemon-state")).to_have_text("running")
+    expect(page.get_by_role("status")).to_contain_text("Daemon started (PID: ")
+    # No reload from here on: the page's script brings the run in when it is recorded.
+    recent = page.locator("#recent-runs")
+    expect(recent.locator(".s-succeeded")).to_have_count(1, timeout=15_000)
+    expect(page.locator("#next-runs")).to_contain_text("pipeline hello")
+    shoot(page, shots, "overview")
+
+    recent.get_by_role("link", name="…").first.click()
+    expect(page.locator("#steps")).to_contain_text("1. hello")
+    expect(page.locator("pre.output")).to_have_text("stdout: hello from cronmgr")
+    shoot(page, shots, "run")
+
+    page.get_by_role("link", name="Overview").click()
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#daemon-state")).to_have_text("stopped")
+    assert not controller.settings.pid_file.exists()
+
+
+def test_pause_a_schedule_with_its_sparkline(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """A target polled every second fills its sparkline; Pause stops it, Resume restarts."""
+    controller = controller_with_hello(controller_factory)
+    target = api(
+        controller,
+        "POST",
+        "/api/v1/targets",
+        {
+            "name": "<script>alert(1)</script> health",
+            "url": f"{controller.url}/health?token=s3cr3t-in-url",
+            "headers": {"Authorization": "Bearer s3cr3t-header", "X-Trace": "dashboard-test"},
+        },
+    )
+    schedule = api(
+        controller,
+        "POST",
+        "/api/v1/schedules",
+        {
+            "name": "controller health",
+            "schedule_type": "interval",
+            "interval_seconds": 1,
+            "target_id": target["id"],
+        },
+    )
+    api(controller, "POST", "/api/cron/start", {"interval_seconds": 60, "pipeline": "hello"})
+    wait_for(
+        lambda: len(runs_of(controller, f"schedule_id={schedule['id']}&status=succeeded")) >= 3,
+        what="three runs of the health schedule",
+    )
+    page = open_page()
+    log_in(page, controller, "/ui/schedules")
+    row = page.locator(f"#schedule-{schedule['id']}")
+    expect(row).to_contain_text("<script>alert(1)</script> health")  # as text, not as markup
+    assert row.locator("svg.spark rect.s-succeeded").count() >= 3
+    expect(row.locator(".badge").first).to_have_text("active")
+    shoot(page, shots, "schedules")
+
+    row.get_by_role("button", name="Pause").click()
+    expect(page.get_by_role("status")).to_have_text("Schedule controller health paused")
+    expect(row.locator(".badge").first).to_have_text("paused")
+    assert api(controller, "GET", f"/api/v1/schedules/{schedule['id']}")["status"] == "paused"
+    row.get_by_role("button", name="Resume").click()
+    expect(row.locator(".badge").first).to_have_text("active")
+
+    page.get_by_role("link", name="Targets").click()
+    body = page.locator("main").inner_text()
+    assert (
+        "Authorization: ***" in body and "token=***" in body and "X-Trace: dashboard-test" in body
+    )
+    assert "s3cr3t" not in page.content()
+    shoot(page, shots, "targets")
+
+
+def test_follow_the_log_live_with_filters(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """The log page follows over server-sent events: a new run's output shows by itself."""
+    controller = controller_with_hello(controller_factory)
+    api(controller, "POST", "/api/cron/start", {"interval_seconds": 60, "pipeline": "hello"})
+    wait_for(lambda: runs_of(controller, "status=succeeded"), what="the first run")
+    page = open_page()
+    log_in(page, controller, "/ui/logs")
+    expect(page.locator("#follow-state")).to_have_text("Following the log live.")
+    before = page.locator("#log tbody tr").count()
+    run = api(controller, "POST", "/api/v1/pipelines/hello/run")
+    line = page.locator("#log tbody tr", has_text="line=hello from cronmgr")
+    expect(line.filter(has_text=run["id"][:13])).to_have_count(1, timeout=15_000)
+    assert page.locator("#log tbody tr").count() > before
+    shoot(page, shots, "logs")
+
+    page.get_by_label("Run", exact=True).fill(run["id"])
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#follow-state")).to_have_text("Following the log live.")
+    rows = page.locator("#log tbody tr")
+    expect(rows.first).to_be_visible()
+    assert all(run["id"][:13] in text for text in rows.all_inner_texts())
+    page.get_by_label("Level at least").select_option("error")
+    page.get_by_role("button", name="Show").click()
+    expect(page.locator("#log tbody tr")).to_have_count(0)
+
+
+def test_pipelines_run_now_and_an_incident(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """Run now from the pipelines page; a pipeline failing run after run opens an incident."""
+    controller = controller_with_hello(controller_factory, incident_threshold=2)
+    (controller.settings.pipelines_path / "flaky.toml").write_text(FAILING)
+    api(controller, "POST", "/api/cron/start", {"interval_seconds": 60, "pipeline": "hello"})
+    page = open_page()
+    log_in(page, controller, "/ui/pipelines")
+    card = page.locator("#pipeline-hello")
+    card.get_by_role("button", name="Run now").click()
+    expect(page.get_by_role("status")).to_contain_text("of pipeline hello asked for")
+    expect(page.locator("#pipeline-flaky")).to_contain_text("every 1 s")
+    expect(page.locator("#pipeline-flaky .badge").first).to_have_text("failed", timeout=15_000)
+    shoot(page, shots, "pipelines")
+
+    page.get_by_role("link", name="flaky").click()
+    expect(page.get_by_role("heading", name="Pipeline flaky")).to_be_visible()
+    shoot(page, shots, "pipeline")
+
+    page.get_by_role("link", name="Incidents").click()
+    incident = page.locator("#incidents tbody tr", has_text="pipeline flaky")
+    expect(incident).to_have_count(1, timeout=15_000)
+    expect(incident).to_contain_text("open")
+    shoot(page, shots, "incidents")
+
+
+def test_a_phone_and_no_javascript(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """On a phone's width nothing runs off the side; without JavaScript the forms still work."""
+    controller = controller_with_hello(controller_factory)
+    page = open_page(viewport=PHONE, javascript=False)
+    log_in(page, controller)
+    page.get_by_label("Pipeline").select_option("hello")
+    page.get_by_role("button", name="Start", exact=True).click()
+    expect(page.locator("#daemon-state")).to_have_text("running")
+    wait_for(lambda: runs_of(controller, "status=succeeded"), what="the first run")
+    page.reload()  # no script: a reload is how this page gets newer
+    expect(page.locator("#recent-runs .s-succeeded")).to_have_count(1)
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than the phone"
+    shoot(page, shots, "overview-phone")
+    page.get_by_role("button", name="Stop").click()
+    expect(page.locator("#daemon-state")).to_have_text("stopped")
