@@ -316,6 +316,45 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
         when its overlap policy forbids a second run or the daemon is not running."""
         return self._json(Call("POST", _path("pipelines", name, "run")))
 
+    # --- observability ----------------------------------------------------------------
+
+    def metrics(self, window_hours: int | None = None) -> J:
+        """Per schedule, target and pipeline: runs, success rate, percentiles, availability;
+        the daemon's rate, lag and queue depth (`GET /api/v1/metrics`)."""
+        return self._json(Call("GET", "/api/v1/metrics", query=_query(window_hours=window_hours)))
+
+    def prometheus_metrics(self) -> T:
+        """The same figures in Prometheus text exposition."""
+        return self._text(Call("GET", "/api/v1/metrics/prometheus"))
+
+    def list_incidents(
+        self,
+        status: str | None = None,
+        *,
+        job: str | None = None,
+        target_id: str | None = None,
+        pipeline: str | None = None,
+        since: Moment | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> A:
+        """One page of incidents (downtime windows), newest first, filtered."""
+        query = _query(
+            status=status,
+            job=job,
+            target_id=target_id,
+            pipeline=pipeline,
+            since=since,
+            limit=limit,
+            offset=offset,
+        )
+        return self._array(Call("GET", _path("incidents"), query=query))
+
+    def test_notifications(self, webhook: str | None = None) -> J:
+        """Send a `test` event to every webhook (or the one named); the delivery results."""
+        query = _query(webhook=webhook)
+        return self._json(Call("POST", "/api/v1/notifications/test", query=query))
+
     def openapi(self) -> J:
         """The controller's OpenAPI 3.1 document."""
         return self._json(Call("GET", "/openapi.json"))

@@ -187,6 +187,15 @@ FIXED_SCHEMAS: dict[str, Schema] = {
                 "description": "Ids of pipeline runs waiting (concurrency limits, queue policy).",
             },
             "next_runs": {"type": "array", "items": {"type": "object"}},
+            "heartbeat_at": {
+                "type": ["string", "null"],
+                "format": "date-time",
+                "description": "When the daemon last published its state (every few seconds).",
+            },
+            "schedule_lag_seconds": {
+                "type": ["object", "null"],
+                "description": "How late slots fired lately: last, p50, p99 and samples.",
+            },
             "timestamp": _TIME,
         },
         "required": ["is_running", "pid", "message"],

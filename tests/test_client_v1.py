@@ -257,3 +257,34 @@ async def test_pipelines_and_the_openapi_document(api: Api) -> None:
     document = await api.openapi()
     assert document["openapi"].startswith("3.1")
     assert {"/api/v1/runs", "/api/v1/schedules/{id}/next"} <= document["paths"].keys()
+
+
+# --- observability -------------------------------------------------------------------------
+
+
+async def test_metrics_prometheus_incidents_and_notifications(
+    api: Api, controller: Controller
+) -> None:
+    """A failed run shows in the metrics and the Prometheus text; incidents list (none
+    yet, a bad filter is InvalidInput); a test notification without webhooks is a
+    Conflict."""
+    target = await api.create_target("Observed", "https://example.com/")
+    schedule = await api.create_schedule(
+        "Hourly", "cron", cron_expression="0 * * * *", target_id=target["id"]
+    )
+    async with open_store(controller.settings.store_url) as store:
+        job = f"target:{target['id']}"
+        run = Run(new_id(), job, SLOT_0, Trigger.SCHEDULE, RunStatus.RUNNING, schedule["id"])
+        assert await store.insert_run(run)
+        await store.update_run(run.id, RunStatus.FAILED, finished_at=utcnow(), error="boom")
+
+    report = await api.metrics(window_hours=168)
+    (entry,) = [s for s in report["schedules"] if s["schedule_id"] == schedule["id"]]
+    assert entry["runs"]["failed"] == 1 and entry["success_rate"] == 0
+    text = await api.prometheus_metrics()
+    assert "cronmgr_runs_total" in text and schedule["id"] in text
+    assert await api.list_incidents(status="open", target_id=target["id"]) == []
+    with pytest.raises(InvalidInput):
+        await api.list_incidents(status="sleeping")
+    with pytest.raises(Conflict):
+        await api.test_notifications()

@@ -3,7 +3,10 @@ the events, and end to end, a real daemon watching a local target go down and co
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -250,6 +253,20 @@ def test_the_error_class_is_the_first_step_whose_last_attempt_failed() -> None:
 # --- end to end -----------------------------------------------------------------------------
 
 
+HOOK_SECRET = "incident-hook-secret"
+
+
+def signed(header: str, body: bytes) -> bool:
+    """Whether `header` is `t=<unix>,v1=<HMAC-SHA256 of "<t>.<body>">` under HOOK_SECRET,
+    checked here independently of cronmgr's own signing code."""
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    if not {"t", "v1"} <= fields.keys():
+        return False
+    mac = hmac.new(HOOK_SECRET.encode(), f"{fields['t']}.".encode() + body, hashlib.sha256)
+    fresh = abs(time.time() - int(fields["t"])) < 300
+    return fresh and hmac.compare_digest(mac.hexdigest(), fields["v1"])
+
+
 @dataclass
 class WebhookController(Controller):
     """A controller whose config has one webhook (the way a config file's [[webhooks]]
@@ -259,16 +276,21 @@ class WebhookController(Controller):
 
     def env(self) -> dict[str, str]:
         """The controller's environment, with the webhook."""
-        return {**super().env(), "CRONMGR_WEBHOOKS": json.dumps([{"url": self.webhook_url}])}
+        hook = {"url": self.webhook_url, "secret": HOOK_SECRET}
+        return {**super().env(), "CRONMGR_WEBHOOKS": json.dumps([hook])}
 
 
 @pytest.fixture
 async def webhook(aiohttp_server: ServerFactory) -> AsyncIterator[tuple[str, list[Any]]]:
-    """A local webhook receiver: its URL and the JSON bodies it was sent."""
+    """A local webhook receiver: its URL and the JSON bodies it was sent (only those whose
+    signature is valid; a bad one fails the request, so the sender would retry)."""
     received: list[Any] = []
 
     async def handle(request: web.Request) -> web.Response:
-        received.append(await request.json())
+        body = await request.read()
+        if not signed(request.headers.get("X-Cronmgr-Signature", ""), body):
+            return web.Response(status=401)
+        received.append(json.loads(body))
         return web.Response(status=204)
 
     app = web.Application()
