@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 from aiohttp import web
 from pydantic import BaseModel
 
-from cronmgr.control import STATE_FILENAME, read_json
+from cronmgr.control import STATE_FILENAME, DaemonControl, read_json
 from cronmgr.errors import Conflict, InvalidInput, NotFound
 from cronmgr.incidents import incident_body
 from cronmgr.metrics import metrics_report, window_start
@@ -429,21 +429,33 @@ async def run_pipeline(request: web.Request) -> web.Response:
     (the default without a schedule) and a run of it is in flight or waiting.
     """
     pipeline = (await _pipelines(request)).get(request.match_info["name"])
-    control = request.app[CONTROL]
+    run = await request_pipeline_run(
+        _store(request), request.app[CONTROL], pipeline, "POST /api/cron/start"
+    )
+    return json_response({**run_summary(run), "pipeline": pipeline.name}, status=202)
+
+
+async def request_pipeline_run(
+    store: Store, control: DaemonControl, pipeline: Pipeline, how_to_start: str
+) -> Run:
+    """Record a pending manual run of `pipeline` and wake the daemon to carry it out.
+
+    Conflict when the daemon is not running (`how_to_start` says how to start it), or when
+    the overlap policy is `skip` and a run of the pipeline is in flight or waiting. The API
+    and the dashboard both ask for runs through here.
+    """
     if not control.is_running():
         raise Conflict(
             f"the daemon is not running, so pipeline {pipeline.name!r} cannot run: "
-            "start it first (POST /api/cron/start)"
+            f"start it first ({how_to_start})"
         )
-    store = _store(request)
     job = pipeline_job(pipeline.name)
     if pipeline.overlap_policy is OverlapPolicy.SKIP:
         await _refuse_overlap(store, pipeline.name, job)
-    now = utcnow()
-    run = Run(id=new_id(), job=job, scheduled_for=now, trigger=Trigger.API)
+    run = Run(id=new_id(), job=job, scheduled_for=utcnow(), trigger=Trigger.API)
     await store.insert_run(run)
     control.definitions_changed()
-    return json_response({**run_summary(run), "pipeline": pipeline.name}, status=202)
+    return run
 
 
 async def _refuse_overlap(store: Store, name: str, job: str) -> None:

@@ -38,18 +38,16 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from cronmgr import __version__, ui_format
+from cronmgr.api_v1 import request_pipeline_run
 from cronmgr.config import bundled_path
 from cronmgr.control import LaunchSpec
 from cronmgr.errors import Conflict, CronmgrError, Forbidden, InvalidInput, NotFound
 from cronmgr.log_follow import LEVELS, LogFilter, read_page
 from cronmgr.models import (
-    OverlapPolicy,
     Run,
     RunStatus,
     Schedule,
     ScheduleStatus,
-    Trigger,
-    new_id,
     pipeline_job,
     utcnow,
 )
@@ -670,31 +668,10 @@ async def pipeline_page(request: web.Request) -> web.Response:
     return render(request, "ui_pipeline.html", context)
 
 
-async def _refuse_overlap(store: Store, pipeline: Pipeline) -> None:
-    # As the API's run endpoint: with `skip`, one run of a pipeline at a time.
-    for status in (RunStatus.RUNNING, RunStatus.PENDING):
-        busy = await store.list_runs(job=pipeline_job(pipeline.name), status=status, limit=1)
-        if busy:
-            raise Conflict(
-                f"pipeline {pipeline.name} has a run {status.value} already and its overlap "
-                "policy is skip: wait for it to end"
-            )
-
-
 async def _run_now(request: web.Request, form: Form) -> str:
     pipeline = (await _pipelines(request)).get(request.match_info["name"])
-    control, store = request.app[CONTROL], request.app[STORE]
-    if not control.is_running():
-        raise Conflict(
-            f"the daemon is not running, so pipeline {pipeline.name} cannot run: start it first"
-        )
-    if pipeline.overlap_policy is OverlapPolicy.SKIP:
-        await _refuse_overlap(store, pipeline)
-    run = Run(
-        id=new_id(), job=pipeline_job(pipeline.name), scheduled_for=utcnow(), trigger=Trigger.API
-    )
-    await store.insert_run(run)
-    control.definitions_changed()
+    store, control = request.app[STORE], request.app[CONTROL]
+    run = await request_pipeline_run(store, control, pipeline, "the Start button above")
     return f"Run {run.id} of pipeline {pipeline.name} asked for"
 
 
