@@ -303,8 +303,10 @@ async def test_restart_never_runs_a_slot_twice_and_misfires_run_once(
     runs = await runs_of(controller, schedule.id)
     slots = [r.scheduled_for for r in runs]
     assert len(slots) == len(set(slots)), "a slot ran twice"
-    missed = [r for r in runs if r.status is RunStatus.SKIPPED]
-    assert len(missed) == 1 and "missed" in (missed[0].error or "")
+    # On a loaded machine a 1 s run can outlast its interval and be skipped for overlap
+    # ("previous run still running"): that is another record, not a misfire.
+    missed = [r for r in runs if r.status is RunStatus.SKIPPED and "missed" in (r.error or "")]
+    assert len(missed) == 1
     succeeded = [r for r in runs if r.status is RunStatus.SUCCEEDED]
     assert len(succeeded) == hits.count("/ok")
 
