@@ -3,10 +3,7 @@ HTTP target whose health a test switches, and calls to a real controller."""
 
 from __future__ import annotations
 
-import asyncio
-import inspect
 import itertools
-import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -163,21 +160,6 @@ async def add_target_schedule(
     }
     schedule = await api(http, "POST", "/api/v1/schedules", 201, json=body)
     return target, schedule
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> Any:
-    """Poll `predicate()` (awaited when it is a coroutine) until it is truthy; fail after
-    `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 def controller_session(controller: Controller) -> aiohttp.ClientSession:

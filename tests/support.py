@@ -6,6 +6,7 @@ is left (daemon, its steps, the controller) so no test leaks a process into the 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
@@ -16,6 +17,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
+from inspect import isawaitable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,21 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "it") -> Any:
+    """Poll `predicate()` (awaited when it is a coroutine) until it is truthy; fail after
+    `timeout` seconds. The async counterpart of `wait_for`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        await asyncio.sleep(0.1)
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 15.0, what: str = "condition") -> Any:

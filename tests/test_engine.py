@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import itertools
 import os
 import signal
@@ -19,7 +18,7 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import Controller
+from support import Controller, until
 
 from cronmgr import pidfile
 from cronmgr.control import DaemonControl
@@ -143,21 +142,6 @@ async def schedule_now(controller: Controller, schedule_id: str) -> Schedule:
     """The schedule as the store has it."""
     async with open_store(controller.settings.store_url) as store:
         return await store.get_schedule(schedule_id)
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll `predicate()` (awaited when it is a coroutine) until it is truthy; fail after
-    `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if inspect.isawaitable(value):
-            value = await value
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        await asyncio.sleep(0.1)
 
 
 async def test_target_schedule_fires_max_runs_times_then_completes(

@@ -25,9 +25,8 @@ from observability import (
     record_run,
     start_daemon,
     target,
-    until,
 )
-from support import Controller, controller_settings, kill_daemon
+from support import Controller, controller_settings, kill_daemon, until
 
 from cronmgr.incidents import IncidentTracker, failed_step_class
 from cronmgr.models import ErrorType, Run, RunStatus, StepResult, new_id

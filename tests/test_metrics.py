@@ -23,11 +23,10 @@ from observability import (
     record_skip,
     start_daemon,
     target,
-    until,
 )
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
-from support import Controller
+from support import Controller, until
 
 from cronmgr.metrics import (
     LAG_BOUNDS,
