@@ -869,8 +869,10 @@ async def test_many_tasks_share_one_store_without_interleaving_transactions(
     assert (await store.changed_schedules(0)).revision == 10 + 50 + 10
 
 
+CONCURRENT_WRITES = 30
+
 CHILD = """
-import asyncio, sys, time
+import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from cronmgr.store.base import Progress
@@ -879,15 +881,15 @@ from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore
 async def main(path, ids):
     store = await SQLiteStore.open(Path(path))
     print("ready", flush=True)
-    writes, deadline = 0, time.monotonic() + 1.0
-    while time.monotonic() < deadline:
+    writes = 0
+    while writes < int(sys.argv[2]):  # a count, not a time: a loaded machine is slow
         now = datetime.now(UTC)
         await store.record_progress([Progress(i, writes, 0, now, now) for i in ids])
         writes += 1
     await store.close()
     print(writes, flush=True)
 
-asyncio.run(main(sys.argv[1], sys.argv[2:]))
+asyncio.run(main(sys.argv[1], sys.argv[3:]))
 """
 
 
@@ -896,12 +898,19 @@ async def test_a_daemon_process_records_progress_while_the_controller_writes(
 ) -> None:
     target, ids = await add_target_with_schedules(store, 20)
     child = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", CHILD, str(db_path), *ids, stdout=asyncio.subprocess.PIPE
+        sys.executable,
+        "-c",
+        CHILD,
+        str(db_path),
+        str(CONCURRENT_WRITES),
+        *ids,
+        stdout=asyncio.subprocess.PIPE,
     )
     assert child.stdout is not None
     assert await child.stdout.readline() == b"ready\n"
-    inserts, deadline = 0, time.monotonic() + 1.0
-    while time.monotonic() < deadline:
+    inserts = 0
+    # Both sides write a fixed number of times, at once: each waits out the other's lock.
+    while inserts < CONCURRENT_WRITES:
         await store.insert_schedule(make_schedule(target.id, name=f"c{inserts:05d}"))
         inserts += 1
     child_writes = int(await child.stdout.readline())
