@@ -176,8 +176,14 @@ class HttpRunner:
         *,
         context: RequestContext,
         on_attempt: AttemptCallback | None = None,
+        defer_last: bool = False,
     ) -> list[StepResult]:
-        """Send `target`'s request, retrying per its policy; one result per attempt."""
+        """Send `target`'s request, retrying per its policy; one result per attempt.
+
+        With `defer_last`, the last attempt (the one no retry follows) is only returned,
+        not handed to `on_attempt`: the caller records it with the run's end, in one write.
+        An attempt cut short by cancellation is always handed over.
+        """
         session = self.session  # not open: fail here, not as a recorded attempt
         log = structlog.get_logger().bind(run_id=context.run_id, target=target.name)
         results: list[StepResult] = []
@@ -187,6 +193,8 @@ class HttpRunner:
                 result, retry_after = await self._attempt(session, target, this, log, on_attempt)
                 results.append(result)
                 delay = self._delay_before_next(target, result, retry_after)
+                if delay is not None or not defer_last:
+                    await _notify(on_attempt, result)
                 if delay is None:
                     break
                 log.info(
@@ -229,7 +237,6 @@ class HttpRunner:
             await _notify(on_attempt, result)
             raise
         _log_finished(log, result, method, shown_url)
-        await _notify(on_attempt, result)
         return result, exchange.retry_after()
 
     async def _exchange(

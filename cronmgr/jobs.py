@@ -42,6 +42,8 @@ WORK_DIRNAME = "work"
 log = structlog.get_logger("cronmgr.jobs")
 
 Recorder = Callable[[int, StepResult], Awaitable[None]]
+Outcome = tuple[RunStatus, str | None, list[tuple[int, StepResult]]]
+"""How a run ended: its status, its error, and its attempts not recorded yet (position, result)."""
 
 
 class JobRunner:
@@ -136,9 +138,7 @@ class JobRunner:
         if await self.store.insert_run(run):
             log.info("run_skipped", schedule_id=schedule.id, slot=slot.isoformat(), reason=reason)
 
-    async def _execute(
-        self, run: Run, work: Callable[[], Awaitable[tuple[RunStatus, str | None]]]
-    ) -> RunStatus:
+    async def _execute(self, run: Run, work: Callable[[], Awaitable[Outcome]]) -> RunStatus:
         task = asyncio.current_task()
         assert task is not None
         self._running.setdefault(run.job, {})[run.id] = task
@@ -147,8 +147,9 @@ class JobRunner:
         started = log.info if run.job.startswith(PIPELINE_JOB_PREFIX) else log.debug
         started("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
         status, error = RunStatus.FAILED, None
+        steps: list[tuple[int, StepResult]] = []
         try:
-            status, error = await work()
+            status, error, steps = await work()
         except asyncio.CancelledError as exc:
             status, error = RunStatus.CANCELLED, f"cancelled: {_cancel_reason(exc)}"
             raise
@@ -159,7 +160,7 @@ class JobRunner:
             log.exception("run_crashed")
         finally:
             self._forget(run)
-            await self._finish(run, status, error)
+            await self._finish(run, status, error, steps)
         return status
 
     def _forget(self, run: Run) -> None:
@@ -170,11 +171,17 @@ class JobRunner:
             if self.on_job_idle is not None:
                 self.on_job_idle(run.job)
 
-    async def _finish(self, run: Run, status: RunStatus, error: str | None) -> None:
+    async def _finish(
+        self,
+        run: Run,
+        status: RunStatus,
+        error: str | None,
+        steps: list[tuple[int, StepResult]],
+    ) -> None:
         # Shielded: a cancelled run must still be recorded as cancelled, never left running.
         finished = utcnow()
         await asyncio.shield(
-            self.store.update_run(run.id, status, finished_at=finished, error=error)
+            self.store.finish_run(run.id, status, finished_at=finished, error=error, steps=steps)
         )
         if self._on_run_finished is not None:
             self._on_run_finished(run, status, error)
@@ -182,7 +189,7 @@ class JobRunner:
         duration_ms = int((finished - run.started_at).total_seconds() * 1000)
         log.info("run_finished", status=status.value, error=error, duration_ms=duration_ms)
 
-    async def _work(self, schedule: Schedule, run: Run) -> tuple[RunStatus, str | None]:
+    async def _work(self, schedule: Schedule, run: Run) -> Outcome:
         if schedule.target_id is not None:
             return await self._target(await self._target_of(schedule.target_id), run)
         assert schedule.pipeline is not None
@@ -194,19 +201,21 @@ class JobRunner:
             target = self._targets[target_id] = await self.store.get_target(target_id)
         return target
 
-    async def _target(self, target: Target, run: Run) -> tuple[RunStatus, str | None]:
+    async def _target(self, target: Target, run: Run) -> Outcome:
         context = RequestContext(
             run_id=run.id, schedule_id=run.schedule_id, scheduled_for=run.scheduled_for
         )
+        # The last attempt is written with the run's end: one write where there were two.
         attempts = await self.http.run_target(
-            target, context=context, on_attempt=self._attempt_recorder(run)
+            target, context=context, on_attempt=self._attempt_recorder(run), defer_last=True
         )
         last = attempts[-1]
         if last.status is RunStatus.SUCCEEDED:
-            return RunStatus.SUCCEEDED, None
-        return last.status, f"{last.error_type}: {last.error}" if last.error_type else last.error
+            return RunStatus.SUCCEEDED, None, [(0, last)]
+        error = f"{last.error_type}: {last.error}" if last.error_type else last.error
+        return last.status, error, [(0, last)]
 
-    async def _pipeline(self, pipeline: Pipeline, run: Run) -> tuple[RunStatus, str | None]:
+    async def _pipeline(self, pipeline: Pipeline, run: Run) -> Outcome:
         async with self._limits.slot(pipeline, run.id, self._queued_recorder(run)):
             context = StepContext(
                 run_id=run.id,
@@ -224,7 +233,7 @@ class JobRunner:
                 http=self.http,
                 resolve_target=self.store.get_target_by_name,
             )
-        return run_status(pipeline, results), first_error(results)
+        return run_status(pipeline, results), first_error(results), []
 
     def _queued_recorder(self, run: Run) -> QueueCallback:
         async def record(queued: bool, why: str) -> None:

@@ -398,6 +398,21 @@ async def test_500_then_200_takes_two_attempts_and_the_second_succeeds(
     assert scheduled["attempt"] == 1 and scheduled["delay_seconds"] == 0.01
 
 
+async def test_defer_last_hands_over_only_the_attempts_a_retry_followed(
+    runner: HttpRunner, server: TestServer, context: RequestContext
+) -> None:
+    """The caller records the last attempt with the run's end; the earlier ones at once."""
+    reported: list[StepResult] = []
+    results = await runner.run_target(
+        target(server.make_url("/status/503")),
+        context=context,
+        on_attempt=reported.append,
+        defer_last=True,
+    )
+    assert [r.attempt for r in results] == [1, 2, 3]
+    assert reported == results[:2]
+
+
 async def test_408_is_retried(
     runner: HttpRunner, server: TestServer, context: RequestContext
 ) -> None:

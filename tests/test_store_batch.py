@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cronmgr.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.sqlite import SQLiteStore
 
@@ -115,3 +115,94 @@ async def test_a_cancelled_caller_does_not_lose_its_write(tmp_path: Path) -> Non
         assert (await reopened.get_run(run.id)).status is RunStatus.RUNNING
     finally:
         await reopened.close()
+
+
+async def test_a_lingering_write_rides_along_with_the_next_urgent_one() -> None:
+    """A run's end waits for the next claim, and both go in one batch."""
+    batches: list[list[str]] = []
+
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        batches.append([w.statement for w in writes])
+        return [1] * len(writes)
+
+    batcher = WriteBatcher(apply, linger_seconds=60.0)
+    finish = asyncio.create_task(batcher.write_many([("step", {}), ("end", {})], linger=True))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert batches == [] and not finish.done()
+    assert await batcher.write("claim", {}) == 1
+    assert await finish == 1
+    assert batches == [["step", "end", "claim"]]
+
+
+async def test_a_lingering_write_alone_goes_when_its_time_is_up() -> None:
+    applied = asyncio.Event()
+
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        applied.set()
+        return [1] * len(writes)
+
+    batcher = WriteBatcher(apply, linger_seconds=0.01)
+    assert await asyncio.wait_for(batcher.write_many([("end", {})], linger=True), 10) == 1
+    assert applied.is_set()
+
+
+async def test_flush_sends_lingering_writes_at_once() -> None:
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        return [1] * len(writes)
+
+    batcher = WriteBatcher(apply, linger_seconds=3600.0)
+    finish = asyncio.create_task(batcher.write_many([("end", {})], linger=True))
+    await asyncio.sleep(0)
+    await asyncio.wait_for(batcher.flush(), 10)
+    assert finish.done() and finish.result() == 1
+
+
+async def test_finish_run_records_the_last_attempt_and_the_end_together(
+    store: SQLiteStore,
+) -> None:
+    """The end's trigger counts the error class of the attempt written with it."""
+    run = run_at(SLOT)
+    assert await store.insert_run(run)
+    attempt = StepResult(
+        step="request",
+        status=RunStatus.FAILED,
+        started_at=utcnow(),
+        duration_ms=3,
+        status_code=503,
+        error_type=ErrorType.HTTP_5XX,
+        error="HTTP 503",
+    )
+    await store.finish_run(
+        run.id, RunStatus.FAILED, finished_at=utcnow(), error="http_5xx", steps=[(0, attempt)]
+    )
+    stored = await store.get_run(run.id)
+    assert stored.status is RunStatus.FAILED and stored.error == "http_5xx"
+    assert [(s.status_code, s.error_type) for s in stored.steps] == [(503, ErrorType.HTTP_5XX)]
+    summary = await store.metrics_summary(SLOT - timedelta(days=1))
+    assert summary.lifetime[0].errors == {"http_5xx": 1}
+
+
+async def test_a_closed_store_applies_what_was_queued_to_its_writer(tmp_path: Path) -> None:
+    """close() waits for the writer thread: a lingering end is on disk afterwards."""
+    path = tmp_path / "close.db"
+    store = await SQLiteStore.open(path)
+    run = run_at(SLOT)
+    assert await store.insert_run(run)
+    task = asyncio.create_task(store.finish_run(run.id, RunStatus.SUCCEEDED, finished_at=utcnow()))
+    await asyncio.sleep(0)
+    await store.close()
+    assert task.done()
+    reopened = await SQLiteStore.open(path)
+    try:
+        assert (await reopened.get_run(run.id)).status is RunStatus.SUCCEEDED
+    finally:
+        await reopened.close()
+
+
+async def test_a_store_that_cannot_open_its_writer_says_so(tmp_path: Path) -> None:
+    from cronmgr.store.writer import SyncWriter
+
+    writer = SyncWriter(tmp_path / "missing" / "dir" / "x.db", 1.0, ())
+    with pytest.raises(Exception, match="unable to open"):
+        await writer.open()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -254,6 +254,18 @@ class Store(Protocol):
 
     async def insert_step_result(self, run_id: str, position: int, result: StepResult) -> None:
         """Record one attempt of one step of a run."""
+        ...
+
+    async def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        finished_at: datetime,
+        error: str | None = None,
+        steps: Sequence[tuple[int, StepResult]] = (),
+    ) -> None:
+        """Record a run's last attempts (position, result) and its end, written together."""
         ...
 
     async def get_run(self, run_id: str) -> Run:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
@@ -46,11 +47,15 @@ from cronmgr.store.base import (
 )
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
+from cronmgr.store.writer import SyncWriter, apply_writes
 
 BUSY_TIMEOUT_MS = 5000
 PROGRESS_CHUNK = 2000  # rows per transaction of record_progress: ~0.1 s of write lock
 
 E = TypeVar("E", bound=Enum)
+
+# The order run writes of one batch are applied in (see _apply_writes).
+_WRITE_ORDER = {"insert_run": 0, "insert_step_result": 1, "update_run": 2}
 
 PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
@@ -226,6 +231,33 @@ def _schedule_params(schedule: Schedule) -> dict[str, Any]:
     return {f.name: _column(getattr(schedule, f.name)) for f in dataclasses.fields(schedule)}
 
 
+def _update_params(
+    run_id: str,
+    status: RunStatus,
+    started_at: datetime | None,
+    finished_at: datetime | None,
+    error: str | None,
+) -> dict[str, Any]:
+    return {
+        "id": run_id,
+        "status": status.value,
+        "started_at": _ts(started_at),
+        "finished_at": _ts(finished_at),
+        "error": error,
+    }
+
+
+def _step_params(run_id: str, position: int, result: StepResult) -> dict[str, Any]:
+    params = result.as_dict()
+    params.update(
+        run_id=run_id,
+        position=position,
+        started_at=_ts(result.started_at),
+        output_tail=orjson.dumps(list(result.output_tail)).decode(),
+    )
+    return params
+
+
 def _progress_params(progress: Progress) -> dict[str, Any]:
     return {name: _column(value) for name, value in zip(Progress._fields, progress, strict=True)}
 
@@ -250,8 +282,10 @@ class SQLiteStore:
     instead of upgrading a read lock mid-transaction, the upgrade two writers can deadlock on.
     """
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, writer: SyncWriter) -> None:
         self._db = connection
+        # Run writes go through a thread and connection of their own (see writer.py).
+        self._writer = writer
         self._q = load_queries("sqlite")
         # All tasks of a process share this one connection: a transaction's statements must
         # not interleave with another task's, so every use of the connection takes the lock.
@@ -271,9 +305,10 @@ class SQLiteStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
         connection.row_factory = sqlite3.Row
-        store = cls(connection)
+        store = cls(connection, SyncWriter(path, BUSY_TIMEOUT_MS / 1000, PRAGMAS))
         try:
             await store._prepare()
+            await store._writer.open()
         except sqlite3.Error as exc:
             await connection.close()
             raise StoreError(f"cannot open the SQLite store at {path}: {exc}") from exc
@@ -565,57 +600,44 @@ class SQLiteStore:
         error: str | None = None,
     ) -> None:
         """Move a run to `status`, setting the given timestamps and error."""
-        params = {
-            "id": run_id,
-            "status": status.value,
-            "started_at": _ts(started_at),
-            "finished_at": _ts(finished_at),
-            "error": error,
-        }
+        params = _update_params(run_id, status, started_at, finished_at, error)
         await self._batcher.write("update_run", params)
 
     async def insert_step_result(self, run_id: str, position: int, result: StepResult) -> None:
         """Record one attempt of one step of a run."""
-        params = result.as_dict()
-        params.update(
-            run_id=run_id,
-            position=position,
-            started_at=_ts(result.started_at),
-            output_tail=orjson.dumps(list(result.output_tail)).decode(),
-        )
-        await self._batcher.write("insert_step_result", params)
+        await self._batcher.write("insert_step_result", _step_params(run_id, position, result))
+
+    async def finish_run(
+        self,
+        run_id: str,
+        status: RunStatus,
+        *,
+        finished_at: datetime,
+        error: str | None = None,
+        steps: Sequence[tuple[int, StepResult]] = (),
+    ) -> None:
+        """Record a run's last attempts (position, result) and its end, written together."""
+        writes = [("insert_step_result", _step_params(run_id, p, r)) for p, r in steps]
+        writes.append(("update_run", _update_params(run_id, status, None, finished_at, error)))
+        # Nothing waits on a run's end to begin: it may wait a little for other writes.
+        await self._batcher.write_many(writes, linger=True)
 
     async def _apply_writes(self, writes: Sequence[Write]) -> list[int]:
-        """Apply queued run writes in one transaction, one executemany per statement."""
-        if len(writes) == 1:
-            # Alone, a write commits on its own: one trip to the driver's thread, not three.
-            return [await self._write(writes[0].statement, writes[0].params)]
+        """Apply queued run writes in one transaction, in one trip to the writer thread."""
+        # A run's attempt goes in before its finish, whose trigger reads the attempt's
+        # error class; a claim never shares a batch with its run's later writes.
+        order = sorted(range(len(writes)), key=lambda i: _WRITE_ORDER[writes[i].statement])
+        ordered = [writes[i] for i in order]
+        statements = [(self._q[w.statement], w.statement == "insert_run") for w in ordered]
+        params = [w.params for w in ordered]
+        try:
+            applied = await self._writer.call(functools.partial(apply_writes, statements, params))
+        except sqlite3.Error as exc:
+            raise StoreError(f"store run writes failed: {exc}") from exc
         counts = [0] * len(writes)
-        groups: dict[str, list[int]] = {}
-        for index, write in enumerate(writes):
-            groups.setdefault(write.statement, []).append(index)
-        # Each task awaits its own write before making the next, so a batch holds at most
-        # one write per run and the order of the groups does not matter.
-        async with self._transaction("run writes"):
-            for statement, indexes in groups.items():
-                params = [writes[i].params for i in indexes]
-                applied = await self._apply_group(statement, params)
-                for index, count in zip(indexes, applied, strict=True):
-                    counts[index] = count
+        for index, count in zip(order, applied, strict=True):
+            counts[index] = count
         return counts
-
-    async def _apply_group(self, statement: str, params: list[dict[str, Any]]) -> list[int]:
-        if len(params) == 1:
-            return [await self._run(statement, params[0])]
-        cursor = await self._db.executemany(self._q[statement], params)
-        if cursor.rowcount == len(params) or statement != "insert_run":
-            return [1] * len(params)
-        # Some slots were taken already: the runs that went in are the ones now there.
-        ids = [p["id"] for p in params]
-        marks = ",".join("?" * len(ids))
-        async with self._db.execute(f"SELECT id FROM runs WHERE id IN ({marks})", ids) as found:
-            present = {row[0] for row in await found.fetchall()}
-        return [int(run_id in present) for run_id in ids]
 
     async def get_run(self, run_id: str) -> Run:
         """A run with its step results; raises NotFound."""
@@ -675,6 +697,7 @@ class SQLiteStore:
     async def close(self) -> None:
         """Flush and release the connection."""
         await self._batcher.flush()
+        await self._writer.close()
         await self._db.close()
 
     # Metrics and incidents: the run statistics are written by triggers (sql/sqlite.sql,
