@@ -1,12 +1,13 @@
 """Group commit: the run writes of many tasks, applied together in one transaction.
 
-A run writes three times or more (claimed, each attempt, finished), and 2,000 runs due on
-the same second would otherwise be 6,000 transactions, each a round trip to the driver's
-thread. Here a write joins a queue and waits for its result; one drainer applies
-everything queued so far in one call of `apply`, then the writes that arrived meanwhile,
-and so on. An idle store adds no delay (the first write goes at once); a busy one needs far
-fewer transactions. Callers await their own write, so a task's writes are applied in the
-order it made them, and read-your-writes holds.
+A run writes twice or more (claimed, each retried attempt, finished with its last
+attempt), and 2,000 runs due on the same second would otherwise be 4,000 transactions,
+each a round trip to the writer thread. Here a write joins a queue and waits for its
+result; one drainer applies everything queued so far in one call of `apply`, then the
+writes that arrived meanwhile, and so on. An idle store adds no delay to a write that
+cannot wait (the first goes at once); a busy one needs far fewer transactions. Callers
+await their own writes, so a task's writes are applied in the order it made them, and
+read-your-writes holds.
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """A thread of its own for the run writes: one hop there and back per batch.
 
 Through aiosqlite every statement is a trip to its thread and back: BEGIN, one
-executemany per statement, COMMIT, each waking the thread and then the event loop. A
-run writes three times, so a thousand runs a second cost twelve thousand wake-ups. Here a
+executemany per statement, COMMIT, each waking the thread and then the event loop, so a
+thousand runs a second cost many thousands of wake-ups, which on a small VM cost more CPU
+than SQLite's own work. Here a
 whole batch is one function, run on this thread against its own connection: one wake-up
 each way, however many writes the batch holds, and the event loop never waits on disk.
 """
