@@ -210,10 +210,8 @@ class JobRunner:
             target, context=context, on_attempt=self._attempt_recorder(run), defer_last=True
         )
         last = attempts[-1]
-        if last.status is RunStatus.SUCCEEDED:
-            return RunStatus.SUCCEEDED, None, [(0, last)]
         error = f"{last.error_type}: {last.error}" if last.error_type else last.error
-        return last.status, error, [(0, last)]
+        return last.status, None if last.status is RunStatus.SUCCEEDED else error, [(0, last)]
 
     async def _pipeline(self, pipeline: Pipeline, run: Run) -> Outcome:
         async with self._limits.slot(pipeline, run.id, self._queued_recorder(run)):
