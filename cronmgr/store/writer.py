@@ -3,9 +3,13 @@
 Through aiosqlite every statement is a trip to its thread and back: BEGIN, one
 executemany per statement, COMMIT, each waking the thread and then the event loop, so a
 thousand runs a second cost many thousands of wake-ups, which on a small VM cost more CPU
-than SQLite's own work. Here a
-whole batch is one function, run on this thread against its own connection: one wake-up
-each way, however many writes the batch holds, and the event loop never waits on disk.
+than SQLite's own work. Here a whole batch is one function, run on this thread against
+its own connection: one wake-up each way, however many writes the batch holds, and the
+event loop never waits on disk.
+
+The daemon's other connection (aiosqlite's) takes the write lock in turn with this one
+through SQLite's busy handler, as the controller's and the daemon's always have; each
+transaction here is one function call, so neither can hold the lock across an await.
 """
 
 from __future__ import annotations
