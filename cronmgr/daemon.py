@@ -12,6 +12,7 @@ import contextlib
 import gc
 import os
 import signal
+import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Any
 
 import daemon as pydaemon
 import structlog
+import uvloop
 
 from cronmgr import logs
 from cronmgr.config import ENV_PREFIX, WEBHOOKS_ENV, Settings
@@ -58,6 +60,13 @@ from cronmgr.store.base import Progress
 log = structlog.get_logger("cronmgr.daemon")
 
 HEARTBEAT_SECONDS = 5.0
+SWITCH_INTERVAL_SECONDS = 0.0002
+"""How long a thread may hold the GIL while another waits (Python's default is 5 ms)."""
+CLAIMED_ORPHAN_REASON = (
+    "the daemon stopped at about this slot's time: the slot was claimed ahead, and whether"
+    " its request went out is not known"
+)
+"""Why a slot claimed ahead by a daemon that died is failed (and never run again)."""
 
 
 class ReadyPipe:
@@ -110,7 +119,11 @@ def _run_detached(settings: Settings, spec: LaunchSpec, ready: ReadyPipe) -> int
         return 1
     try:
         logs.configure_logging(settings, to_file=True)
-        asyncio.run(Daemon(settings, spec).run(ready))
+        # The writer thread holds the GIL in short bursts; a request due now should not
+        # wait out the default 5 ms switch interval behind one.
+        sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(Daemon(settings, spec).run(ready))
     except BaseException as exc:
         reason = _describe_failure(exc)
         # Let go of the PID file before answering: the controller reports the failure at
@@ -223,7 +236,8 @@ class Daemon:
             HttpRunner(environ=environ) as http,
         ):
             recovered = await store.fail_orphaned_runs(
-                "the daemon stopped before this run finished"
+                "the daemon stopped before this run finished",
+                claimed_reason=CLAIMED_ORPHAN_REASON,
             )
             pipelines = self._load_pipelines()
             pipelines.get(self.spec.pipeline)  # fail the start if it is missing

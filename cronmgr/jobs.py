@@ -10,8 +10,9 @@ never left running.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -44,6 +45,15 @@ log = structlog.get_logger("cronmgr.jobs")
 Recorder = Callable[[int, StepResult], Awaitable[None]]
 Outcome = tuple[RunStatus, str | None, list[tuple[int, StepResult]]]
 """How a run ended: its status, its error, and its attempts not recorded yet (position, result)."""
+
+
+@dataclass(slots=True)
+class Claim:
+    """A slot claimed ahead of its time: its pending run, and the store write claiming it
+    (shared by every slot of that batch), which yields the ids of the slots won."""
+
+    run: Run
+    batch: asyncio.Future[set[str]]
 
 
 class JobRunner:
@@ -103,10 +113,45 @@ class JobRunner:
         """Where each pipeline run gets its work directory."""
         return self.settings.state_path / WORK_DIRNAME
 
-    async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
-        """Claim `slot` of `schedule` and run it; None when the slot was taken already."""
-        run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
-        if not await self.store.insert_run(run):
+    def claim_ahead(self, slots: Sequence[tuple[Schedule, datetime]]) -> list[Claim]:
+        """Claim slots due soon in one store write, so that when their time comes they
+        start at once; the claims, in the order of `slots`, settle as the write does."""
+        runs = [
+            Run(
+                id=new_id(),
+                job=schedule.job,
+                schedule_id=schedule.id,
+                scheduled_for=slot,
+                trigger=Trigger.SCHEDULE,
+            )
+            for schedule, slot in slots
+        ]
+        batch = asyncio.ensure_future(self.store.claim_runs(runs))
+        return [Claim(run, batch) for run in runs]
+
+    async def release(self, claims: Sequence[Claim]) -> None:
+        """Give back claimed slots that will not fire (their schedule changed, the daemon
+        is stopping); their pending runs are deleted once their claims have settled."""
+        for batch in {id(claim.batch): claim.batch for claim in claims}.values():
+            with contextlib.suppress(Exception):
+                await asyncio.shield(batch)
+        await self.store.release_claims([claim.run.id for claim in claims])
+
+    async def run(
+        self, schedule: Schedule, slot: datetime, claim: Claim | None = None
+    ) -> RunStatus | None:
+        """Run `slot` of `schedule`, claiming it first unless `claim` did; None when the
+        slot was taken already."""
+        if claim is None:
+            run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
+            taken = await self.store.insert_run(run)
+        else:
+            taken = claim.run.id in await asyncio.shield(claim.batch)
+            run = replace(claim.run, status=RunStatus.RUNNING, started_at=utcnow())
+            if taken:
+                assert run.started_at is not None
+                self.store.start_run(run.id, run.started_at)
+        if not taken:
             log.warning("run_duplicate_skipped", schedule_id=schedule.id, slot=slot.isoformat())
             return None
         with structlog.contextvars.bound_contextvars(run_id=run.id, schedule_id=schedule.id):
@@ -121,9 +166,21 @@ class JobRunner:
             pipeline = self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX))
             return await self._execute(run, lambda: self._pipeline(pipeline, run))
 
-    async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
-        """Record a slot that will not run (overlap, misfire, open circuit)."""
+    async def skip(
+        self, schedule: Schedule, slot: datetime, reason: str, claim: Claim | None = None
+    ) -> None:
+        """Record a slot that will not run (overlap, misfire, open circuit); a claimed one
+        has its pending run ended as skipped."""
         now = utcnow()
+        if claim is not None:
+            if claim.run.id in await asyncio.shield(claim.batch):
+                await self.store.update_run(
+                    claim.run.id, RunStatus.SKIPPED, finished_at=now, error=reason
+                )
+                log.info(
+                    "run_skipped", schedule_id=schedule.id, slot=slot.isoformat(), reason=reason
+                )
+            return
         run = Run(
             id=new_id(),
             job=schedule.job,

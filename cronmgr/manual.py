@@ -24,7 +24,7 @@ import structlog
 
 from cronmgr.errors import CronmgrError
 from cronmgr.jobs import JobRunner
-from cronmgr.models import PIPELINE_JOB_PREFIX, OverlapPolicy, Run, RunStatus, Trigger, utcnow
+from cronmgr.models import PIPELINE_JOB_PREFIX, OverlapPolicy, Run, RunStatus, utcnow
 from cronmgr.pipelines import PipelineSet
 from cronmgr.scheduler import drain_tasks
 from cronmgr.store import Store
@@ -51,12 +51,8 @@ class ManualRuns:
         """Take the pending manual runs not taken yet, oldest first; how many were new."""
         if self._stopped:
             return 0
-        pending = await self._store.list_runs(status=RunStatus.PENDING, limit=PICK_UP_LIMIT)
-        new = [
-            run
-            for run in reversed(pending)
-            if run.trigger is not Trigger.SCHEDULE and run.id not in self._taken
-        ]
+        pending = await self._store.list_requested_runs(limit=PICK_UP_LIMIT)
+        new = [run for run in reversed(pending) if run.id not in self._taken]
         for run in new:
             self._taken.add(run.id)
             await self._take(run)

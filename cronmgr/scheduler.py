@@ -50,17 +50,37 @@ QUEUE_LIMIT = 10
 PROGRESS_FLUSH_SECONDS = 0.2
 MAX_TIMER_SECONDS = 60.0
 """Longest single sleep: the engine re-reads the wall clock at least this often."""
+CLAIM_AHEAD_SECONDS = 0.25
+"""A target's slot is claimed in the store at least this long before it fires, so that
+its request goes out on time instead of waiting for a write."""
+CLAIM_EVERY_SECONDS = 0.1
+"""One claim batch takes the target slots firing within this much time."""
 
 
 class Jobs(Protocol):
-    """What the engine needs from whoever runs and records jobs (see `jobs.py`)."""
+    """What the engine needs from whoever runs and records jobs (see `jobs.py`).
 
-    async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
-        """Claim the slot, run it, record it; its final status, or None if already claimed."""
+    A claim is the jobs' own token for a slot claimed ahead; the engine only keeps it and
+    hands it back with that slot.
+    """
+
+    async def run(self, schedule: Schedule, slot: datetime, claim: Any = None) -> RunStatus | None:
+        """Claim the slot (unless `claim` did), run it, record it; its final status, or
+        None if it was claimed already."""
         ...
 
-    async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
+    async def skip(
+        self, schedule: Schedule, slot: datetime, reason: str, claim: Any = None
+    ) -> None:
         """Record a slot that will not run, with the reason."""
+        ...
+
+    def claim_ahead(self, slots: Sequence[tuple[Schedule, datetime]]) -> Sequence[Any]:
+        """Claim these slots in the store now, in one write; a claim per slot, in order."""
+        ...
+
+    async def release(self, claims: Sequence[Any]) -> None:
+        """Free claimed slots that will not fire."""
         ...
 
     def busy(self, job: str) -> bool:
@@ -83,6 +103,7 @@ class Entry:
     # differs. Kept here rather than in `schedule`, which would cost a copy per firing.
     saved_next: datetime | None = None
     version: int = 0
+    fire_at: float = 0.0  # when `slot` fires, jitter included
     running: dict[datetime, asyncio.Task[RunStatus | None]] = field(default_factory=dict)
     # A list, not a deque: it holds at most QUEUE_LIMIT slots, and an empty deque costs
     # 760 bytes, 76 MB over 100,000 schedules.
@@ -141,6 +162,11 @@ class Scheduler:
         self._seq = itertools.count()
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = float("inf")
+        # Target slots wait in a second heap (the same items) until claimed ahead.
+        self._claim_heap: list[HeapItem] = []
+        self._claim_timer: asyncio.TimerHandle | None = None
+        self._claim_at = float("inf")
+        self._claims: dict[str, dict[datetime, Any]] = {}
         self._pending_progress: dict[str, Progress] = {}
         self._progress_wake = asyncio.Event()
         self._side_tasks: set[asyncio.Future[None]] = set()
@@ -168,6 +194,7 @@ class Scheduler:
 
     def _upsert(self, schedule: Schedule, now: datetime) -> None:
         old = self._entries.get(schedule.id)
+        self._release(schedule.id)  # claimed under the old definition
         if schedule.status is not ScheduleStatus.ACTIVE:
             if old is not None:
                 old.schedule, old.version = schedule, old.version + 1
@@ -191,6 +218,7 @@ class Scheduler:
 
     def _remove(self, schedule_id: str) -> None:
         entry = self._entries.pop(schedule_id, None)
+        self._release(schedule_id)
         if entry is not None:
             entry.queued.clear()
             entry.version += 1
@@ -270,7 +298,12 @@ class Scheduler:
         fire_at = _ts(slot)
         if schedule.jitter_seconds:
             fire_at += jitter_offset(schedule.id, slot, schedule.jitter_seconds)
-        heapq.heappush(self._heap, (fire_at, next(self._seq), schedule.id, entry.version))
+        item = (fire_at, next(self._seq), schedule.id, entry.version)
+        heapq.heappush(self._heap, item)
+        entry.fire_at = fire_at
+        if schedule.target_id is not None:
+            heapq.heappush(self._claim_heap, item)
+            self._want_claim(fire_at)
         if slot != entry.saved_next:
             self._progress(entry, next_run_at=slot)
 
@@ -292,6 +325,7 @@ class Scheduler:
 
     def _complete(self, entry: Entry, why: str) -> None:
         entry.slot = None
+        self._release(entry.schedule.id)
         if entry.schedule.status is ScheduleStatus.COMPLETED:
             return
         entry.schedule = dataclasses.replace(
@@ -317,6 +351,62 @@ class Scheduler:
         self._timer_at = fire_at if delay < MAX_TIMER_SECONDS else float("inf")
         self._timer = loop.call_at(loop.time() + delay, self._on_timer)
 
+    # --- claiming ahead ---------------------------------------------------------------
+
+    def _want_claim(self, fire_at: float) -> None:
+        at = fire_at - CLAIM_AHEAD_SECONDS
+        if at >= self._claim_at or self._stopped:
+            return
+        if self._claim_timer is not None:
+            self._claim_timer.cancel()
+        loop = asyncio.get_running_loop()
+        delay = min(max(0.0, at - self._clock()), MAX_TIMER_SECONDS)
+        # `at` itself, capped sleep or not: a wake before it finds nothing and sleeps again.
+        self._claim_at = at
+        self._claim_timer = loop.call_at(loop.time() + delay, self._on_claim_timer)
+
+    def _on_claim_timer(self) -> None:
+        self._claim_timer, self._claim_at = None, float("inf")
+        if self._stopped:
+            return
+        horizon = self._clock() + CLAIM_AHEAD_SECONDS + CLAIM_EVERY_SECONDS
+        heap, due = self._claim_heap, []
+        while heap and heap[0][0] <= horizon:
+            item = heapq.heappop(heap)
+            slot = self._claimable(item)
+            if slot is not None:
+                due.append((self._entries[item[2]].schedule, slot))
+        if due:
+            for (schedule, slot), claim in zip(due, self._jobs.claim_ahead(due), strict=True):
+                self._claims.setdefault(schedule.id, {})[slot] = claim
+        if heap:
+            self._want_claim(heap[0][0])
+
+    def _claimable(self, item: HeapItem) -> datetime | None:
+        """The slot to claim for a claim-heap item: the one its entry still plans, not one
+        edited away or fired already, nor claimed before."""
+        fire_at, _, schedule_id, version = item
+        entry = self._entries.get(schedule_id)
+        if entry is None or entry.version != version or entry.fire_at != fire_at:
+            return None
+        if entry.slot is None or entry.slot in self._claims.get(schedule_id, ()):
+            return None
+        return entry.slot
+
+    def _take_claim(self, schedule_id: str, slot: datetime) -> Any:
+        claims = self._claims.get(schedule_id)
+        if not claims:
+            return None
+        claim = claims.pop(slot, None)
+        if not claims:
+            del self._claims[schedule_id]
+        return claim
+
+    def _release(self, schedule_id: str) -> None:
+        claims = self._claims.pop(schedule_id, None)
+        if claims:
+            self._spawn(self._jobs.release(list(claims.values())))
+
     def _is_current(self, item: HeapItem) -> bool:
         entry = self._entries.get(item[2])
         return entry is not None and entry.version == item[3]
@@ -337,7 +427,7 @@ class Scheduler:
             return
         now = _from_ts(self._clock())
         if self._circuit_open(entry, now):
-            self._spawn(self._jobs.skip(entry.schedule, slot, "circuit open after failures"))
+            self._skip(entry, slot, "circuit open after failures")
         else:
             self._fire_by_overlap(entry, slot)
         self._plan(entry, entry.trigger.after(slot))
@@ -355,7 +445,7 @@ class Scheduler:
         if not busy or policy is OverlapPolicy.ALLOW:
             self._fire(entry, slot)
         elif policy is OverlapPolicy.SKIP:
-            self._spawn(self._jobs.skip(entry.schedule, slot, "previous run still running"))
+            self._skip(entry, slot, "previous run still running")
         elif policy is OverlapPolicy.QUEUE:
             self._enqueue(entry, slot)
         else:  # REPLACE
@@ -366,15 +456,19 @@ class Scheduler:
 
     def _enqueue(self, entry: Entry, slot: datetime) -> None:
         if len(entry.queued) >= QUEUE_LIMIT:
-            reason = f"queue full ({QUEUE_LIMIT} runs waiting)"
-            self._spawn(self._jobs.skip(entry.schedule, slot, reason))
+            self._skip(entry, slot, f"queue full ({QUEUE_LIMIT} runs waiting)")
             return
         entry.queued.append(slot)
         log.info("run_queued", schedule_id=entry.schedule.id, scheduled_for=slot.isoformat())
 
+    def _skip(self, entry: Entry, slot: datetime, reason: str) -> None:
+        claim = self._take_claim(entry.schedule.id, slot)
+        self._spawn(self._jobs.skip(entry.schedule, slot, reason, claim))
+
     def _fire(self, entry: Entry, slot: datetime) -> None:
         schedule = entry.schedule
-        task = asyncio.create_task(self._jobs.run(schedule, slot))
+        claim = self._take_claim(schedule.id, slot)
+        task = asyncio.create_task(self._jobs.run(schedule, slot, claim))
         entry.running[slot] = task
         task.add_done_callback(lambda t: self._finished(schedule.id, slot, t))
 
@@ -510,9 +604,10 @@ class Scheduler:
     def stop_firing(self) -> None:
         """No new firings from now on; runs in flight continue."""
         self._stopped = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        for timer in (self._timer, self._claim_timer):
+            if timer is not None:
+                timer.cancel()
+        self._timer = self._claim_timer = None
 
     def running_tasks(self) -> list[asyncio.Task[RunStatus | None]]:
         """Every run task still executing."""
@@ -522,6 +617,9 @@ class Scheduler:
         """Wait up to `grace` for running runs, cancel the rest; how many were cancelled."""
         for entry in self._entries.values():
             entry.queued.clear()
+        # Slots claimed ahead that will not fire now: the next daemon plans them anew.
+        for schedule_id in list(self._claims):
+            self._release(schedule_id)
         cancelled = await drain_tasks(self.running_tasks(), grace)
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._side_tasks, return_exceptions=True)

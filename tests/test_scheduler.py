@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,7 +56,25 @@ class Recorder:
             self.cancelled_elsewhere.append((job, reason))
         return count
 
-    async def run(self, schedule: Schedule, slot: datetime) -> RunStatus | None:
+    # Slots claimed ahead, released, and the claims handed back with a run or a skip.
+    claimed: list[tuple[str, datetime]] = field(default_factory=list)
+    released: list[tuple[str, datetime]] = field(default_factory=list)
+    used: list[tuple[str, datetime]] = field(default_factory=list)
+
+    def claim_ahead(self, slots: Sequence[tuple[Schedule, datetime]]) -> list[tuple[str, datetime]]:
+        claims = [(schedule.id, slot) for schedule, slot in slots]
+        self.claimed += claims
+        return claims
+
+    async def release(self, claims: Sequence[tuple[str, datetime]]) -> None:
+        self.released += claims
+
+    async def run(
+        self, schedule: Schedule, slot: datetime, claim: tuple[str, datetime] | None = None
+    ) -> RunStatus | None:
+        if claim is not None:
+            assert claim == (schedule.id, slot), "a claim came back with another slot"
+            self.used.append(claim)
         self.runs.append((schedule.id, slot))
         self.fired_at.append(time.time())
         if self.gate is not None:
@@ -67,7 +85,16 @@ class Recorder:
                 raise
         return self.status
 
-    async def skip(self, schedule: Schedule, slot: datetime, reason: str) -> None:
+    async def skip(
+        self,
+        schedule: Schedule,
+        slot: datetime,
+        reason: str,
+        claim: tuple[str, datetime] | None = None,
+    ) -> None:
+        if claim is not None:
+            assert claim == (schedule.id, slot), "a claim came back with another slot"
+            self.used.append(claim)
         self.skips.append((schedule.id, slot, reason))
 
 
@@ -116,7 +143,7 @@ def interval(seconds: float, **fields: Any) -> Schedule:
         id=values.pop("id", new_id()),
         name=values.pop("name", "s"),
         schedule_type=ScheduleType.INTERVAL,
-        pipeline="p",
+        pipeline=values.pop("pipeline", "p"),
         interval_seconds=seconds,
         **values,
     )
@@ -436,3 +463,73 @@ async def test_duration_seconds_completes_the_schedule_after_its_window(engine: 
     progress = engine.last_progress(schedule.id)
     assert progress is not None and "its window ended" in (progress.status_reason or "")
     assert progress.next_run_at is None
+
+
+# --- claiming target slots ahead ----------------------------------------------------------
+
+
+def target_interval(seconds: float, **fields: Any) -> Schedule:
+    """An interval schedule of an HTTP target (whose slots are claimed ahead)."""
+    return interval(seconds, pipeline=None, target_id="t", **fields)
+
+
+async def test_target_slots_are_claimed_ahead_and_run_with_their_claims(engine: Engine) -> None:
+    """A target's next slot is claimed before its time and its run gets that claim back; a
+    pipeline's slots are claimed only as they fire."""
+    target, pipeline = target_interval(0.2), interval(0.2)
+    engine.add(target, pipeline)
+    await until(lambda: sum(1 for s, _ in engine.jobs.runs if s == target.id) >= 4)
+    fired = [run for run in engine.jobs.runs if run[0] == target.id]
+    # The first slot may fire before its claim wakes; every later one was claimed ahead.
+    assert set(fired[1:]) <= set(engine.jobs.used)
+    assert {schedule_id for schedule_id, _ in engine.jobs.claimed} == {target.id}
+    assert len(set(engine.jobs.claimed)) == len(engine.jobs.claimed), "a slot claimed twice"
+    # The slot after the last fired one is claimed already, before its time.
+    last = max(slot for _, slot in fired)
+    await until(lambda: (target.id, last + timedelta(seconds=0.2)) in engine.jobs.claimed)
+    assert not engine.jobs.released
+
+
+@pytest.mark.parametrize("change", ["pause", "edit", "delete"])
+async def test_a_changed_schedule_releases_its_claimed_slot(engine: Engine, change: str) -> None:
+    """Pausing, editing or deleting a schedule gives back the slot it claimed ahead; the
+    slot is not run under the old definition (an edited one plans it anew)."""
+    start = utcnow() + timedelta(seconds=0.3)
+    schedule = target_interval(10, start_at=start)
+    engine.add(schedule)
+    await until(lambda: (schedule.id, start) in engine.jobs.claimed)
+    if change == "pause":
+        changes = ScheduleChanges([replace(schedule, status=ScheduleStatus.PAUSED)], [], 2)
+    elif change == "edit":
+        changes = ScheduleChanges([replace(schedule, name="renamed")], [], 2)
+    else:
+        changes = ScheduleChanges([], [schedule.id], 2)
+    engine.scheduler.apply(changes)
+    await until(lambda: (schedule.id, start) in engine.jobs.released)
+    if change == "edit":
+        await until(lambda: engine.jobs.runs == [(schedule.id, start)])
+    else:
+        await until(lambda: utcnow() > start + timedelta(seconds=0.1))
+        assert engine.jobs.runs == []
+
+
+async def test_drain_releases_claimed_slots_that_did_not_fire(engine: Engine) -> None:
+    """A stopping engine gives back the slots it claimed ahead, for the next daemon."""
+    start = utcnow() + timedelta(seconds=0.3)
+    schedule = target_interval(10, start_at=start)
+    engine.add(schedule)
+    await until(lambda: (schedule.id, start) in engine.jobs.claimed)
+    engine.scheduler.stop_firing()
+    await engine.scheduler.drain(1.0)
+    assert engine.jobs.released == [(schedule.id, start)]
+    assert engine.jobs.runs == []
+
+
+async def test_a_skipped_slot_ends_its_claim(engine: Engine) -> None:
+    """A claimed slot skipped by the overlap policy is handed back with the skip."""
+    engine.jobs.gate = asyncio.Event()
+    schedule = target_interval(0.1)
+    engine.add(schedule)
+    await until(lambda: len(engine.jobs.skips) >= 3)
+    skipped = [(schedule_id, slot) for schedule_id, slot, _ in engine.jobs.skips]
+    assert set(skipped) <= set(engine.jobs.used)

@@ -642,6 +642,95 @@ async def test_a_slot_is_one_run_and_a_run_keeps_its_steps(store: SQLiteStore) -
     assert stored.steps == (step,) and stored.status is RunStatus.FAILED
 
 
+def claim(schedule_id: str, slot: datetime) -> Run:
+    """A slot claimed ahead: pending, not started."""
+    return replace(
+        make_run(schedule_id, slot),
+        status=RunStatus.PENDING,
+        started_at=None,
+        finished_at=None,
+        job="target:t",
+    )
+
+
+async def test_claiming_many_slots_at_once_wins_only_the_free_ones(store: SQLiteStore) -> None:
+    """One claim write of many slots: the ids won are those whose slot was free."""
+    taken = make_run("a", T0)
+    assert await store.insert_run(taken)
+    runs = [claim("a", T0), claim("a", T0 + timedelta(seconds=1)), claim("b", T0)]
+    won = await store.claim_runs(runs)
+    assert won == {runs[1].id, runs[2].id}
+    assert await store.claim_runs([]) == set()
+    pending = await store.list_runs(status=RunStatus.PENDING)
+    assert {r.id for r in pending} == won
+    assert all(r.started_at is None for r in pending)
+
+
+async def test_a_claimed_run_starts_then_finishes_in_order(store: SQLiteStore) -> None:
+    """start_run is queued without waiting, and lands before the end written after it."""
+    run = claim("a", T0)
+    await store.claim_runs([run])
+    store.start_run(run.id, T0 + timedelta(milliseconds=5))
+    await store.finish_run(run.id, RunStatus.SUCCEEDED, finished_at=T0 + timedelta(seconds=1))
+    stored = await store.get_run(run.id)
+    assert stored.status is RunStatus.SUCCEEDED
+    assert stored.started_at == T0 + timedelta(milliseconds=5)
+    # A start that comes after the end (the run was skipped meanwhile) changes nothing.
+    store.start_run(run.id, T0 + timedelta(seconds=2))
+    await store.finish_run(run.id, RunStatus.SUCCEEDED, finished_at=T0 + timedelta(seconds=1))
+    assert (await store.get_run(run.id)).started_at == T0 + timedelta(milliseconds=5)
+
+
+async def test_releasing_claims_frees_their_slots_and_spares_started_runs(
+    store: SQLiteStore,
+) -> None:
+    """A released claim is gone and its slot free again; a started run is never released."""
+    idle, started = claim("a", T0), claim("a", T0 + timedelta(seconds=1))
+    await store.claim_runs([idle, started])
+    store.start_run(started.id, T0)
+    await store.release_claims([idle.id, started.id])
+    assert {r.id for r in await store.list_runs()} == {started.id}
+    assert await store.insert_run(make_run("a", T0))
+    await store.release_claims([])
+
+
+async def test_requested_runs_are_the_pending_manual_ones_not_the_claims(
+    store: SQLiteStore,
+) -> None:
+    """Pending runs someone asked for are listed for pick-up; slots claimed ahead are not."""
+    await store.claim_runs([claim("a", T0 + timedelta(seconds=n)) for n in range(3)])
+    manual = replace(
+        make_run(None, T0),
+        status=RunStatus.PENDING,
+        trigger=Trigger.API,
+        started_at=None,
+        finished_at=None,
+    )
+    assert await store.insert_run(manual)
+    assert [r.id for r in await store.list_requested_runs(limit=10)] == [manual.id]
+
+
+async def test_orphaned_claims_fail_with_their_own_reason(store: SQLiteStore) -> None:
+    """After a crash a running run fails with the reason, a claimed slot with the claim
+    reason; a pending manual run waits for the next daemon."""
+    running = make_run("a", T0, RunStatus.RUNNING)
+    claimed = claim("a", T0 + timedelta(seconds=1))
+    manual = replace(
+        make_run(None, T0),
+        status=RunStatus.PENDING,
+        trigger=Trigger.MANUAL,
+        started_at=None,
+        finished_at=None,
+    )
+    await insert_runs(store, [running, manual])
+    await store.claim_runs([claimed])
+    assert await store.fail_orphaned_runs("died", claimed_reason="claimed, died") == 2
+    assert (await store.get_run(running.id)).error == "died"
+    orphan = await store.get_run(claimed.id)
+    assert orphan.status is RunStatus.FAILED and orphan.error == "claimed, died"
+    assert (await store.get_run(manual.id)).status is RunStatus.PENDING
+
+
 # Retention
 
 

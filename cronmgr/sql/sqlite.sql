@@ -76,10 +76,30 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit OFFSET :offset;
 
 -- name: fail_orphaned_runs
--- A pending manual run has not started yet: the next daemon picks it up instead.
+-- A pending manual run has not started yet: the next daemon picks it up instead. A slot
+-- claimed ahead (pending, never started) may or may not have been sent: its own reason.
 UPDATE runs
-SET status = 'failed', finished_at = :now, error = :reason
+SET status = 'failed', finished_at = :now,
+    error = CASE WHEN status = 'pending' AND started_at IS NULL THEN :claimed_reason
+                 ELSE :reason END
 WHERE status = 'running' OR (status = 'pending' AND trigger = 'schedule');
+
+-- name: start_run
+-- A slot claimed ahead begins; a run that ended meanwhile (skipped) is left as it is.
+UPDATE runs SET status = 'running', started_at = :started_at
+WHERE id = :id AND status = 'pending';
+
+-- name: release_claim
+-- A slot claimed ahead that will not fire (schedule changed, daemon stopping): as if never
+-- claimed, so the next plan (or the next daemon's misfire policy) decides about it anew.
+DELETE FROM runs WHERE id = :id AND status = 'pending' AND started_at IS NULL;
+
+-- name: list_requested_runs
+-- Pending runs someone asked for (manual, API), newest first: not the slots claimed ahead.
+SELECT * FROM runs
+WHERE status = 'pending' AND trigger <> 'schedule'
+ORDER BY created_at DESC, id DESC
+LIMIT :limit;
 
 -- name: claim_run
 UPDATE runs SET status = 'running', started_at = :now WHERE id = :id AND status = 'pending';

@@ -240,6 +240,20 @@ class Store(Protocol):
         """Record a new run; False when its (schedule, scheduled_for) slot is taken."""
         ...
 
+    async def claim_runs(self, runs: Sequence[Run]) -> set[str]:
+        """Record many new runs at once (slots claimed ahead, pending and not started);
+        the ids of those whose (schedule, scheduled_for) slot was free."""
+        ...
+
+    def start_run(self, run_id: str, started_at: datetime) -> None:
+        """Queue the start of a claimed run (pending → running) without waiting for it; it
+        is applied before anything written later about that run."""
+        ...
+
+    async def release_claims(self, run_ids: Sequence[str]) -> None:
+        """Delete claimed runs that never started, freeing their slots."""
+        ...
+
     async def update_run(
         self,
         run_id: str,
@@ -290,9 +304,14 @@ class Store(Protocol):
         """Move a pending run to running, started now; False when it was not pending."""
         ...
 
-    async def fail_orphaned_runs(self, reason: str) -> int:
+    async def list_requested_runs(self, *, limit: int = 1000) -> list[Run]:
+        """Pending manual and API runs, newest first (not slots claimed ahead)."""
+        ...
+
+    async def fail_orphaned_runs(self, reason: str, *, claimed_reason: str | None = None) -> int:
         """Mark runs a dead daemon left running (or queued by a schedule) as failed; pending
-        manual runs, which never started, stay for the next daemon. Returns how many."""
+        manual runs, which never started, stay for the next daemon. Slots it claimed ahead
+        and never started get `claimed_reason` (default `reason`). Returns how many."""
         ...
 
     async def purge_runs(

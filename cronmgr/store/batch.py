@@ -58,6 +58,23 @@ class WriteBatcher:
     ) -> int:
         """Queue writes of different statements, applied in order and normally in one
         transaction; wait until they are committed and return the rows the last changed."""
+        return (await self.write_each(writes, linger=linger))[-1]
+
+    async def write_each(
+        self, writes: Sequence[tuple[str, dict[str, Any]]], *, linger: bool = False
+    ) -> list[int]:
+        """As `write_many`, returning the rows each write changed."""
+        futures = self.queue(writes, linger=linger)
+        # Shielded: a caller that is cancelled while waiting must not cancel the batch
+        # its writes are in (nor lose them: they are applied all the same). The writes go
+        # in order, so once the last is settled the others are too.
+        await asyncio.shield(futures[-1])
+        return [future.result() for future in futures]  # raises what a write raised
+
+    def queue(
+        self, writes: Sequence[tuple[str, dict[str, Any]]], *, linger: bool = False
+    ) -> list[asyncio.Future[int]]:
+        """Queue writes without waiting for them; the futures of their results."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in writes]
         self._queue.extend(
@@ -68,13 +85,7 @@ class WriteBatcher:
             self._later(loop)
         else:
             self._start()
-        # Shielded: a caller that is cancelled while waiting must not cancel the batch
-        # its writes are in (nor lose them: they are applied all the same). The writes go
-        # in order, so once the last is settled the others are too.
-        count: int = await asyncio.shield(futures[-1])
-        for future in futures[:-1]:
-            future.result()  # raises what that write raised
-        return count
+        return futures
 
     async def flush(self) -> None:
         """Wait until every write queued so far is applied."""

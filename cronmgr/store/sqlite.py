@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import aiosqlite
 import orjson
+import structlog
 
 from cronmgr.errors import Conflict, NotFound, StoreError
 from cronmgr.models import (
@@ -49,13 +50,24 @@ from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
 from cronmgr.store.writer import SyncWriter, apply_writes
 
+log = structlog.get_logger("cronmgr.store")
+
 BUSY_TIMEOUT_MS = 5000
 PROGRESS_CHUNK = 2000  # rows per transaction of record_progress: ~0.1 s of write lock
 
 E = TypeVar("E", bound=Enum)
 
 # The order run writes of one batch are applied in (see _apply_writes).
-_WRITE_ORDER = {"insert_run": 0, "insert_step_result": 1, "update_run": 2}
+# A start goes before a release, which then spares that run; a release before a claim, so
+# a slot released and claimed again in one batch is taken; an attempt before the end whose
+# trigger reads its error class. (A start or a release waits for its claim to commit.)
+_WRITE_ORDER = {
+    "start_run": 0,
+    "release_claim": 1,
+    "insert_run": 2,
+    "insert_step_result": 3,
+    "update_run": 4,
+}
 
 PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
@@ -229,6 +241,26 @@ def schedule_from_row(row: Row) -> Schedule:
 
 def _schedule_params(schedule: Schedule) -> dict[str, Any]:
     return {f.name: _column(getattr(schedule, f.name)) for f in dataclasses.fields(schedule)}
+
+
+def _run_params(run: Run) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "job": run.job,
+        "schedule_id": run.schedule_id,
+        "scheduled_for": _ts(run.scheduled_for),
+        "trigger": run.trigger.value,
+        "status": run.status.value,
+        "started_at": _ts(run.started_at),
+        "finished_at": _ts(run.finished_at),
+        "error": run.error,
+        "created_at": _ts(utcnow()),
+    }
+
+
+def _log_failed_start(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.error("run_start_not_recorded", error=str(exc))
 
 
 def _update_params(
@@ -576,19 +608,26 @@ class SQLiteStore:
 
     async def insert_run(self, run: Run) -> bool:
         """Record a new run; False when its (schedule, scheduled_for) slot is taken."""
-        params = {
-            "id": run.id,
-            "job": run.job,
-            "schedule_id": run.schedule_id,
-            "scheduled_for": _ts(run.scheduled_for),
-            "trigger": run.trigger.value,
-            "status": run.status.value,
-            "started_at": _ts(run.started_at),
-            "finished_at": _ts(run.finished_at),
-            "error": run.error,
-            "created_at": _ts(utcnow()),
-        }
-        return await self._batcher.write("insert_run", params) == 1
+        return await self._batcher.write("insert_run", _run_params(run)) == 1
+
+    async def claim_runs(self, runs: Sequence[Run]) -> set[str]:
+        """Record many new runs in one transaction; the ids of those whose slot was free."""
+        if not runs:
+            return set()
+        counts = await self._batcher.write_each([("insert_run", _run_params(r)) for r in runs])
+        return {run.id for run, count in zip(runs, counts, strict=True) if count == 1}
+
+    def start_run(self, run_id: str, started_at: datetime) -> None:
+        """Queue the start of a claimed (pending) run without waiting for it: it goes with
+        the next batch, and before that run's end."""
+        params = {"id": run_id, "started_at": _ts(started_at)}
+        (future,) = self._batcher.queue([("start_run", params)], linger=True)
+        future.add_done_callback(_log_failed_start)
+
+    async def release_claims(self, run_ids: Sequence[str]) -> None:
+        """Delete claimed runs that never started, freeing their slots."""
+        if run_ids:
+            await self._batcher.write_each([("release_claim", {"id": i}) for i in run_ids])
 
     async def update_run(
         self,
@@ -677,10 +716,22 @@ class SQLiteStore:
         """Move a pending run to running, started now; False when it was not pending."""
         return await self._write("claim_run", {"id": run_id, "now": _ts(utcnow())}) == 1
 
-    async def fail_orphaned_runs(self, reason: str) -> int:
+    async def list_requested_runs(self, *, limit: int = 1000) -> list[Run]:
+        """Pending manual and API runs, newest first (not slots claimed ahead)."""
+        return [
+            run_from_row(row) for row in await self._read("list_requested_runs", {"limit": limit})
+        ]
+
+    async def fail_orphaned_runs(self, reason: str, *, claimed_reason: str | None = None) -> int:
         """Mark runs a dead daemon left running (or queued by a schedule) as failed; pending
-        manual runs, which never started, stay for the next daemon. Returns how many."""
-        return await self._write("fail_orphaned_runs", {"now": _ts(utcnow()), "reason": reason})
+        manual runs, which never started, stay for the next daemon. Slots it claimed ahead
+        and never started get `claimed_reason` (default `reason`). Returns how many."""
+        params = {
+            "now": _ts(utcnow()),
+            "reason": reason,
+            "claimed_reason": claimed_reason or reason,
+        }
+        return await self._write("fail_orphaned_runs", params)
 
     async def purge_runs(
         self, *, keep_per_schedule: int | None = None, older_than: datetime | None = None
