@@ -53,7 +53,7 @@ MAX_TIMER_SECONDS = 60.0
 CLAIM_AHEAD_SECONDS = 0.25
 """A target's slot is claimed in the store at least this long before it fires, so that
 its request goes out on time instead of waiting for a write."""
-CLAIM_EVERY_SECONDS = 0.1
+CLAIM_EVERY_SECONDS = 0.02
 """One claim batch takes the target slots firing within this much time."""
 
 

@@ -285,7 +285,14 @@ async def test_restart_never_runs_a_slot_twice_and_misfires_run_once(
     before = hits.count("/ok")
     await start_daemon(controller)
     await until(lambda: fired(before + 2))
-    runs = await runs_of(controller, schedule.id)
+
+    async def recorded() -> list[Run]:
+        # A run's end is written a few ms after its answer: wait until each one is.
+        runs = await runs_of(controller, schedule.id)
+        done = [r for r in runs if r.status is RunStatus.SUCCEEDED]
+        return runs if len(done) == hits.count("/ok") else []
+
+    runs = await until(recorded, what="every answered request recorded")
     slots = [r.scheduled_for for r in runs]
     assert len(slots) == len(set(slots)), "a slot ran twice"
     # On a loaded machine a 1 s run can outlast its interval and be skipped for overlap

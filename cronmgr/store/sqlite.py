@@ -294,6 +294,17 @@ def _progress_params(progress: Progress) -> dict[str, Any]:
     return {name: _column(value) for name, value in zip(Progress._fields, progress, strict=True)}
 
 
+def _write_progress(sql: str, chunk: Sequence[Progress], connection: sqlite3.Connection) -> None:
+    params = [_progress_params(p) for p in chunk]
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        connection.executemany(sql, params)
+        connection.execute("COMMIT")
+    except BaseException:
+        connection.execute("ROLLBACK")
+        raise
+
+
 def _refusal(exc: sqlite3.IntegrityError, kind: str, name: str, target_id: str | None) -> Exception:
     """The caller's words for a constraint SQLite enforced."""
     code = exc.sqlite_errorname
@@ -579,12 +590,16 @@ class SQLiteStore:
         split: one transaction over 100,000 rows would hold the write lock for seconds and
         make the controller's writes wait out their busy timeout.
         """
+        sql = self._q["record_progress"]
         for start in range(0, len(progress), PROGRESS_CHUNK):
             chunk = progress[start : start + PROGRESS_CHUNK]
-            async with self._transaction("record_progress"):
-                await self._db.executemany(
-                    self._q["record_progress"], [_progress_params(p) for p in chunk]
-                )
+            # On the writer thread, parameters included: the event loop only hands over
+            # the tuples, and these writes queue behind run writes instead of racing them
+            # for the write lock.
+            try:
+                await self._writer.call(functools.partial(_write_progress, sql, chunk))
+            except sqlite3.Error as exc:
+                raise StoreError(f"store record_progress failed: {exc}") from exc
 
     async def changed_schedules(self, since_revision: int) -> ScheduleChanges:
         """Schedules written and ids deleted after `since_revision` (0: everything), read
