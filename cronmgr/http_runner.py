@@ -53,6 +53,9 @@ from structlog.contextvars import bound_contextvars
 from structlog.typing import FilteringBoundLogger
 
 from cronmgr import __version__
+from cronmgr import http_wire as wire
+from cronmgr.http_wire import Request as WireRequest
+from cronmgr.http_wire import WireClient
 from cronmgr.models import Assertion, ErrorType, RunStatus, StepResult, Target, utcnow
 from cronmgr.retry import retry_after_seconds, retry_delay, should_retry
 from cronmgr.secret_refs import MissingSecret, SecretResolver, redact
@@ -126,6 +129,7 @@ class HttpRunner:
         self._environ = environ
         self._rng = rng
         self._session: aiohttp.ClientSession | None = None
+        self._wire: WireClient | None = None
         self._templates = _TemplateCache(_TEMPLATE_CACHE_SIZE)
 
     async def __aenter__(self) -> Self:
@@ -139,6 +143,13 @@ class HttpRunner:
             trust_env=False,
             headers={"User-Agent": f"cronmgr/{__version__}"},
         )
+        if self._connector is None:
+            # Plain requests go the lean way; aiohttp keeps HEAD and a caller's connector.
+            self._wire = WireClient(
+                limit=self._limits[0],
+                user_agent=f"cronmgr/{__version__}",
+                resolve=_resolve_with(self._resolver) if self._resolver else None,
+            )
         return self
 
     async def __aexit__(
@@ -150,6 +161,9 @@ class HttpRunner:
         if self._session is not None:
             await self._session.close()
             self._session = None
+        if self._wire is not None:
+            await self._wire.close()
+            self._wire = None
 
     def _make_connector(self) -> aiohttp.TCPConnector:
         limit, limit_per_host = self._limits
@@ -252,11 +266,35 @@ class HttpRunner:
         except _Unsendable as exc:
             return exchange.failed(ErrorType.UNKNOWN, str(exc))
         try:
-            async with session.request(**request) as response:
-                await exchange.read(response)
+            if self._wire is not None and request["method"] != "HEAD":
+                await self._send_wire(self._wire, request, exchange)
+            else:
+                async with session.request(**request) as response:
+                    await exchange.read(response)
         except Exception as exc:  # every failure becomes a recorded attempt, classified
             return exchange.failed(*classify_error(exc, target))
         return exchange.judged()
+
+    @staticmethod
+    async def _send_wire(wire: WireClient, request: dict[str, Any], exchange: _Exchange) -> None:
+        """The request of `_prepare`, sent by the lean client (`http_wire.py`)."""
+        data, headers = request["data"], request["headers"]
+        if data is not None and not any(name.lower() == "content-type" for name in headers):
+            headers = {**headers, "Content-Type": "text/plain; charset=utf-8"}  # as aiohttp
+        timeout: aiohttp.ClientTimeout = request["timeout"]
+        wire_request = WireRequest(
+            method=request["method"],
+            url=request["url"],
+            headers=headers,
+            body=data.encode() if data is not None else None,
+            follow_redirects=request["allow_redirects"],
+            max_redirects=request["max_redirects"],
+            connect_timeout=timeout.sock_connect or CONNECT_TIMEOUT_SECONDS,
+            verify_tls=request["ssl"],
+        )
+        async with asyncio.timeout(timeout.total):
+            await wire.send(wire_request, exchange.body.take, exchange.head)
+        exchange.stop_clock()
 
     def _prepare(
         self, target: Target, context: RequestContext, secrets: SecretResolver
@@ -350,10 +388,17 @@ class _Exchange:
 
     async def read(self, response: aiohttp.ClientResponse) -> None:
         """Take the status and read the body (bounded), then stop the clock."""
-        self.status_code = response.status
-        self.reason = response.reason
-        self.retry_after_header = response.headers.get("Retry-After")
+        self.head(response.status, response.reason or "", response.headers)
         await self.body.read_from(response)
+        self.stop_clock()
+
+    def head(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
+        """Take the status line and the headers that matter (they arrive before the body)."""
+        self.status_code, self.reason = status, reason or None
+        self.retry_after_header = headers.get("Retry-After") or headers.get("retry-after")
+
+    def stop_clock(self) -> None:
+        """The response is complete: its duration is fixed now."""
         self._duration_ms = _elapsed_ms(self._started)
 
     def retry_after(self) -> float | None:
@@ -427,16 +472,23 @@ class _Body:
         self._max_bytes = max_bytes
 
     async def read_from(self, response: aiohttp.ClientResponse) -> None:
-        """Read up to the cap; beyond `KEEP_BYTES` the bytes are counted and dropped."""
+        """Read up to the cap from an aiohttp response."""
         while chunk := await response.content.read(_READ_CHUNK):
-            self.size += len(chunk)
-            room = KEEP_BYTES - len(self.kept)
-            if room > 0:
-                self.kept += chunk[:room]
-            if self.size >= self._max_bytes:
-                self.truncated = True
+            if not self.take(chunk):
                 response.close()  # drop the connection: the rest is never read
                 return
+
+    def take(self, chunk: bytes) -> bool:
+        """Count a chunk, keeping the first `KEEP_BYTES`; False once the cap is reached
+        (the caller then stops reading)."""
+        self.size += len(chunk)
+        room = KEEP_BYTES - len(self.kept)
+        if room > 0:
+            self.kept += chunk[:room]
+        if self.size >= self._max_bytes:
+            self.truncated = True
+            return False
+        return True
 
     @property
     def complete(self) -> bool:
@@ -632,13 +684,17 @@ def classify_error(exc: BaseException, target: Target) -> tuple[ErrorType, str]:
 
 
 def _timeout_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+    if isinstance(exc, aiohttp.ConnectionTimeoutError | wire.ConnectTimeout):
         connect = min(target.timeout_seconds, CONNECT_TIMEOUT_SECONDS)
         return f"timed out connecting, after {connect:g} s"
     return f"timed out after {target.timeout_seconds:g} s"
 
 
 def _ssl_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, wire.TLSFailed):
+        if exc.certificate:
+            return f"TLS certificate of {exc.host} rejected: {_reason(exc.os_error)}"
+        return f"TLS handshake with {exc.host} failed: {_reason(exc.os_error)}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate of {exc.host} rejected: {_reason(exc.certificate_error)}"
     if isinstance(exc, aiohttp.ClientConnectorError):
@@ -647,20 +703,20 @@ def _ssl_message(exc: BaseException, target: Target) -> str:
 
 
 def _dns_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | wire.ResolveFailed):
         return f"cannot resolve host {exc.host!r}: {_reason(exc.os_error)}"
     return f"cannot resolve host: {_reason(exc)}"
 
 
 def _connection_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError):
+    if isinstance(exc, aiohttp.ClientConnectorError | wire.ConnectFailed):
         error = exc.os_error
         # asyncio words a refusal "Connect call failed (...)"; the errno says it plainly.
         reason = os.strerror(error.errno) if error.errno else _reason(error)
         return f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError):
+    if isinstance(exc, aiohttp.ServerDisconnectedError | wire.Disconnected):
         return "the server closed the connection before a complete response"
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, aiohttp.ClientPayloadError | wire.BodyBroken):
         return f"the response body broke off: {_reason(exc)}"
     return f"connection failed: {_reason(exc)}"
 
@@ -670,6 +726,8 @@ def _redirects_message(exc: BaseException, target: Target) -> str:
 
 
 def _invalid_url_message(exc: BaseException, target: Target) -> str:
+    if isinstance(exc, wire.UnsupportedURL):
+        return str(exc)
     if isinstance(exc, aiohttp.NonHttpUrlClientError):
         return f"not an http or https URL: {_reason(exc)}"
     return f"invalid URL: {_reason(exc)}"
@@ -682,19 +740,40 @@ _CLASSES: tuple[
 ] = (
     (TimeoutError, ErrorType.TIMEOUT, _timeout_message),
     (
-        (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError),
+        (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError, wire.TLSFailed),
         ErrorType.SSL,
         _ssl_message,
     ),
-    (aiohttp.ClientConnectorDNSError, ErrorType.DNS, _dns_message),
+    ((aiohttp.ClientConnectorDNSError, wire.ResolveFailed), ErrorType.DNS, _dns_message),
     (
-        (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, OSError),
+        (
+            aiohttp.ClientConnectionError,
+            aiohttp.ClientPayloadError,
+            OSError,
+            wire.ConnectFailed,
+            wire.Disconnected,
+            wire.BodyBroken,
+        ),
         ErrorType.CONNECTION,
         _connection_message,
     ),
-    (aiohttp.TooManyRedirects, ErrorType.UNKNOWN, _redirects_message),
-    ((aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError), ErrorType.UNKNOWN, _invalid_url_message),
+    ((aiohttp.TooManyRedirects, wire.TooManyRedirects), ErrorType.UNKNOWN, _redirects_message),
+    (
+        (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, wire.UnsupportedURL),
+        ErrorType.UNKNOWN,
+        _invalid_url_message,
+    ),
 )
+
+
+def _resolve_with(resolver: AbstractResolver) -> wire.Resolve:
+    """An aiohttp resolver as the lean client asks for addresses."""
+
+    async def resolve(host: str, port: int) -> list[tuple[str, int]]:
+        found = await resolver.resolve(host, port, socket.AF_UNSPEC)
+        return [(str(entry["host"]), int(entry["port"])) for entry in found]
+
+    return resolve
 
 
 def _caused_by_gaierror(exc: BaseException) -> bool:

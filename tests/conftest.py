@@ -1,5 +1,26 @@
-"""Fixtures for the whole suite live in support.py; this file only registers them."""
+"""Fixtures for the whole suite live in support.py; this file registers them, and runs the
+HTTP client tests on both event loops."""
 
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+
+import pytest
+import uvloop
 from support import controller, controller_factory, http
 
 __all__ = ["controller", "controller_factory", "http"]
+
+BOTH_LOOPS = frozenset({"test_http_wire.py", "test_http_runner.py"})
+"""Test files run on asyncio's loop and on uvloop, which the daemon runs on: the lean HTTP
+client meets uvloop's own transports there."""
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> Mapping[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Both loops for the HTTP client tests, the default loop for everything else."""
+    if item.path.name in BOTH_LOOPS:
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
