@@ -681,6 +681,20 @@ async def test_a_claimed_run_starts_then_finishes_in_order(store: SQLiteStore) -
     assert (await store.get_run(run.id)).started_at == T0 + timedelta(milliseconds=5)
 
 
+async def test_an_end_may_carry_the_start_of_a_claimed_run(store: SQLiteStore) -> None:
+    """A claimed run that ended before its start was written gets both in one write."""
+    run = claim("a", T0)
+    await store.claim_runs([run])
+    started, finished = T0 + timedelta(milliseconds=3), T0 + timedelta(milliseconds=20)
+    await store.finish_run(run.id, RunStatus.SUCCEEDED, finished_at=finished, started_at=started)
+    stored = await store.get_run(run.id)
+    assert (stored.status, stored.started_at, stored.finished_at) == (
+        RunStatus.SUCCEEDED,
+        started,
+        finished,
+    )
+
+
 async def test_releasing_claims_frees_their_slots_and_spares_started_runs(
     store: SQLiteStore,
 ) -> None:
@@ -1013,3 +1027,13 @@ async def test_an_unusable_file_is_a_store_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not an SQLite database, just text" * 100)
     with pytest.raises(StoreError, match="cannot open the SQLite store"):
         await SQLiteStore.open(path)
+
+
+async def test_many_targets_are_read_in_one_call(store: SQLiteStore) -> None:
+    """get_targets returns those that exist, by id; unknown ids are left out."""
+    first, second = make_target("a"), make_target("b")
+    for target in (first, second):
+        await store.insert_target(target)
+    found = await store.get_targets([first.id, second.id, "missing"])
+    assert found == {first.id: first, second.id: second}
+    assert await store.get_targets([]) == {}

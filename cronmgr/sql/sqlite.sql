@@ -205,6 +205,10 @@ WHERE id = :id;
 -- name: get_target
 SELECT * FROM targets WHERE id = :id;
 
+-- name: get_targets
+-- Many targets at once, their ids as a JSON array.
+SELECT * FROM targets WHERE id IN (SELECT value FROM json_each(:ids));
+
 -- name: get_target_by_name
 SELECT * FROM targets WHERE name = :name;
 

@@ -178,6 +178,10 @@ class Store(Protocol):
         """One target; NotFound."""
         ...
 
+    async def get_targets(self, target_ids: Sequence[str]) -> dict[str, Target]:
+        """The targets of these ids that exist, by id (missing ones are left out)."""
+        ...
+
     async def get_target_by_name(self, name: str) -> Target:
         """The target called `name`; NotFound."""
         ...
@@ -278,8 +282,10 @@ class Store(Protocol):
         finished_at: datetime,
         error: str | None = None,
         steps: Sequence[tuple[int, StepResult]] = (),
+        started_at: datetime | None = None,
     ) -> None:
-        """Record a run's last attempts (position, result) and its end, written together."""
+        """Record a run's last attempts (position, result) and its end, written together;
+        with `started_at`, its start too (a claimed run whose start was not written)."""
         ...
 
     async def get_run(self, run_id: str) -> Run:

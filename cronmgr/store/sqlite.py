@@ -469,6 +469,13 @@ class SQLiteStore:
             raise NotFound(f"target {target_id!r} does not exist")
         return target_from_row(rows[0])
 
+    async def get_targets(self, target_ids: Sequence[str]) -> dict[str, Target]:
+        """The targets of these ids that exist, by id."""
+        if not target_ids:
+            return {}
+        rows = await self._read("get_targets", {"ids": _json(list(target_ids))})
+        return {row["id"]: target_from_row(row) for row in rows}
+
     async def get_target_by_name(self, name: str) -> Target:
         """The target called `name`; NotFound."""
         rows = await self._read("get_target_by_name", {"name": name})
@@ -669,10 +676,13 @@ class SQLiteStore:
         finished_at: datetime,
         error: str | None = None,
         steps: Sequence[tuple[int, StepResult]] = (),
+        started_at: datetime | None = None,
     ) -> None:
-        """Record a run's last attempts (position, result) and its end, written together."""
+        """Record a run's last attempts (position, result) and its end, written together;
+        with `started_at`, its start too (a claimed run whose start was not written)."""
         writes = [("insert_step_result", _step_params(run_id, p, r)) for p, r in steps]
-        writes.append(("update_run", _update_params(run_id, status, None, finished_at, error)))
+        end = _update_params(run_id, status, started_at, finished_at, error)
+        writes.append(("update_run", end))
         # Nothing waits on a run's end to begin: it may wait a little for other writes.
         await self._batcher.write_many(writes, linger=True)
 

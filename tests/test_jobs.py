@@ -1,0 +1,146 @@
+"""One firing, in-process: the JobRunner with a real SQLite store, the real HTTP runner and
+a real target server on 127.0.0.1. Claiming ahead is what is shown here: a claimed slot is
+pending in the store until it fires, its target is read before its time, and a quick run
+goes from pending to its end in one write."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from cronmgr.config import load_settings
+from cronmgr.http_runner import HttpRunner
+from cronmgr.jobs import JobRunner
+from cronmgr.models import (
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleType,
+    Target,
+    new_id,
+    utcnow,
+)
+from cronmgr.pipelines import PipelineSet
+from cronmgr.store.sqlite import SQLiteStore
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[TestServer]:
+    async def ok(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/ok", ok)
+    async with TestServer(app, host="127.0.0.1") as running:
+        yield running
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    opened = await SQLiteStore.open(tmp_path / "cronmgr.db")
+    yield opened
+    await opened.close()
+
+
+@pytest.fixture
+async def jobs(tmp_path: Path, store: SQLiteStore) -> AsyncIterator[JobRunner]:
+    settings = load_settings(env={}, home=tmp_path)
+    async with HttpRunner() as http:
+        yield JobRunner(settings, store, http, lambda: PipelineSet({}))
+
+
+async def add_schedule(store: SQLiteStore, server: TestServer) -> Schedule:
+    target = Target(
+        id=new_id(),
+        name=f"t-{new_id()[-6:]}",
+        url=str(server.make_url("/ok")),
+        retry=RetryPolicy(max_attempts=1),
+    )
+    now = utcnow()
+    schedule = Schedule(
+        id=new_id(),
+        name=f"s-{target.name}",
+        schedule_type=ScheduleType.INTERVAL,
+        target_id=target.id,
+        interval_seconds=60,
+        start_at=now,
+        created_at=now,
+    )
+    await store.insert_target(target)
+    await store.insert_schedule(schedule)
+    return schedule
+
+
+async def finished(store: SQLiteStore, run_id: str) -> Run:
+    """The run once its end is written (it may wait 20 ms for company)."""
+    deadline = time.monotonic() + 10
+    while (run := await store.get_run(run_id)).status in (RunStatus.PENDING, RunStatus.RUNNING):
+        assert time.monotonic() < deadline, "the run's end was never written"
+        await asyncio.sleep(0.01)
+    return run
+
+
+async def test_a_claimed_slot_is_pending_then_runs_with_its_target_read_ahead(
+    jobs: JobRunner, store: SQLiteStore, server: TestServer, tmp_path: Path
+) -> None:
+    """Claimed: a pending run with no start. The target is read with the claim: deleted
+    from the store afterwards (behind the runner's back), the run still has it. The run
+    ends succeeded with its start, written in one go with its end."""
+    schedule = await add_schedule(store, server)
+    slot = utcnow()
+    (claim,) = jobs.claim_ahead([(schedule, slot)])
+    await claim.batch
+    (pending,) = await store.list_runs(schedule_id=schedule.id)
+    assert (pending.id, pending.status, pending.started_at) == (
+        claim.run.id,
+        RunStatus.PENDING,
+        None,
+    )
+    # Wait for the read ahead, then take the target away where only the store sees it.
+    for _ in range(200):
+        if not jobs._prefetching:
+            break
+        await asyncio.sleep(0.01)
+    with sqlite3.connect(tmp_path / "cronmgr.db") as db:
+        db.execute("PRAGMA foreign_keys=OFF")
+        db.execute("DELETE FROM targets WHERE id = ?", (schedule.target_id,))
+
+    assert await jobs.run(schedule, slot, claim) is RunStatus.SUCCEEDED
+    done = await finished(store, claim.run.id)
+    assert done.status is RunStatus.SUCCEEDED
+    assert done.started_at is not None and done.finished_at is not None
+    assert slot <= done.started_at <= done.finished_at
+    assert [step.status_code for step in done.steps] == [200]
+
+
+async def test_a_slot_claimed_by_another_run_is_not_run(
+    jobs: JobRunner, store: SQLiteStore, server: TestServer
+) -> None:
+    """Two claims of one slot: the second loses and its run never starts."""
+    schedule = await add_schedule(store, server)
+    slot = utcnow()
+    (first,) = jobs.claim_ahead([(schedule, slot)])
+    (second,) = jobs.claim_ahead([(schedule, slot)])
+    # The first claim's write goes first and takes the slot.
+    assert await jobs.run(schedule, slot, second) is None
+    assert await jobs.run(schedule, slot, first) is RunStatus.SUCCEEDED
+    await finished(store, first.run.id)
+    assert [r.id for r in await store.list_runs(schedule_id=schedule.id)] == [first.run.id]
+
+
+async def test_released_claims_leave_no_run(
+    jobs: JobRunner, store: SQLiteStore, server: TestServer
+) -> None:
+    """A claim given back (schedule changed, daemon stopping) deletes its pending run."""
+    schedule = await add_schedule(store, server)
+    claims = jobs.claim_ahead([(schedule, utcnow()), (schedule, utcnow())])
+    await jobs.release(claims)
+    assert await store.list_runs(schedule_id=schedule.id) == []
