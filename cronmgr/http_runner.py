@@ -184,6 +184,18 @@ class HttpRunner:
             raise RuntimeError("HttpRunner is not open: use `async with HttpRunner() as runner`")
         return self._session
 
+    def prewarm(self, due: Sequence[tuple[Target, datetime]]) -> int:
+        """Open connections ahead for targets due at the same moments (slots claimed
+        ahead), so a burst does not wait for handshakes; how many are being opened. URLs
+        with secrets in them and HEAD requests are left alone."""
+        if self._wire is None:
+            return 0
+        return self._wire.prewarm(
+            (target.url, target.verify_tls, slot)
+            for target, slot in due
+            if "${" not in target.url and target.method.upper() != "HEAD"
+        )
+
     async def run_target(
         self,
         target: Target,

@@ -16,13 +16,14 @@ way it words aiohttp's, so an attempt reads the same whichever client sent it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import ssl
 import time
 import zlib
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterator, Mapping
+from collections import Counter, deque
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple, cast
 
@@ -40,6 +41,8 @@ REDIRECTS = frozenset({301, 302, 303, 307, 308})
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS", "TRACE"})
 DNS_TTL_SECONDS = 300.0
 KEEPALIVE_SECONDS = 30.0
+CONNECT_SECONDS = 10.0
+"""Connecting ahead (prewarm) gives up after this long."""
 INFLATE_CHUNK = 64 * 1024
 """Most bytes inflated from compressed data at a time: a bomb is counted as it grows."""
 REDIRECT_BODY_BYTES = 64 * 1024
@@ -157,6 +160,45 @@ class WireClient:
         self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
         self._tls: dict[bool, ssl.SSLContext] = {}
         self._urls: dict[str, URL] = {}
+        self._warming: dict[Origin, int] = {}
+        self._warmers: set[asyncio.Task[None]] = set()
+
+    def prewarm(self, requests: Iterable[tuple[str, bool, Hashable]]) -> int:
+        """Open connections ahead for requests that will be sent together: (url,
+        verify_tls, moment) each, grouped by origin and moment. An origin gets as many
+        idle connections as its largest group needs (within the limit), so a burst does not
+        wait for handshakes; how many connections are being opened."""
+        groups: Counter[tuple[Origin, Hashable]] = Counter()
+        for url, verify_tls, moment in requests:
+            with contextlib.suppress(UnsupportedURL):
+                groups[self._origin(self._url(url), verify_tls), moment] += 1
+        needs: dict[Origin, int] = {}
+        for (origin, _), count in groups.items():
+            needs[origin] = max(needs.get(origin, 0), count)
+        opened = 0
+        for origin, need in needs.items():
+            have = len(self._idle.get(origin, ())) + self._warming.get(origin, 0)
+            for _ in range(min(need - have, self._limit - self._open)):
+                self._open += 1
+                self._warming[origin] = self._warming.get(origin, 0) + 1
+                task = asyncio.ensure_future(self._warm(origin))
+                self._warmers.add(task)
+                task.add_done_callback(self._warmers.discard)
+                opened += 1
+        return opened
+
+    async def _warm(self, origin: Origin) -> None:
+        try:
+            connection = await self._connect(origin, CONNECT_SECONDS)
+        except (WireError, OSError):  # the request itself will say what is wrong
+            self._open -= 1
+            self._wake()
+            return
+        finally:
+            self._warming[origin] -= 1
+        connection.idle_since = time.monotonic()
+        self._idle.setdefault(origin, []).append(connection)
+        self._wake()
 
     async def send(self, request: Request, sink: Sink, on_head: OnHead | None = None) -> Reply:
         """Send `request`, following redirects if asked; the final body goes to `sink`."""
@@ -172,10 +214,19 @@ class WireClient:
 
     async def close(self) -> None:
         """Close every pooled connection."""
+        for task in list(self._warmers):
+            task.cancel()
+        await asyncio.gather(*self._warmers, return_exceptions=True)
         for connections in self._idle.values():
             for connection in connections:
                 connection.drop()
         self._idle.clear()
+
+    @staticmethod
+    def _origin(url: URL, verify_tls: bool) -> Origin:
+        return Origin(
+            url.scheme, url.host or "", url.port or 0, verify_tls or url.scheme != "https"
+        )
 
     def _url(self, text: str) -> URL:
         url = self._urls.get(text)
@@ -197,8 +248,7 @@ class WireClient:
         request: Request,
         into: tuple[Sink, OnHead | None],
     ) -> Reply:
-        verify = request.verify_tls or url.scheme != "https"
-        origin = Origin(url.scheme, url.host or "", url.port or 0, verify)
+        origin = self._origin(url, request.verify_tls)
         head = self._head(method, url, headers, body)
         for fresh in (False, True):
             connection = await self._acquire(origin, request.connect_timeout, fresh)
@@ -213,8 +263,6 @@ class WireClient:
                 if connection.reused and not connection.answered and method in IDEMPOTENT:
                     continue
                 raise
-            finally:
-                self._release(connection)
             return reply
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -313,7 +361,7 @@ class WireClient:
             try:
                 async with asyncio.timeout(connect_seconds):
                     _, connection = await loop.create_connection(
-                        lambda: _Connection(origin),
+                        lambda: _Connection(origin, self._release),
                         host,
                         port,
                         ssl=context,
@@ -421,8 +469,12 @@ class _Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection, reading one response at a time."""
 
-    def __init__(self, origin: Origin) -> None:
+    def __init__(self, origin: Origin, hand_back: Callable[[_Connection], None]) -> None:
         self.origin = origin
+        # Back to the pool the moment its response is complete, before the task that
+        # waits for the response resumes: a request waiting for a connection goes first.
+        self._hand_back = hand_back
+        self._held = False
         self.transport: asyncio.Transport | None = None
         self.reused = False
         self.answered = False  # a byte of the current response arrived
@@ -455,7 +507,9 @@ class _Connection(asyncio.Protocol):
     async def exchange(self, head: bytes, body: bytes | None, response: _Response) -> Reply:
         """Write the request and wait for its response; the connection is dropped when
         the exchange is interrupted (timeout, cancellation)."""
+        self._held = True
         if self._closed or self.transport is None:
+            self._give_back()
             raise Disconnected("the server closed the connection")
         done = response.done
         self._response = response
@@ -467,7 +521,13 @@ class _Connection(asyncio.Protocol):
         except BaseException:
             self._response = None
             self.drop()
+            self._give_back()
             raise
+
+    def _give_back(self) -> None:
+        if self._held:
+            self._held = False
+            self._hand_back(self)
 
     # --- asyncio.Protocol
 
@@ -566,6 +626,7 @@ class _Connection(asyncio.Protocol):
 
     def _complete(self) -> None:
         response, self._response = self._response, None
+        self._give_back()
         if response is not None and not response.done.done():
             reason = response.reason.decode("latin-1", errors="replace")
             response.done.set_result(Reply(response.status, reason, response.headers, response.url))
@@ -573,6 +634,7 @@ class _Connection(asyncio.Protocol):
     def _fail(self, exc: Exception) -> None:
         response, self._response = self._response, None
         self._keep_alive = False
+        self._give_back()
         if response is not None and not response.done.done():
             response.done.set_exception(exc)
 

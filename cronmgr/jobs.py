@@ -137,29 +137,42 @@ class JobRunner:
             for schedule, slot in slots
         ]
         batch = asyncio.ensure_future(self.store.claim_runs(runs))
-        self._prefetch({s.target_id for s, _ in slots if s.target_id} - self._targets.keys())
+        due = [(s.target_id, slot) for s, slot in slots if s.target_id is not None]
+        missing = {target_id for target_id, _ in due} - self._targets.keys()
+        if missing:
+            self._prefetch(missing, due)
+        else:
+            self._prewarm(due)
         return [Claim(run, batch) for run in runs]
 
-    def _prefetch(self, target_ids: set[str]) -> None:
+    def _prefetch(self, target_ids: set[str], due: list[tuple[str, datetime]]) -> None:
         """Read the targets of slots claimed ahead in one query, so their requests do not
         wait for a read when they fire (2,000 first firings would be 2,000 reads)."""
         target_ids -= self._prefetching.keys()
-        if not target_ids:
-            return
-        task = asyncio.ensure_future(self._read_targets(sorted(target_ids), self._epoch))
+        task = asyncio.ensure_future(self._read_targets(sorted(target_ids), self._epoch, due))
         for target_id in target_ids:
             self._prefetching[target_id] = task
 
-    async def _read_targets(self, target_ids: list[str], epoch: int) -> None:
+    async def _read_targets(
+        self, target_ids: list[str], epoch: int, due: list[tuple[str, datetime]]
+    ) -> None:
         try:
-            found = await self.store.get_targets(target_ids)
-            if epoch == self._epoch:
-                self._targets.update(found)
+            if target_ids:
+                found = await self.store.get_targets(target_ids)
+                if epoch == self._epoch:
+                    self._targets.update(found)
         except Exception as exc:  # each run reads its own target then
             log.warning("targets_not_read_ahead", count=len(target_ids), error=str(exc))
         finally:
             for target_id in target_ids:
                 self._prefetching.pop(target_id, None)
+        self._prewarm(due)
+
+    def _prewarm(self, due: list[tuple[str, datetime]]) -> None:
+        """Connections opened ahead for the claimed slots that fire together."""
+        known = [(self._targets[t], slot) for t, slot in due if t in self._targets]
+        if known:
+            self.http.prewarm(known)
 
     async def release(self, claims: Sequence[Claim]) -> None:
         """Give back claimed slots that will not fire (their schedule changed, the daemon

@@ -328,3 +328,34 @@ async def test_a_target_body_goes_as_text_with_the_headers_it_sets() -> None:
     assert b"content-length: 4" in first  # "é 1" is four bytes in UTF-8
     assert b"content-type: application/json" in second and b"text/plain" not in second
     assert b"user-agent: probe/1" in second and b"cronmgr" not in second
+
+
+async def test_prewarm_opens_what_the_largest_burst_needs_and_sends_reuse_it() -> None:
+    """Three requests due together at one origin and two at another moment: three
+    connections are opened ahead, idle until the requests come, which take them."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: Raw) -> None:
+        while True:
+            await read_head(reader, raw)
+            writer.write(reply(b"ok", "Content-Length: 2"))
+            await writer.drain()
+
+    wire = WireClient(limit=10)
+    try:
+        async with raw_server(handler) as raw:
+            due = [(raw.url(f"/{i}"), True, "at 0") for i in range(3)]
+            due += [(raw.url("/x"), True, "at 1")] * 2
+            assert wire.prewarm(due) == 3
+            assert wire.prewarm(due) == 0  # already on their way
+            for _ in range(500):
+                if raw.connections == 3:
+                    break
+                await asyncio.sleep(0.01)
+            assert (raw.connections, raw.heads) == (3, [])
+            await asyncio.gather(
+                *(wire.send(Request("GET", raw.url(f"/{i}"), {}), Collect()) for i in range(3))
+            )
+            assert raw.connections == 3 and len(raw.heads) == 3
+            assert wire.prewarm([("ftp://nowhere/", True, 0)]) == 0
+    finally:
+        await wire.close()

@@ -9,6 +9,7 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -57,11 +58,12 @@ async def jobs(tmp_path: Path, store: SQLiteStore) -> AsyncIterator[JobRunner]:
         yield JobRunner(settings, store, http, lambda: PipelineSet({}))
 
 
-async def add_schedule(store: SQLiteStore, server: TestServer) -> Schedule:
+async def add_schedule(store: SQLiteStore, server: TestServer | str) -> Schedule:
+    url = server if isinstance(server, str) else str(server.make_url("/ok"))
     target = Target(
         id=new_id(),
         name=f"t-{new_id()[-6:]}",
-        url=str(server.make_url("/ok")),
+        url=url,
         retry=RetryPolicy(max_attempts=1),
     )
     now = utcnow()
@@ -144,3 +146,30 @@ async def test_released_claims_leave_no_run(
     claims = jobs.claim_ahead([(schedule, utcnow()), (schedule, utcnow())])
     await jobs.release(claims)
     assert await store.list_runs(schedule_id=schedule.id) == []
+
+
+async def test_slots_due_together_get_their_connections_opened_ahead(
+    jobs: JobRunner, store: SQLiteStore
+) -> None:
+    """Three targets on one server claimed for the same moment: three connections are
+    open before the slot comes."""
+    connections = 0
+    closed = asyncio.Event()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        await closed.wait()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        schedules = [await add_schedule(store, f"http://127.0.0.1:{port}/{n}") for n in range(3)]
+        slot = utcnow() + timedelta(seconds=30)
+        jobs.claim_ahead([(schedule, slot) for schedule in schedules])
+        deadline = time.monotonic() + 10
+        while connections < 3:
+            assert time.monotonic() < deadline, f"{connections} connections opened ahead"
+            await asyncio.sleep(0.01)
+        closed.set()
