@@ -120,7 +120,7 @@ def _run_detached(settings: Settings, spec: LaunchSpec, ready: ReadyPipe) -> int
         ready.fail(str(exc))
         return 1
     try:
-        logs.configure_logging(settings, to_file=True)
+        logs.configure_logging(settings, to_file=True, final=True)
         # The writer thread holds the GIL in short bursts; a request due now should not
         # wait out the default 5 ms switch interval behind one.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)

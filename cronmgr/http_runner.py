@@ -251,7 +251,7 @@ class HttpRunner:
     ) -> tuple[StepResult, float | None]:
         secrets = SecretResolver(self._environ)
         exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
-        method, shown_url = target.method.upper(), redact(target.url)
+        method, shown_url = target.method.upper(), _shown_url(target.url)
         # Debug: the finished line says all of it, and a target can run a thousand times a
         # second; at info level a started line would double the log and its cost.
         log.debug("http_attempt_started", attempt=context.attempt, method=method, url=shown_url)
@@ -520,6 +520,13 @@ class _Body:
     def scope(self) -> str:
         """What the assertions saw, in words."""
         return "body" if self.complete else f"first {len(self.kept)} bytes of the body"
+
+
+@functools.lru_cache(maxsize=4096)
+def _shown_url(url: str) -> str:
+    """A target's URL as logs show it (redacted, references as written): the same for
+    every attempt, so worked out once."""
+    return redact(url)
 
 
 def _status_error_type(status: int) -> ErrorType:

@@ -35,11 +35,13 @@ BLOCK_SIZE = 64 * 1024
 _file_sink: _RotatingFile | None = None
 
 
-def configure_logging(settings: Settings, *, to_file: bool) -> None:
+def configure_logging(settings: Settings, *, to_file: bool, final: bool = False) -> None:
     """Send structlog and stdlib logging to JSON lines: the log file, or else stderr.
 
     Call it once at an entry point; calling it again replaces the previous set-up and
-    closes the previous file.
+    closes the previous file. `final` (the daemon, which never configures again) lets
+    every logger keep what it resolved on its first event instead of resolving it anew
+    for each one.
     """
     global _file_sink
     _close_file_sink()
@@ -55,10 +57,10 @@ def configure_logging(settings: Settings, *, to_file: bool) -> None:
         processors=_processors(),
         wrapper_class=structlog.make_filtering_bound_logger(settings.log_level),
         logger_factory=factory,
-        # Not cached: a reconfiguration (a test, a reload) then reaches every module-level
-        # logger. Hot loops bind a logger once (`log = logger.bind(...)`), which costs
-        # nothing per event.
-        cache_logger_on_first_use=False,
+        # Not cached unless final: a reconfiguration (a test, a reload) then reaches every
+        # module-level logger. Hot loops bind a logger once (`log = logger.bind(...)`),
+        # which costs nothing per event.
+        cache_logger_on_first_use=final,
     )
     _route_stdlib_logging()
 
