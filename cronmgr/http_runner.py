@@ -60,6 +60,10 @@ from cronmgr.models import Assertion, ErrorType, RunStatus, StepResult, Target, 
 from cronmgr.retry import retry_after_seconds, retry_delay, should_retry
 from cronmgr.secret_refs import MissingSecret, SecretResolver, redact
 
+# One module-level logger, bound per run: binding a fresh get_logger() each time would
+# resolve the configuration anew for every run.
+_log = structlog.get_logger("cronmgr.http_runner")
+
 #: Body bytes kept in memory for the assertions (contains, regex, JSON field).
 KEEP_BYTES = 64 * 1024
 #: Body bytes shown in a result's `output_tail`.
@@ -211,7 +215,7 @@ class HttpRunner:
         An attempt cut short by cancellation is always handed over.
         """
         session = self.session  # not open: fail here, not as a recorded attempt
-        log = structlog.get_logger().bind(run_id=context.run_id, target=target.name)
+        log = _log.bind(run_id=context.run_id, target=target.name)
         results: list[StepResult] = []
         with bound_contextvars(run_id=context.run_id, target=target.name):
             for attempt in range(1, max(target.retry.max_attempts, 1) + 1):

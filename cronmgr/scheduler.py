@@ -425,16 +425,15 @@ class Scheduler:
         slot = entry.slot
         if slot is None or entry.schedule.status is not ScheduleStatus.ACTIVE:
             return
-        now = _from_ts(self._clock())
-        if self._circuit_open(entry, now):
+        if self._circuit_open(entry):
             self._skip(entry, slot, "circuit open after failures")
         else:
             self._fire_by_overlap(entry, slot)
         self._plan(entry, entry.trigger.after(slot))
 
-    def _circuit_open(self, entry: Entry, now: datetime) -> bool:
+    def _circuit_open(self, entry: Entry) -> bool:
         until = entry.schedule.circuit_open_until
-        return until is not None and now < until
+        return until is not None and _from_ts(self._clock()) < until
 
     # --- firing ----------------------------------------------------------------------
 
