@@ -76,6 +76,14 @@ async def read_head(reader: asyncio.StreamReader, raw: Raw) -> bytes:
     return head
 
 
+async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: Raw) -> None:
+    """Answer every request on the connection with a 200 "ok"."""
+    while True:
+        await read_head(reader, raw)
+        writer.write(reply(b"ok", "Content-Length: 2"))
+        await writer.drain()
+
+
 def reply(body: bytes, *headers: str, status: str = "200 OK") -> bytes:
     lines = [f"HTTP/1.1 {status}", *headers]
     return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
@@ -295,14 +303,8 @@ async def test_a_target_body_goes_as_text_with_the_headers_it_sets() -> None:
     """Through HttpRunner: a templated body is sent as text/plain UTF-8 unless the target
     names a Content-Type; the target's User-Agent wins over cronmgr's."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: Raw) -> None:
-        while True:
-            await read_head(reader, raw)
-            writer.write(reply(b"ok", "Content-Length: 2"))
-            await writer.drain()
-
     context = RequestContext(run_id="r", schedule_id=None, scheduled_for=utcnow())
-    async with raw_server(handler) as raw, HttpRunner() as runner:
+    async with raw_server(answer_ok) as raw, HttpRunner() as runner:
         plain = Target(
             id="a",
             name="a",
@@ -334,15 +336,9 @@ async def test_prewarm_opens_what_the_largest_burst_needs_and_sends_reuse_it() -
     """Three requests due together at one origin and two at another moment: three
     connections are opened ahead, idle until the requests come, which take them."""
 
-    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: Raw) -> None:
-        while True:
-            await read_head(reader, raw)
-            writer.write(reply(b"ok", "Content-Length: 2"))
-            await writer.drain()
-
     wire = WireClient(limit=10)
     try:
-        async with raw_server(handler) as raw:
+        async with raw_server(answer_ok) as raw:
             due = [(raw.url(f"/{i}"), True, "at 0") for i in range(3)]
             due += [(raw.url("/x"), True, "at 1")] * 2
             assert wire.prewarm(due) == 3
