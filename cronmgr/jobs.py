@@ -149,6 +149,8 @@ class JobRunner:
         """Read the targets of slots claimed ahead in one query, so their requests do not
         wait for a read when they fire (2,000 first firings would be 2,000 reads)."""
         target_ids -= self._prefetching.keys()
+        if not target_ids:
+            return  # all on their way already; that read opens the connections it can
         task = asyncio.ensure_future(self._read_targets(sorted(target_ids), self._epoch, due))
         for target_id in target_ids:
             self._prefetching[target_id] = task
@@ -157,10 +159,9 @@ class JobRunner:
         self, target_ids: list[str], epoch: int, due: list[tuple[str, datetime]]
     ) -> None:
         try:
-            if target_ids:
-                found = await self.store.get_targets(target_ids)
-                if epoch == self._epoch:
-                    self._targets.update(found)
+            found = await self.store.get_targets(target_ids)
+            if epoch == self._epoch:
+                self._targets.update(found)
         except Exception as exc:  # each run reads its own target then
             log.warning("targets_not_read_ahead", count=len(target_ids), error=str(exc))
         finally:
@@ -269,13 +270,10 @@ class JobRunner:
         sooner, and their end then records the start with it, one write where were two."""
         assert run.started_at is not None
         loop = asyncio.get_running_loop()
+        # Cancelled by `_finish` when the run ends sooner.
         self._unstarted[run.id] = loop.call_later(
-            START_RECORD_SECONDS, self._record_start, run.id, run.started_at
+            START_RECORD_SECONDS, self.store.start_run, run.id, run.started_at
         )
-
-    def _record_start(self, run_id: str, started_at: datetime) -> None:
-        if self._unstarted.get(run_id) is not None:
-            self.store.start_run(run_id, started_at)
 
     def _forget(self, run: Run) -> None:
         runs = self._running.get(run.job, {})
