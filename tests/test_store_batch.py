@@ -135,6 +135,55 @@ async def test_a_lingering_write_rides_along_with_the_next_urgent_one() -> None:
     assert batches == [["step", "end", "claim"]]
 
 
+async def test_lingering_writes_made_during_a_trip_wait_for_the_next_urgent_one() -> None:
+    """Runs that end while a batch is applied do not make the next trip on their own:
+    at a thousand runs a second that would be a transaction per run."""
+    batches: list[list[str]] = []
+    release = asyncio.Event()
+
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        batches.append([w.statement for w in writes])
+        if len(batches) == 1:
+            await release.wait()
+        return [1] * len(writes)
+
+    batcher = WriteBatcher(apply, linger_seconds=60.0)
+    claim = asyncio.create_task(batcher.write("claim", {}))
+    for _ in range(10):
+        await asyncio.sleep(0)
+    ends = [
+        asyncio.create_task(batcher.write_many([("end", {"n": n})], linger=True)) for n in range(3)
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    assert await claim == 1
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert batches == [["claim"]] and not any(end.done() for end in ends)
+    assert await batcher.write("claim", {}) == 1
+    assert await asyncio.gather(*ends) == [1, 1, 1]
+    assert batches == [["claim"], ["end", "end", "end", "claim"]]
+
+
+async def test_flush_during_a_trip_waits_for_the_writes_queued_behind_it() -> None:
+    release = asyncio.Event()
+
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        await release.wait()
+        return [1] * len(writes)
+
+    batcher = WriteBatcher(apply, linger_seconds=3600.0)
+    claim = asyncio.create_task(batcher.write("claim", {}))
+    await asyncio.sleep(0)
+    end = asyncio.create_task(batcher.write_many([("end", {})], linger=True))
+    await asyncio.sleep(0)
+    flushed = asyncio.create_task(batcher.flush())
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.wait_for(flushed, 10)
+    assert claim.done() and end.done() and end.result() == 1
+
+
 async def test_a_lingering_write_alone_goes_when_its_time_is_up() -> None:
     applied = asyncio.Event()
 

@@ -4,10 +4,10 @@ A run writes twice or more (claimed, each retried attempt, finished with its las
 attempt), and 2,000 runs due on the same second would otherwise be 4,000 transactions,
 each a round trip to the writer thread. Here a write joins a queue and waits for its
 result; one drainer applies everything queued so far in one call of `apply`, then the
-writes that arrived meanwhile, and so on. An idle store adds no delay to a write that
-cannot wait (the first goes at once); a busy one needs far fewer transactions. Callers
-await their own writes, so a task's writes are applied in the order it made them, and
-read-your-writes holds.
+writes that arrived meanwhile if one of them cannot wait, and so on. An idle store adds
+no delay to a write that cannot wait (the first goes at once); a busy one needs far fewer
+transactions. Callers await their own writes, so a task's writes are applied in the order
+it made them, and read-your-writes holds.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ class WriteBatcher:
         self._queue: list[Write] = []
         self._drainer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # Whether a write that cannot wait is queued: the drainer keeps going only then.
+        self._urgent = False
 
     async def write(self, statement: str, params: dict[str, Any]) -> int:
         """Queue one write and wait until it is committed; the rows it changed."""
@@ -87,14 +89,17 @@ class WriteBatcher:
         if linger:
             self._later(loop)
         else:
+            self._urgent = True
             self._start()
         return futures
 
     async def flush(self) -> None:
         """Wait until every write queued so far is applied."""
-        if self._queue:
-            self._start()
-        while self._drainer is not None:
+        while self._queue or self._drainer is not None:
+            if self._queue:
+                self._urgent = True  # nothing may linger now
+                self._start()
+            assert self._drainer is not None
             await asyncio.shield(self._drainer)
 
     def _later(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -113,9 +118,18 @@ class WriteBatcher:
             while self._queue:
                 batch = self._queue[: self._max_batch]
                 del self._queue[: self._max_batch]
+                if not self._queue:
+                    self._urgent = False
                 await self._apply_batch(batch)
+                # Writes that came meanwhile and can all wait go on waiting for company:
+                # at a thousand runs a second, one or two end during every trip, and
+                # taking them at once would make every trip a transaction of one run.
+                if not self._urgent:
+                    break
         finally:
             self._drainer = None
+            if self._queue:
+                self._later(asyncio.get_running_loop())
 
     async def _apply_batch(self, batch: list[Write]) -> None:
         try:
