@@ -49,13 +49,13 @@ import orjson
 import structlog
 from aiohttp.abc import AbstractResolver
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from structlog.contextvars import bound_contextvars
 from structlog.typing import FilteringBoundLogger
 
 from cronmgr import __version__
 from cronmgr import http_wire as wire
 from cronmgr.http_wire import Request as WireRequest
 from cronmgr.http_wire import WireClient
+from cronmgr.logs import bound_fields
 from cronmgr.models import Assertion, ErrorType, RunStatus, StepResult, Target, utcnow
 from cronmgr.retry import retry_after_seconds, retry_delay, should_retry
 from cronmgr.secret_refs import MissingSecret, SecretResolver, redact
@@ -217,7 +217,7 @@ class HttpRunner:
         session = self.session  # not open: fail here, not as a recorded attempt
         log = _log.bind(run_id=context.run_id, target=target.name)
         results: list[StepResult] = []
-        with bound_contextvars(run_id=context.run_id, target=target.name):
+        with bound_fields(run_id=context.run_id, target=target.name):
             for attempt in range(1, max(target.retry.max_attempts, 1) + 1):
                 this = replace(context, attempt=attempt, now=utcnow())
                 result, retry_after = await self._attempt(session, target, this, log, on_attempt)

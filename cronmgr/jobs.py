@@ -22,6 +22,7 @@ from cronmgr.config import Settings
 from cronmgr.errors import CronmgrError
 from cronmgr.http_runner import HttpRunner, RequestContext
 from cronmgr.limits import QueueCallback, RunLimits
+from cronmgr.logs import bound_fields
 from cronmgr.models import (
     PIPELINE_JOB_PREFIX,
     Run,
@@ -199,7 +200,7 @@ class JobRunner:
         if not taken:
             log.warning("run_duplicate_skipped", schedule_id=schedule.id, slot=slot.isoformat())
             return None
-        with structlog.contextvars.bound_contextvars(run_id=run.id, schedule_id=schedule.id):
+        with bound_fields(run_id=run.id, schedule_id=schedule.id):
             return await self._execute(run, lambda: self._work(schedule, run))
 
     async def run_requested(self, run: Run) -> RunStatus | None:
@@ -207,7 +208,7 @@ class JobRunner:
         if not await self.store.claim_run(run.id):
             return None
         run = replace(run, status=RunStatus.RUNNING, started_at=utcnow())
-        with structlog.contextvars.bound_contextvars(run_id=run.id):
+        with bound_fields(run_id=run.id):
             pipeline = self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX))
             return await self._execute(run, lambda: self._pipeline(pipeline, run))
 

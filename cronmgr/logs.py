@@ -11,12 +11,13 @@ Following the file across rotations and clears is `cronmgr.log_follow`'s part.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import glob
 import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,8 @@ def clear_log(path: Path) -> None:
 
 def _processors() -> list[Processor]:
     return [
-        structlog.contextvars.merge_contextvars,
-        structlog.processors.add_log_level,
-        _add_timestamp,
-        _add_pid,
+        _merge_context,
+        _add_level_time_pid,
         structlog.processors.format_exc_info,
         # orjson returns bytes, which both sinks write as they are. str() keeps a Path or
         # an odd object readable instead of failing the whole event.
@@ -119,18 +118,61 @@ def _processors() -> list[Processor]:
     ]
 
 
-def _add_timestamp(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+class bound_fields:
+    """Bind fields to every line logged inside the `with` block, in this task only, then
+    restore what was bound before: structlog's `bound_contextvars`, at a third of the
+    cost (it reads the whole context first; a run binds twice, a thousand times a second).
+    """
+
+    __slots__ = ("_fields", "_tokens")
+
+    def __init__(self, **fields: Any) -> None:
+        self._fields = fields
+        self._tokens: Mapping[str, contextvars.Token[Any]] = {}
+
+    def __enter__(self) -> None:
+        self._tokens = structlog.contextvars.bind_contextvars(**self._fields)
+
+    def __exit__(self, *exc_info: object) -> None:
+        structlog.contextvars.reset_contextvars(**self._tokens)
+
+
+_PREFIX = structlog.contextvars.STRUCTLOG_KEY_PREFIX
+_PREFIX_LEN = len(_PREFIX)
+
+
+def _merge_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    # structlog's merge_contextvars, looking each variable up once instead of twice.
+    for var, value in contextvars.copy_context().items():
+        if value is not Ellipsis and var.name.startswith(_PREFIX):
+            event_dict.setdefault(var.name[_PREFIX_LEN:], value)
+    return event_dict
+
+
+_LEVEL_OF_METHOD = {"warn": "warning", "exception": "error"}
+
+
+def _add_level_time_pid(
+    logger: WrappedLogger, method_name: str, event_dict: EventDict
+) -> EventDict:
+    # Three fields every line has, in one processor instead of three.
+    event_dict["level"] = _LEVEL_OF_METHOD.get(method_name, method_name)
     # A datetime, not a string: orjson renders it as ISO 8601 ("...Z") several times faster
     # than isoformat() would (structlog's TimeStamper), and this runs for every line.
     event_dict["timestamp"] = datetime.now(UTC)
+    event_dict["pid"] = _pid
     return event_dict
 
 
-def _add_pid(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
-    # Asked per event rather than once: a process may fork after configuring logging (the
-    # daemon detaching), and getpid() is one cheap system call.
-    event_dict["pid"] = os.getpid()
-    return event_dict
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+# Known, not asked per line: a process that forks after configuring logging (the daemon
+# detaching) learns its new pid in the child.
+_pid = os.getpid()
+os.register_at_fork(after_in_child=_forked)
 
 
 class _StdlibHandler(logging.Handler):

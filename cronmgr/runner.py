@@ -45,11 +45,11 @@ from typing import Any
 
 import psutil
 import structlog
-from structlog.contextvars import bound_contextvars
 from structlog.typing import FilteringBoundLogger
 
 from cronmgr.errors import CronmgrError
 from cronmgr.http_runner import HttpRunner, RequestContext
+from cronmgr.logs import bound_fields
 from cronmgr.models import ErrorType, RunStatus, StepResult, Target, utcnow
 from cronmgr.pipelines import Pipeline, Step, StepKind
 from cronmgr.retry import backoff_delay
@@ -121,7 +121,7 @@ async def run_step(
     if step.kind is not StepKind.COMMAND:
         raise ValueError(f"run_step runs command steps; {step.name!r} is a {step.kind} step")
     log = structlog.get_logger().bind(run_id=context.run_id, step=step.name)
-    with bound_contextvars(run_id=context.run_id, step=step.name):
+    with bound_fields(run_id=context.run_id, step=step.name):
         execution = _Execution(step, context, log, kill_grace, keep_lines)
         try:
             result = await execution.run()
@@ -158,7 +158,7 @@ async def run_pipeline(
     """
     log = structlog.get_logger().bind(run_id=context.run_id, pipeline=pipeline.name)
     started = time.monotonic()
-    with bound_contextvars(run_id=context.run_id, pipeline=pipeline.name):
+    with bound_fields(run_id=context.run_id, pipeline=pipeline.name):
         async with _work_dir(context) as work_dir:
             options = _Options(kill_grace, keep_lines, on_step_finished, http, resolve_target)
             run = _PipelineRun(pipeline, replace(context, work_dir=work_dir), log, options)
@@ -358,7 +358,7 @@ class _PipelineRun:
     async def _command_attempt(self, position: int, step: Step, attempt: int) -> StepResult:
         finished: list[StepResult] = []
         try:
-            with bound_contextvars(attempt=attempt):
+            with bound_fields(attempt=attempt):
                 await run_step(
                     step,
                     context=self.context,
@@ -387,7 +387,7 @@ class _PipelineRun:
             schedule_id=self.context.schedule_id,
             scheduled_for=self.context.scheduled_for,
         )
-        with bound_contextvars(step=step.name):
+        with bound_fields(step=step.name):
             await http.run_target(target, context=context, on_attempt=on_attempt)
 
     async def _call_target(self, position: int, step: Step, name: str) -> None:

@@ -83,6 +83,8 @@ class SecretResolver:
 
         `where` says what holds `text` ("the URL", "header 'Authorization'") for the error.
         """
+        if "${env:" not in text:
+            return text  # most texts reference nothing: no pattern search
         names = references(text)
         missing = [name for name in names if name not in self._environ]
         if missing:
@@ -93,6 +95,8 @@ class SecretResolver:
 
     def scrub(self, text: str) -> str:
         """`text` with every value resolved so far replaced by its reference."""
+        if not self._resolved:
+            return text
         # Longest first, so a value containing another is replaced whole.
         for name, value in sorted(self._resolved.items(), key=lambda item: -len(item[1])):
             if len(value) >= MIN_SCRUB_CHARS:
@@ -120,8 +124,13 @@ def redact(
 def _redact_text(text: str, secrets: SecretResolver | None) -> str:
     if secrets is not None:
         text = secrets.scrub(text)
-    text = _USERINFO.sub(rf"\g<head>:{REDACTED}@", text)
-    return _PARAM.sub(rf"\g<head>{REDACTED}", text)
+    # Each pattern needs its one character: most texts (a short response body, an error
+    # message) have neither, and are not searched at all.
+    if "@" in text:
+        text = _USERINFO.sub(rf"\g<head>:{REDACTED}@", text)
+    if "=" in text:
+        text = _PARAM.sub(rf"\g<head>{REDACTED}", text)
+    return text
 
 
 def _redact_header(name: str, value: str, secrets: SecretResolver | None) -> str:

@@ -21,7 +21,14 @@ import structlog
 
 from cronmgr.config import Settings, load_settings
 from cronmgr.log_follow import NOWHERE, PAGE_MAX_BYTES, Cursor, LogFilter, read_page
-from cronmgr.logs import BLOCK_SIZE, clear_log, configure_logging, reopen_log_file, tail_lines
+from cronmgr.logs import (
+    BLOCK_SIZE,
+    bound_fields,
+    clear_log,
+    configure_logging,
+    reopen_log_file,
+    tail_lines,
+)
 
 
 def make_settings(home: Path, **overrides: Any) -> Settings:
@@ -202,6 +209,43 @@ def test_file_sink_writes_json_lines_with_standard_and_bound_fields(settings: Se
     assert events[0]["trigger"] == "schedule"
     assert (events[1]["step"], events[1]["seconds"], events[1]["where"]) == ("fetch", 3.5, "/tmp/x")
     assert "ZeroDivisionError" in events[2]["exception"]
+
+
+def test_bound_fields_hold_inside_the_block_and_restore_what_was_bound(
+    settings: Settings,
+) -> None:
+    configure_logging(settings, to_file=True)
+    log = structlog.get_logger()
+    structlog.contextvars.bind_contextvars(run_id="outer")
+    with bound_fields(run_id="inner", target="t"):
+        log.info("inside")
+        with bound_fields(target="u"):
+            log.info("nested")
+        log.info("inside_again")
+    log.info("after")
+    events = {e["event"]: e for e in read_events(settings.log_file)}
+    assert (events["inside"]["run_id"], events["inside"]["target"]) == ("inner", "t")
+    assert events["nested"]["target"] == "u"
+    assert events["inside_again"]["target"] == "t"
+    assert events["after"]["run_id"] == "outer" and "target" not in events["after"]
+
+
+def test_a_process_forked_after_configuring_logs_its_own_pid(settings: Settings) -> None:
+    configure_logging(settings, to_file=True)
+    log = structlog.get_logger()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child only logs and leaves
+        try:
+            log.warn("from_child")
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.info("from_parent")
+    events = {e["event"]: e for e in read_events(settings.log_file)}
+    assert events["from_child"]["pid"] == child
+    assert events["from_child"]["level"] == "warning"
+    assert events["from_parent"]["pid"] == os.getpid()
 
 
 @pytest.mark.parametrize(
