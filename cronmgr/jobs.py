@@ -91,8 +91,9 @@ class JobRunner:
         # so a read that an edit overtook is not cached.
         self._prefetching: dict[str, asyncio.Task[None]] = {}
         self._epoch = 0
-        # Claimed runs whose start is not written yet: the timer that will write it.
-        self._unstarted: dict[str, asyncio.TimerHandle] = {}
+        # Claimed runs whose start is not written yet: loop time and start, oldest first.
+        self._unstarted: dict[str, tuple[float, datetime]] = {}
+        self._start_timer: asyncio.TimerHandle | None = None
 
     def forget_targets(self, target_ids: set[str]) -> None:
         """Drop cached targets so their next run reads the current definition."""
@@ -271,10 +272,24 @@ class JobRunner:
         sooner, and their end then records the start with it, one write where were two."""
         assert run.started_at is not None
         loop = asyncio.get_running_loop()
-        # Cancelled by `_finish` when the run ends sooner.
-        self._unstarted[run.id] = loop.call_later(
-            START_RECORD_SECONDS, self.store.start_run, run.id, run.started_at
-        )
+        self._unstarted[run.id] = (loop.time(), run.started_at)  # `_finish` takes it back
+        if self._start_timer is None:
+            self._start_timer = loop.call_later(START_RECORD_SECONDS, self._record_starts)
+
+    def _record_starts(self) -> None:
+        """Write the starts of the runs going on for START_RECORD_SECONDS, then wait for
+        the next oldest: one timer for all runs, not one each (a thousand a second)."""
+        self._start_timer = None
+        loop = asyncio.get_running_loop()
+        due = loop.time() - START_RECORD_SECONDS
+        unstarted = self._unstarted
+        while unstarted:
+            run_id, (since, started_at) = next(iter(unstarted.items()))
+            if since > due:
+                self._start_timer = loop.call_at(since + START_RECORD_SECONDS, self._record_starts)
+                return
+            del unstarted[run_id]
+            self.store.start_run(run_id, started_at)
 
     def _forget(self, run: Run) -> None:
         runs = self._running.get(run.job, {})
@@ -293,10 +308,8 @@ class JobRunner:
     ) -> None:
         # Shielded: a cancelled run must still be recorded as cancelled, never left running.
         finished = utcnow()
-        unstarted = self._unstarted.pop(run.id, None)
-        if unstarted is not None:
-            unstarted.cancel()  # the end carries the start
-        started = run.started_at if unstarted is not None else None
+        # Still unwritten, the start goes with the end.
+        started = run.started_at if self._unstarted.pop(run.id, None) is not None else None
         await asyncio.shield(
             self.store.finish_run(
                 run.id, status, finished_at=finished, error=error, steps=steps, started_at=started

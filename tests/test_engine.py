@@ -536,7 +536,7 @@ async def test_allow_runs_two_slow_runs_at_once(
     await until(lambda: hits.in_flight == 2)
 
     async def both_running() -> bool:
-        # A claimed run's start is written with the next batch, a few ms after it began.
+        # A claimed run's start is written once it has gone on for START_RECORD_SECONDS.
         runs = await runs_of(controller, schedule.id)
         return [r.status for r in runs] == [RunStatus.RUNNING] * 2
 

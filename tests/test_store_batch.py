@@ -238,7 +238,9 @@ async def test_a_closed_store_applies_what_was_queued_to_its_writer(tmp_path: Pa
     store = await SQLiteStore.open(path)
     run = run_at(SLOT)
     assert await store.insert_run(run)
-    task = asyncio.create_task(store.finish_run(run.id, RunStatus.SUCCEEDED, finished_at=utcnow()))
+    task = asyncio.ensure_future(
+        store.finish_run(run.id, RunStatus.SUCCEEDED, finished_at=utcnow())
+    )
     await asyncio.sleep(0)
     await store.close()
     assert task.done()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -274,7 +274,7 @@ class Store(Protocol):
         """Record one attempt of one step of a run."""
         ...
 
-    async def finish_run(
+    def finish_run(
         self,
         run_id: str,
         status: RunStatus,
@@ -283,9 +283,13 @@ class Store(Protocol):
         error: str | None = None,
         steps: Sequence[tuple[int, StepResult]] = (),
         started_at: datetime | None = None,
-    ) -> None:
+    ) -> Awaitable[object]:
         """Record a run's last attempts (position, result) and its end, written together;
-        with `started_at`, its start too (a claimed run whose start was not written)."""
+        with `started_at`, its start too (a claimed run whose start was not written).
+
+        The writes are queued before this returns; what it returns settles once they are
+        committed, and raises what they raised. (A future, not a coroutine: a run's end
+        is shielded from cancellation, and shielding a coroutine costs a task.)"""
         ...
 
     async def get_run(self, run_id: str) -> Run:

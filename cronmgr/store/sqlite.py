@@ -678,7 +678,7 @@ class SQLiteStore:
         """Record one attempt of one step of a run."""
         await self._batcher.write("insert_step_result", _step_params(run_id, position, result))
 
-    async def finish_run(
+    def finish_run(
         self,
         run_id: str,
         status: RunStatus,
@@ -687,14 +687,15 @@ class SQLiteStore:
         error: str | None = None,
         steps: Sequence[tuple[int, StepResult]] = (),
         started_at: datetime | None = None,
-    ) -> None:
+    ) -> asyncio.Future[list[int]]:
         """Record a run's last attempts (position, result) and its end, written together;
-        with `started_at`, its start too (a claimed run whose start was not written)."""
+        with `started_at`, its start too (a claimed run whose start was not written).
+        Queued at once; the future settles when the writes are committed."""
         writes = [("insert_step_result", _step_params(run_id, p, r)) for p, r in steps]
         end = _update_params(run_id, status, started_at, finished_at, error)
         writes.append(("update_run", end))
         # Nothing waits on a run's end to begin: it may wait a little for other writes.
-        await self._batcher.write_many(writes, linger=True)
+        return asyncio.gather(*self._batcher.queue(writes, linger=True))
 
     async def _apply_writes(self, writes: Sequence[Write]) -> list[int]:
         """Apply queued run writes in one transaction, in one trip to the writer thread."""
