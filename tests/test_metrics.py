@@ -149,6 +149,28 @@ async def test_finished_runs_are_counted_by_status_duration_and_error_class(
     assert later.window == [] and len(later.lifetime) == 2
 
 
+async def test_durations_are_counted_to_the_microsecond(store: SQLiteStore) -> None:
+    """A 5.064 ms run (start and end in different milliseconds, as any run's are) counts
+    over 5 ms, and a 2 s run started late in a second keeps its whole seconds."""
+    start = T0 + timedelta(microseconds=900)
+    await record_run(
+        store, JOB, schedule_id="s1", status=RunStatus.SUCCEEDED, started=start, seconds=0.005064
+    )
+    await record_run(
+        store,
+        JOB,
+        schedule_id="s2",
+        status=RunStatus.SUCCEEDED,
+        started=T0 + timedelta(microseconds=999_999),
+        seconds=2.000002,
+    )
+    stats = by_key((await store.metrics_summary(T0 - timedelta(hours=1))).window)
+    short, long = stats[(JOB, "s1")], stats[(JOB, "s2")]
+    assert short.duration_buckets == cumulative([0.005064])
+    assert short.duration_sum == pytest.approx(0.005064, abs=1e-9)
+    assert long.duration_sum == pytest.approx(2.000002, abs=1e-9)
+
+
 async def test_purged_runs_still_count(store: SQLiteStore) -> None:
     """Retention deletes runs, never what was counted of them: the counters only grow."""
     for index in range(5):

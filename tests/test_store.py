@@ -879,7 +879,7 @@ async def test_a_version_1_database_is_upgraded_keeping_its_runs(db_path: Path) 
     finally:
         await store.close()
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (3,)
+        assert db.execute("PRAGMA user_version").fetchone() == (4,)
     db.close()
 
 

@@ -608,6 +608,88 @@ CREATE UNIQUE INDEX incidents_open_job ON incidents (job) WHERE resolved_at IS N
 CREATE INDEX incidents_started ON incidents (started_at, id);
 CREATE INDEX incidents_job_started ON incidents (job, started_at);
 
+-- name: migration_4
+-- Durations to the microsecond. julianday() keeps milliseconds only, so a 5.06 ms run
+-- could count as 4.99 ms, in the bucket below its own. Timestamps are `_ts` text, fixed
+-- width with six fraction digits: whole seconds (through julianday, rounded) plus the
+-- difference of the fractions. Hours counted before keep their millisecond durations.
+DROP TRIGGER runs_finished;
+CREATE TRIGGER runs_finished AFTER UPDATE OF status ON runs
+WHEN OLD.status IN ('pending', 'running') AND NEW.status NOT IN ('pending', 'running')
+BEGIN
+    INSERT INTO run_stats (hour, job, schedule_id, succeeded, failed, cancelled, skipped,
+                           timed, duration_sum,
+                           b01, b02, b03, b04, b05, b06, b07, b08,
+                           b09, b10, b11, b12, b13, b14, b15)
+    SELECT substr(COALESCE(NEW.finished_at, NEW.created_at), 1, 13),
+           NEW.job, COALESCE(NEW.schedule_id, ''),
+           NEW.status = 'succeeded', NEW.status = 'failed', NEW.status = 'cancelled',
+           NEW.status = 'skipped', d IS NOT NULL, COALESCE(d, 0),
+           COALESCE(d <= 0.005, 0), COALESCE(d <= 0.01, 0), COALESCE(d <= 0.025, 0),
+           COALESCE(d <= 0.05, 0), COALESCE(d <= 0.1, 0), COALESCE(d <= 0.25, 0),
+           COALESCE(d <= 0.5, 0), COALESCE(d <= 1, 0), COALESCE(d <= 2.5, 0),
+           COALESCE(d <= 5, 0), COALESCE(d <= 10, 0), COALESCE(d <= 30, 0),
+           COALESCE(d <= 60, 0), COALESCE(d <= 120, 0), COALESCE(d <= 300, 0)
+    FROM (SELECT ROUND((julianday(substr(NEW.finished_at, 1, 19))
+                        - julianday(substr(NEW.started_at, 1, 19))) * 86400)
+                 + (substr(NEW.finished_at, 21, 6) - substr(NEW.started_at, 21, 6)) / 1e6 AS d
+          LIMIT 1)
+    WHERE true
+    ON CONFLICT (hour, job, schedule_id) DO UPDATE SET
+        succeeded = succeeded + excluded.succeeded,
+        failed = failed + excluded.failed,
+        cancelled = cancelled + excluded.cancelled,
+        skipped = skipped + excluded.skipped,
+        timed = timed + excluded.timed,
+        duration_sum = duration_sum + excluded.duration_sum,
+        b01 = b01 + excluded.b01, b02 = b02 + excluded.b02, b03 = b03 + excluded.b03,
+        b04 = b04 + excluded.b04, b05 = b05 + excluded.b05, b06 = b06 + excluded.b06,
+        b07 = b07 + excluded.b07, b08 = b08 + excluded.b08, b09 = b09 + excluded.b09,
+        b10 = b10 + excluded.b10, b11 = b11 + excluded.b11, b12 = b12 + excluded.b12,
+        b13 = b13 + excluded.b13, b14 = b14 + excluded.b14, b15 = b15 + excluded.b15;
+    INSERT INTO run_error_stats (hour, job, schedule_id, error_class, failed)
+    SELECT substr(COALESCE(NEW.finished_at, NEW.created_at), 1, 13),
+           NEW.job, COALESCE(NEW.schedule_id, ''), COALESCE(c, 'unknown'), 1
+    FROM (SELECT (SELECT error_type FROM step_results AS s
+                   WHERE run_id = NEW.id AND status = 'failed' AND error_type IS NOT NULL
+                     AND attempt = (SELECT MAX(attempt) FROM step_results
+                                    WHERE run_id = s.run_id AND position = s.position)
+                   ORDER BY position LIMIT 1) AS c
+          LIMIT 1)
+    WHERE NEW.status = 'failed'
+    ON CONFLICT (hour, job, schedule_id, error_class) DO UPDATE SET failed = failed + 1;
+    INSERT INTO run_latest (job, schedule_id, run_id, status, finished_at, first_finished_at,
+                            consecutive_failures)
+    SELECT NEW.job, COALESCE(NEW.schedule_id, ''), NEW.id, NEW.status,
+           COALESCE(NEW.finished_at, NEW.created_at), COALESCE(NEW.finished_at, NEW.created_at),
+           NEW.status = 'failed'
+    WHERE NEW.status <> 'skipped'
+    ON CONFLICT (job, schedule_id) DO UPDATE SET
+        run_id = excluded.run_id,
+        status = excluded.status,
+        finished_at = excluded.finished_at,
+        consecutive_failures = CASE excluded.status
+            WHEN 'succeeded' THEN 0
+            WHEN 'failed' THEN consecutive_failures + 1
+            ELSE consecutive_failures
+        END;
+    INSERT INTO run_latest (job, schedule_id, run_id, status, finished_at, first_finished_at,
+                            consecutive_failures)
+    SELECT NEW.job, '*', NEW.id, NEW.status,
+           COALESCE(NEW.finished_at, NEW.created_at), COALESCE(NEW.finished_at, NEW.created_at),
+           NEW.status = 'failed'
+    WHERE NEW.status <> 'skipped'
+    ON CONFLICT (job, schedule_id) DO UPDATE SET
+        run_id = excluded.run_id,
+        status = excluded.status,
+        finished_at = excluded.finished_at,
+        consecutive_failures = CASE excluded.status
+            WHEN 'succeeded' THEN 0
+            WHEN 'failed' THEN consecutive_failures + 1
+            ELSE consecutive_failures
+        END;
+END;
+
 -- name: fold_run_stats
 -- Add the hours from the last fold up to :before to the lifetime rows; then
 -- advance_run_stats_fold, in the same transaction, so that no hour is added twice.
