@@ -47,6 +47,8 @@ INFLATE_CHUNK = 64 * 1024
 """Most bytes inflated from compressed data at a time: a bomb is counted as it grows."""
 REDIRECT_BODY_BYTES = 64 * 1024
 """Body of a redirect read at most (to keep its connection); beyond it, it is dropped."""
+HEAD_CACHE_SIZE = 4096
+"""Request heads kept built (one per target, as a rule); all dropped when it fills."""
 
 
 # --- errors ---------------------------------------------------------------------------------
@@ -160,6 +162,7 @@ class WireClient:
         self._dns: dict[tuple[str, int], tuple[float, list[tuple[str, int]]]] = {}
         self._tls: dict[bool, ssl.SSLContext] = {}
         self._urls: dict[str, URL] = {}
+        self._heads: dict[tuple[str, URL, tuple[tuple[str, str], ...], int | None], bytes] = {}
         self._warming: dict[Origin, int] = {}
         self._warmers: set[asyncio.Task[None]] = set()
 
@@ -267,6 +270,18 @@ class WireClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _head(self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None) -> bytes:
+        # A target sends the same head every time: built once, then looked up.
+        key = (method, url, tuple(headers.items()), None if body is None else len(body))
+        head = self._heads.get(key)
+        if head is None:
+            if len(self._heads) >= HEAD_CACHE_SIZE:
+                self._heads.clear()
+            head = self._heads[key] = self._build_head(method, url, headers, body)
+        return head
+
+    def _build_head(
+        self, method: str, url: URL, headers: Mapping[str, str], body: bytes | None
+    ) -> bytes:
         names = {name.lower() for name in headers}
         lines = [f"{method} {url.raw_path_qs or '/'} HTTP/1.1"]
         if "host" not in names:

@@ -332,6 +332,30 @@ async def test_a_target_body_goes_as_text_with_the_headers_it_sets() -> None:
     assert b"user-agent: probe/1" in second and b"cronmgr" not in second
 
 
+async def test_each_request_sends_its_own_head_though_heads_are_built_once(
+    client: WireClient,
+) -> None:
+    """Heads are kept built per method, URL, headers and body length: a changed header
+    value (a secret rotated) or body length is a new head, the same request the same."""
+    async with raw_server(answer_ok) as raw:
+        sent = [
+            ({"X-Token": "one"}, None),
+            ({"X-Token": "one"}, None),
+            ({"X-Token": "two"}, None),
+            ({"X-Token": "two"}, b"abc"),
+            ({"X-Token": "two"}, b"abcd"),
+        ]
+        for headers, body in sent:
+            method = "GET" if body is None else "POST"
+            request = Request(method=method, url=raw.url("/h"), headers=headers, body=body)
+            reply_ = await client.send(request, Collect())
+            assert reply_.status == 200
+    heads = [head.lower() for head in raw.heads]
+    assert heads[0] == heads[1] and b"x-token: one" in heads[0]
+    assert b"x-token: two" in heads[2] and b"content-length" not in heads[2]
+    assert b"content-length: 3" in heads[3] and b"content-length: 4" in heads[4]
+
+
 async def test_prewarm_opens_what_the_largest_burst_needs_and_sends_reuse_it() -> None:
     """Three requests due together at one origin and two at another moment: three
     connections are opened ahead, idle until the requests come, which take them."""
