@@ -195,7 +195,7 @@ class JobRunner:
             taken = await self.store.insert_run(run)
         else:
             taken = claim.run.id in await asyncio.shield(claim.batch)
-            run = replace(claim.run, status=RunStatus.RUNNING, started_at=utcnow())
+            run = _started(claim.run)
             if taken:
                 self._defer_start(run)
         if not taken:
@@ -418,3 +418,20 @@ def first_error(results: Sequence[StepResult]) -> str | None:
         if result.status is RunStatus.FAILED:
             return f"step {result.step!r} failed: {result.error}"
     return None
+
+
+def _started(run: Run) -> Run:
+    """A claimed (pending) run as it begins now; field by field, which is several times
+    cheaper than dataclasses.replace, and every run of a target begins this way."""
+    return Run(
+        id=run.id,
+        job=run.job,
+        scheduled_for=run.scheduled_for,
+        trigger=run.trigger,
+        status=RunStatus.RUNNING,
+        schedule_id=run.schedule_id,
+        started_at=utcnow(),
+        finished_at=run.finished_at,
+        error=run.error,
+        steps=run.steps,
+    )
