@@ -7,7 +7,9 @@ message of the failure that reached the threshold); the next successful run reso
 Cancelled and skipped runs change nothing. Both transitions are stored (at most one open
 incident per job, which the store enforces) and published as `incident_opened` /
 `incident_resolved` events. Open incidents are loaded when the daemon starts, so a restart
-in the middle of one carries on with it instead of opening a second.
+in the middle of one carries on with it instead of opening a second; so are the streaks
+that had not reached the threshold (the store counts failures in a row as runs end, the
+orphans a restart fails included).
 
 The hook only updates two dicts; store writes and publishing run in background tasks, one
 at a time and in order, so a run's end never waits for them.
@@ -103,7 +105,12 @@ class IncidentTracker:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def load(self) -> int:
-        """Take over the incidents the store has open (from before a restart); how many."""
+        """Take over the incidents the store has open (from before a restart), then the
+        streaks of failed runs that had not opened one yet; how many incidents were open.
+
+        Call it after orphaned runs were failed: those count as the failures they are,
+        and may be the ones that reach the threshold.
+        """
         offset = 0
         while True:
             page = await self._store.list_incidents(
@@ -112,8 +119,27 @@ class IncidentTracker:
             for incident in page:
                 self._adopt(incident)
             if len(page) < LOAD_PAGE:
-                return offset + len(page)
+                break
             offset += LOAD_PAGE
+        await self._resume_streaks()
+        return offset + len(page)
+
+    async def _resume_streaks(self) -> None:
+        # The store counts failed runs in a row per job as they end; a restart must not
+        # start that count again from zero (three failures, a restart, two more: five).
+        for latest in await self._store.failing_jobs():
+            if latest.job in self._streaks:
+                continue  # its open incident carries the streak
+            failures = latest.consecutive_failures
+            failed = await self._store.list_runs(
+                job=latest.job, status=RunStatus.FAILED, limit=failures
+            )
+            if not failed:
+                continue  # purged meanwhile: nothing to date a streak from
+            first, last = failed[-1], failed[0]
+            streak = _Streak(first.id, first.started_at or first.scheduled_for, failures)
+            self._streaks[latest.job] = streak
+            self._open_if_due(latest.job, streak, last.id, last.error)
 
     def run_finished(self, run: Run, status: RunStatus, error: str | None) -> None:
         """Count a run that just ended (the hook jobs.py calls for every run)."""
@@ -138,19 +164,22 @@ class IncidentTracker:
         if streak is None:
             streak = self._streaks[run.job] = _Streak(run.id, run.started_at or utcnow())
         streak.failures += 1
-        if streak.failures < self._threshold or run.job in self._open:
+        self._open_if_due(run.job, streak, run.id, error)
+
+    def _open_if_due(self, job: str, streak: _Streak, last_run_id: str, cause: str | None) -> None:
+        if streak.failures < self._threshold or job in self._open:
             return
         incident = Incident(
             id=new_id(),
-            job=run.job,
+            job=job,
             started_at=streak.started_at,
             opened_at=utcnow(),
             failed_runs=streak.failures,
-            cause=error,
+            cause=cause,
             first_failed_run_id=streak.first_run_id,
-            last_failed_run_id=run.id,
+            last_failed_run_id=last_run_id,
         )
-        self._open[run.job] = incident
+        self._open[job] = incident
         self._spawn(lambda: self._opened(incident))
 
     def _recovered(self, run: Run) -> None:

@@ -29,7 +29,7 @@ from observability import (
 from support import Controller, controller_settings, kill_daemon, until
 
 from cronmgr.incidents import IncidentTracker, failed_step_class
-from cronmgr.models import ErrorType, Run, RunStatus, StepResult, new_id
+from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id
 from cronmgr.payloads import IncidentBody
 from cronmgr.store.base import Incident, IncidentStatus
 from cronmgr.store.sqlite import SQLiteStore
@@ -157,6 +157,68 @@ async def test_a_restarted_tracker_carries_on_with_the_open_incident(store: SQLi
     assert events.kinds == ["incident_resolved"]
     (only,) = await store.list_incidents()
     assert only.id == opened.id and only.failed_runs == 5 and only.resolved_at is not None
+
+
+async def test_a_restart_goes_on_counting_a_streak_that_had_opened_nothing(
+    store: SQLiteStore,
+) -> None:
+    """Two failures, a restart, one more: with a threshold of 3 that is an incident, dated
+    from the first failure before the restart."""
+    first = IncidentTracker(store, Events(), threshold=3)
+    await first.load()
+    before = [
+        await finish(store, first, RunStatus.FAILED, T0 + timedelta(seconds=i)) for i in (0, 1)
+    ]
+    await first.drain()
+    assert await store.list_incidents() == []
+
+    events = Events()
+    second = IncidentTracker(store, events, threshold=3)
+    assert await second.load() == 0
+    await second.drain()
+    assert events.seen == []
+    last = await finish(store, second, RunStatus.FAILED, T0 + timedelta(minutes=1))
+    await second.drain()
+    assert events.kinds == ["incident_opened"]
+    opened = events.seen[0][1]
+    assert opened["failed_runs"] == 3 and opened["started_at"] == T0.isoformat()
+    assert opened["first_failed_run_id"] == before[0].id
+    assert opened["last_failed_run_id"] == last.id
+
+
+async def test_runs_a_dead_daemon_left_running_count_towards_an_incident(
+    store: SQLiteStore,
+) -> None:
+    """The next start fails the orphans; if they reach the threshold, loading opens the
+    incident, its cause the orphans' reason."""
+    orphans = [
+        Run(
+            id=new_id(),
+            job=JOB,
+            scheduled_for=T0 + timedelta(seconds=i),
+            trigger=Trigger.SCHEDULE,
+            status=RunStatus.RUNNING,
+            schedule_id="s1",
+            started_at=T0 + timedelta(seconds=i),
+        )
+        for i in (0, 1)
+    ]
+    for orphan in orphans:
+        assert await store.insert_run(orphan)
+    assert await store.fail_orphaned_runs("the daemon died") == 2
+
+    events = Events()
+    tracker = IncidentTracker(store, events, threshold=2)
+    assert await tracker.load() == 0
+    await tracker.drain()
+    assert events.kinds == ["incident_opened"]
+    opened = events.seen[0][1]
+    assert opened["failed_runs"] == 2 and opened["started_at"] == T0.isoformat()
+    assert opened["first_failed_run_id"] == orphans[0].id
+    assert opened["last_failed_run_id"] == orphans[1].id
+    assert opened["cause"] == "the daemon died"
+    (stored,) = await store.list_incidents(status=IncidentStatus.OPEN)
+    assert stored.id == opened["id"]
 
 
 async def test_two_trackers_on_one_store_share_one_incident(store: SQLiteStore) -> None:

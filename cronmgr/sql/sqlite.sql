@@ -782,6 +782,9 @@ GROUP BY job, schedule_id, error_class;
 -- name: latest_runs
 SELECT * FROM run_latest;
 
+-- name: failing_jobs
+SELECT * FROM run_latest WHERE schedule_id = :whole AND consecutive_failures > 0;
+
 -- name: count_schedules_by_status
 SELECT status, COUNT(*) AS schedules FROM schedules GROUP BY status;
 

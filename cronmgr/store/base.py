@@ -344,6 +344,11 @@ class Store(Protocol):
         """
         ...
 
+    async def failing_jobs(self) -> list[LatestRun]:
+        """The jobs (as a whole, whichever schedule ran them) whose last runs failed, with
+        how many in a row: what a restarted daemon goes on counting from."""
+        ...
+
     async def compact_run_stats(self, fold_before: datetime, drop_before: datetime) -> int:
         """Fold the hour buckets before `fold_before` into the lifetime totals (once), drop
         the folded ones before `drop_before`; how many hour rows were dropped."""

@@ -861,6 +861,12 @@ class SQLiteStore:
         }
         return [incident_from_row(row) for row in await self._read("list_incidents", params)]
 
+    async def failing_jobs(self) -> list[LatestRun]:
+        """Jobs whose last runs failed, with how many in a row (orphans failed at start
+        included: the trigger counted them)."""
+        rows = await self._read("failing_jobs", {"whole": WHOLE_JOB})
+        return [latest_from_row(row) for row in rows]
+
 
 def _runs_query(params: Mapping[str, Any]) -> str:
     # Fixing the most selective filter in the query text lets SQLite use its index.
@@ -870,8 +876,8 @@ def _runs_query(params: Mapping[str, Any]) -> str:
         return "list_runs_of_schedule"
     return "list_runs"
 
+    # --- metrics and incidents ----------------------------------------------------------------
 
-# --- metrics and incidents ----------------------------------------------------------------
 
 _BUCKET_COLUMNS = tuple(f"b{index:02d}" for index in range(1, len(DURATION_BOUNDS) + 1))
 """The run_stats columns of the duration histogram, one per bound."""
