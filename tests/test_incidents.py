@@ -29,7 +29,7 @@ from observability import (
 from support import Controller, controller_settings, kill_daemon, until
 
 from cronmgr.incidents import IncidentTracker, failed_step_class
-from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id
+from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
 from cronmgr.payloads import IncidentBody
 from cronmgr.store.base import Incident, IncidentStatus
 from cronmgr.store.sqlite import SQLiteStore
@@ -81,6 +81,11 @@ async def finish(
     )
     tracker.run_finished(run, status, "http_5xx: 500 down" if attempts else None)
     return run
+
+
+async def add_job_target(store: SQLiteStore) -> None:
+    """The target JOB runs: a restarted tracker only goes on with jobs that still exist."""
+    await store.insert_target(Target(id="t-1", name="t-1", url="http://127.0.0.1:9/"))
 
 
 async def test_threshold_failures_open_one_incident_and_a_success_resolves_it(
@@ -164,6 +169,7 @@ async def test_a_restart_goes_on_counting_a_streak_that_had_opened_nothing(
 ) -> None:
     """Two failures, a restart, one more: with a threshold of 3 that is an incident, dated
     from the first failure before the restart."""
+    await add_job_target(store)
     first = IncidentTracker(store, Events(), threshold=3)
     await first.load()
     before = [
@@ -191,6 +197,7 @@ async def test_runs_a_dead_daemon_left_running_count_towards_an_incident(
 ) -> None:
     """The next start fails the orphans; if they reach the threshold, loading opens the
     incident, its cause the orphans' reason."""
+    await add_job_target(store)
     orphans = [
         Run(
             id=new_id(),
@@ -219,6 +226,27 @@ async def test_runs_a_dead_daemon_left_running_count_towards_an_incident(
     assert opened["cause"] == "the daemon died"
     (stored,) = await store.list_incidents(status=IncidentStatus.OPEN)
     assert stored.id == opened["id"]
+
+
+async def test_deleting_a_target_ends_its_incident_and_its_streak(store: SQLiteStore) -> None:
+    """The open incident of a deleted target is resolved (by no run), and a restart opens
+    no new one for the failures it had."""
+    await add_job_target(store)
+    tracker = IncidentTracker(store, Events(), threshold=2)
+    for i in range(2):
+        await finish(store, tracker, RunStatus.FAILED, T0 + timedelta(seconds=i))
+    await tracker.drain()
+    (opened,) = await store.list_incidents(status=IncidentStatus.OPEN)
+    assert await store.delete_target("t-1") == []
+    (ended,) = await store.list_incidents()
+    assert ended.id == opened.id and ended.status is IncidentStatus.RESOLVED
+    assert ended.resolved_at is not None and ended.resolved_by_run_id is None
+
+    events = Events()
+    restarted = IncidentTracker(store, events, threshold=2)
+    assert await restarted.load() == 0
+    await restarted.drain()
+    assert events.seen == [] and len(await store.list_incidents()) == 1
 
 
 async def test_two_trackers_on_one_store_share_one_incident(store: SQLiteStore) -> None:

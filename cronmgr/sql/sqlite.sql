@@ -783,7 +783,14 @@ GROUP BY job, schedule_id, error_class;
 SELECT * FROM run_latest;
 
 -- name: failing_jobs
-SELECT * FROM run_latest WHERE schedule_id = :whole AND consecutive_failures > 0;
+-- A deleted target's streak is over: it will not run again.
+SELECT * FROM run_latest
+WHERE schedule_id = :whole AND consecutive_failures > 0
+  AND (job NOT LIKE 'target:%' OR substr(job, 8) IN (SELECT id FROM targets));
+
+-- name: resolve_incidents_of_job
+-- A deleted target's open incident ends with it; no run resolved it.
+UPDATE incidents SET resolved_at = :resolved_at WHERE job = :job AND resolved_at IS NULL;
 
 -- name: count_schedules_by_status
 SELECT status, COUNT(*) AS schedules FROM schedules GROUP BY status;

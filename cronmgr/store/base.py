@@ -192,7 +192,8 @@ class Store(Protocol):
 
     async def delete_target(self, target_id: str, *, cascade: bool = False) -> list[str]:
         """Delete a target; Conflict when schedules use it unless `cascade`, which deletes
-        them too. Returns the ids of the deleted schedules."""
+        them too; its open incident, if any, is resolved. Returns the ids of the deleted
+        schedules."""
         ...
 
     async def insert_schedule(self, schedule: Schedule) -> None:

@@ -515,6 +515,8 @@ class SQLiteStore:
             if users:
                 await self._delete_target_schedules(target_id)
             await self._run("delete_target", {"id": target_id})
+            ended = {"job": f"target:{target_id}", "resolved_at": _ts(utcnow())}
+            await self._run("resolve_incidents_of_job", ended)
         return users
 
     async def _delete_target_schedules(self, target_id: str) -> None:
