@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -72,7 +71,10 @@ def new_id() -> str:
     value |= (rand >> 68) << 64  # 12 random bits
     value |= 0b10 << 62
     value |= rand & ((1 << 62) - 1)
-    return str(uuid.UUID(int=value))
+    # The canonical 8-4-4-4-12 form, written out: uuid.UUID(int=...) validates what is
+    # valid by construction, and an id is made for every run.
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 def _plain(value: Any) -> Any:

@@ -7,6 +7,7 @@ import asyncio
 import sqlite3
 import sys
 import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -36,7 +37,7 @@ from cronmgr.models import (
 )
 from cronmgr.store.base import Progress
 from cronmgr.store.queries import load_queries
-from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore
+from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore, _ts
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -159,6 +160,23 @@ async def add_target_with_schedules(store: SQLiteStore, count: int) -> tuple[Tar
 
 
 # Targets
+
+
+def test_ids_are_version_7_uuids_in_creation_order() -> None:
+    ids = [new_id() for _ in range(2000)]
+    parsed = [uuid.UUID(i) for i in ids]
+    assert all(str(u) == i for u, i in zip(parsed, ids, strict=True))  # canonical form
+    assert {u.version for u in parsed} == {7} and {u.variant for u in parsed} == {uuid.RFC_4122}
+    stamps = [u.int >> 80 for u in parsed]
+    assert stamps == sorted(stamps) and abs(stamps[-1] - time.time_ns() // 10**6) < 60_000
+    assert len(set(ids)) == len(ids)
+
+
+def test_timestamps_are_stored_as_fixed_width_utc_text() -> None:
+    berlin = datetime(2026, 3, 29, 3, 30, tzinfo=ZoneInfo("Europe/Berlin"))
+    assert _ts(berlin) == "2026-03-29T01:30:00.000000+00:00"
+    assert _ts(datetime(2026, 3, 29, 1, 30, 0, 5, tzinfo=UTC)) == "2026-03-29T01:30:00.000005+00:00"
+    assert _ts(None) is None
 
 
 async def test_a_target_round_trips_with_every_field(store: SQLiteStore) -> None:

@@ -95,7 +95,9 @@ def _ts(value: datetime | None) -> str | None:
     # One fixed-width UTC form, so that text order is time order in SQL.
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds")
+    if value.tzinfo is not UTC:  # most are UTC already (utcnow): no conversion then
+        value = value.astimezone(UTC)
+    return value.isoformat(timespec="microseconds")
 
 
 def _dt(value: str | None) -> datetime | None:
