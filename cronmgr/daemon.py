@@ -414,12 +414,15 @@ class Daemon:
 
     def _state(self) -> dict[str, Any]:
         engine, jobs = self._engine, self._jobs
+        queued = self._queued_run_ids()
+        # Waiting: runs for a free slot, and the slots queued behind a running run.
+        depth = len(queued) + (engine.queued_slots() if engine else 0)
         return {
             "pid": os.getpid(),
             "heartbeat_at": utcnow().isoformat(),
             "active_runs": jobs.active_run_ids() if jobs else [],
-            "queued_runs": self._queued_run_ids(),
+            "queued_runs": queued,
             "next_runs": engine.next_runs() if engine else [],
             "schedules": engine.schedule_count() if engine else 0,
-            "metrics": self._metrics.snapshot(queue_depth=len(self._queued_run_ids())),
+            "metrics": self._metrics.snapshot(queue_depth=depth),
         }

@@ -856,7 +856,9 @@ class DaemonMetrics(BaseModel):
     heartbeat_at: datetime | None
     runs_per_second: float | None = Field(description="Slots fired per second, last minute.")
     schedule_lag_seconds: LagSummary | None
-    queue_depth: int | None = Field(description="Runs waiting for a free slot.")
+    queue_depth: int | None = Field(
+        description="Runs waiting for a free slot, and slots queued behind a running run."
+    )
     active_runs: int | None
 
 

@@ -81,7 +81,8 @@ class CronmgrCollector:
         )
         yield GaugeMetricFamily(
             "cronmgr_daemon_queue_depth",
-            "Runs waiting for a free slot (concurrency limits, manual runs).",
+            "Runs waiting for a free slot (concurrency limits, manual runs) and slots queued"
+            " behind a running run (overlap queue).",
             value=engine.get("queue_depth", 0),
         )
         yield _lag(engine.get("lag_histogram"))

@@ -167,6 +167,9 @@ class Scheduler:
         self._claim_timer: asyncio.TimerHandle | None = None
         self._claim_at = float("inf")
         self._claims: dict[str, dict[datetime, Any]] = {}
+        # Schedules that had slots queued (overlap queue); `queued_slots` prunes the rest,
+        # so the status counts them without walking every entry.
+        self._queueing: set[str] = set()
         self._pending_progress: dict[str, Progress] = {}
         self._progress_wake = asyncio.Event()
         self._side_tasks: set[asyncio.Future[None]] = set()
@@ -226,6 +229,17 @@ class Scheduler:
     def schedule_count(self) -> int:
         """How many schedules the engine holds."""
         return len(self._entries)
+
+    def queued_slots(self) -> int:
+        """Slots of `overlap_policy = queue` schedules waiting behind a running one."""
+        waiting = 0
+        for schedule_id in list(self._queueing):
+            entry = self._entries.get(schedule_id)
+            if entry is None or not entry.queued:
+                self._queueing.discard(schedule_id)  # emptied or removed since
+            else:
+                waiting += len(entry.queued)
+        return waiting
 
     def next_runs(self, count: int = 5) -> list[dict[str, str]]:
         """The soonest upcoming firings, for status."""
@@ -458,6 +472,7 @@ class Scheduler:
             self._skip(entry, slot, f"queue full ({QUEUE_LIMIT} runs waiting)")
             return
         entry.queued.append(slot)
+        self._queueing.add(entry.schedule.id)
         log.info("run_queued", schedule_id=entry.schedule.id, scheduled_for=slot.isoformat())
 
     def _skip(self, entry: Entry, slot: datetime, reason: str) -> None:

@@ -390,8 +390,10 @@ async def test_queue_full_skips_slots_beyond_the_limit_saying_so(engine: Engine)
     assert reason == f"queue full ({QUEUE_LIMIT} runs waiting)" == "queue full (10 runs waiting)"
     assert schedule.start_at is not None
     assert skipped_slot == schedule.start_at + timedelta(seconds=0.02 * (QUEUE_LIMIT + 1))
+    assert engine.scheduler.queued_slots() == QUEUE_LIMIT  # the status's queue depth
     engine.jobs.gate.set()
     await until(lambda: len(engine.jobs.runs) >= QUEUE_LIMIT + 1)
+    await until(lambda: engine.scheduler.queued_slots() < QUEUE_LIMIT)
     ran = [slot for _, slot in engine.jobs.runs[: QUEUE_LIMIT + 1]]
     assert ran == [schedule.start_at + timedelta(seconds=0.02 * k) for k in range(QUEUE_LIMIT + 1)]
 
