@@ -46,6 +46,9 @@ log = structlog.get_logger("cronmgr.scheduler")
 
 QUEUE_LIMIT = 10
 """Most slots an `overlap_policy = queue` schedule keeps waiting behind a running one."""
+STALE_SLACK = 1024
+"""Heap items of edited or deleted schedules tolerated beyond one per schedule: past it,
+a heap is rebuilt without them (they are skipped when due, but wait until then)."""
 
 PROGRESS_FLUSH_SECONDS = 0.2
 MAX_TIMER_SECONDS = 60.0
@@ -186,6 +189,7 @@ class Scheduler:
         for schedule in changes.changed:
             self._upsert(schedule, now)
         self.revision = max(self.revision, changes.revision)
+        self._drop_stale_items()
         self._arm()
         log.info(
             "schedules_applied",
@@ -218,6 +222,18 @@ class Scheduler:
             self._plan(entry, trigger.at_or_after(now))
         else:
             self._plan_first(entry, now)
+
+    def _drop_stale_items(self) -> None:
+        # Each edit leaves its schedule's old items in both heaps, to be skipped when
+        # their time comes; a daily schedule edited a thousand times would hold a thousand
+        # until tomorrow. Once stale items are most of a heap, it is rebuilt without them.
+        limit = 2 * len(self._entries) + STALE_SLACK
+        if len(self._heap) > limit:
+            self._heap = [item for item in self._heap if self._is_current(item)]
+            heapq.heapify(self._heap)
+        if len(self._claim_heap) > limit:
+            self._claim_heap = [item for item in self._claim_heap if self._is_current(item)]
+            heapq.heapify(self._claim_heap)
 
     def _remove(self, schedule_id: str) -> None:
         entry = self._entries.pop(schedule_id, None)

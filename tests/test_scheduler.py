@@ -28,7 +28,7 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.scheduler import QUEUE_LIMIT, Scheduler
+from cronmgr.scheduler import QUEUE_LIMIT, STALE_SLACK, Scheduler
 from cronmgr.store.base import Progress, ScheduleChanges
 from cronmgr.triggers import jitter_offset
 
@@ -201,6 +201,19 @@ async def test_overlap_skip_records_the_skipped_slots(engine: Engine) -> None:
     await until(lambda: len(engine.jobs.skips) >= 3)
     assert len(engine.jobs.runs) == 1
     assert {reason for *_, reason in engine.jobs.skips} == {"previous run still running"}
+
+
+async def test_edits_do_not_pile_up_stale_timer_items(engine: Engine) -> None:
+    """A schedule edited over and over leaves its old timer items behind, to be skipped
+    when due; past a bound the heap is rebuilt without them. (The heap itself is what is
+    tested, hence the private attribute.)"""
+    schedule = interval(3600.0, start_at=utcnow() + timedelta(hours=1))
+    for k in range(2 * STALE_SLACK):
+        edited = replace(schedule, interval_seconds=3600.0 + k)
+        engine.scheduler.apply(ScheduleChanges([edited], [], k + 2))
+    assert len(engine.scheduler._heap) <= 2 + STALE_SLACK
+    (upcoming,) = engine.scheduler.next_runs()
+    assert upcoming["schedule_id"] == schedule.id
 
 
 async def test_overlap_queue_runs_waiting_slots_in_order(engine: Engine) -> None:
