@@ -85,7 +85,8 @@ class _Streak:
     """Failed runs in a row of one job."""
 
     first_run_id: str | None
-    started_at: datetime
+    started_at: datetime | None
+    """None for a streak from before a restart: dated when it opens an incident."""
     failures: int = 0
 
 
@@ -127,19 +128,14 @@ class IncidentTracker:
     async def _resume_streaks(self) -> None:
         # The store counts failed runs in a row per job as they end; a restart must not
         # start that count again from zero (three failures, a restart, two more: five).
+        # One query for all jobs: where the streak began is looked up only if it opens an
+        # incident (after an outage, thousands of jobs may be failing at start).
         for latest in await self._store.failing_jobs():
             if latest.job in self._streaks:
                 continue  # its open incident carries the streak
-            failures = latest.consecutive_failures
-            failed = await self._store.list_runs(
-                job=latest.job, status=RunStatus.FAILED, limit=failures
-            )
-            if not failed:
-                continue  # purged meanwhile: nothing to date a streak from
-            first, last = failed[-1], failed[0]
-            streak = _Streak(first.id, first.started_at or first.scheduled_for, failures)
+            streak = _Streak(None, None, latest.consecutive_failures)
             self._streaks[latest.job] = streak
-            self._open_if_due(latest.job, streak, last.id, last.error)
+            self._open_if_due(latest.job, streak, latest.run_id, None)
 
     def run_finished(self, run: Run, status: RunStatus, error: str | None) -> None:
         """Count a run that just ended (the hook jobs.py calls for every run)."""
@@ -169,18 +165,20 @@ class IncidentTracker:
     def _open_if_due(self, job: str, streak: _Streak, last_run_id: str, cause: str | None) -> None:
         if streak.failures < self._threshold or job in self._open:
             return
+        opened_at = utcnow()
         incident = Incident(
             id=new_id(),
             job=job,
-            started_at=streak.started_at,
-            opened_at=utcnow(),
+            started_at=streak.started_at or opened_at,  # dated by `_opened` when unknown
+            opened_at=opened_at,
             failed_runs=streak.failures,
             cause=cause,
             first_failed_run_id=streak.first_run_id,
             last_failed_run_id=last_run_id,
         )
         self._open[job] = incident
-        self._spawn(lambda: self._opened(incident))
+        undated = streak.started_at is None
+        self._spawn(lambda: self._opened(incident, undated))
 
     def _recovered(self, run: Run) -> None:
         streak = self._streaks.pop(run.job)
@@ -201,8 +199,15 @@ class IncidentTracker:
             except CronmgrError as exc:
                 log.error("incident_write_failed", error=exc.detail)
 
-    async def _opened(self, incident: Incident) -> None:
-        incident = replace(incident, error_class=await self._error_class(incident))
+    async def _opened(self, incident: Incident, undated: bool) -> None:
+        if undated:
+            incident = await self._dated(incident)
+        last = await self._last_failed_run(incident)
+        error_class = failed_step_class(last.steps) if last is not None else None
+        cause = incident.cause
+        if cause is None and last is not None:
+            cause = last.error  # a streak from before a restart: its last run says why
+        incident = replace(incident, error_class=error_class or "unknown", cause=cause)
         if not await self._store.open_incident(incident):
             # Another daemon, sharing the store, opened one first: carry on with that one.
             await self._take_over(incident.job)
@@ -210,13 +215,23 @@ class IncidentTracker:
         log.warning(OPENED, incident_id=incident.id, job=incident.job, cause=incident.cause)
         self._event(OPENED, incident)
 
-    async def _error_class(self, incident: Incident) -> str:
+    async def _dated(self, incident: Incident) -> Incident:
+        """A streak from before a restart: its first failed run, from the store."""
+        failed = await self._store.list_runs(
+            job=incident.job, status=RunStatus.FAILED, limit=incident.failed_runs
+        )
+        if not failed:
+            return incident  # purged meanwhile: dated by its opening
+        first = failed[-1]
+        started_at = first.started_at or first.scheduled_for
+        return replace(incident, started_at=started_at, first_failed_run_id=first.id)
+
+    async def _last_failed_run(self, incident: Incident) -> Run | None:
         # Read here, off the run's path: the hook has only the run's error message.
         try:
-            run = await self._store.get_run(incident.last_failed_run_id or "")
+            return await self._store.get_run(incident.last_failed_run_id or "")
         except NotFound:
-            return "unknown"  # purged meanwhile
-        return failed_step_class(run.steps) or "unknown"
+            return None  # purged meanwhile
 
     async def _take_over(self, job: str) -> None:
         found = await self._store.list_incidents(status=IncidentStatus.OPEN, job=job, limit=1)
