@@ -390,11 +390,19 @@ class LoadResult:
     verdict: Verdict
     cpu_seconds: float = math.nan
     notes: list[str] = field(default_factory=list)
+    loop_cpu_seconds: float = math.nan
+    """Of `cpu_seconds`, the main thread's: the event loop (the rest: cronmgr's store
+    writer thread, the peer's executor threads)."""
 
     @property
     def cpu_ms_per_run(self) -> float:
         """CPU milliseconds per arrival."""
         return self.cpu_seconds * 1000 / max(1, self.verdict.arrived)
+
+    @property
+    def loop_cpu_ms_per_run(self) -> float:
+        """The main thread's CPU milliseconds per arrival."""
+        return self.loop_cpu_seconds * 1000 / max(1, self.verdict.arrived)
 
 
 async def spread_rows(target: TargetServer, size: Sizes) -> list[dict[str, Any]]:
@@ -426,12 +434,13 @@ async def watch_load(target: TargetServer, plan: Plan, process: psutil.Process) 
     """Sample the party's CPU around the load, then judge what arrived."""
     late = time.time() > plan.t0 - 0.5
     await _sleep_until(plan.t0 - 0.3)
-    before = _cpu_seconds(process)
+    before, loop_before = _cpu_seconds(process), _main_thread_seconds(process)
     await _sleep_until(plan.last + SETTLE_SECONDS)
     arrivals = await late_arrivals(target, plan)
     cpu = _cpu_seconds(process) - before
+    loop_cpu = _main_thread_seconds(process) - loop_before
     warm = WARM_SLOTS if plan.slots > 1 else 0
-    result = LoadResult(judge(arrivals, plan, warm), cpu)
+    result = LoadResult(judge(arrivals, plan, warm), cpu, loop_cpu_seconds=loop_cpu)
     if late:
         result.notes.append("started less than 0.5 s before its first slot")
     if result.verdict.stray:
@@ -494,6 +503,14 @@ def spread_table(
             f"<= {CPU_FACTOR:g} x peer ({CPU_FACTOR * peer_cpu:.3f} ms)",
             cpu <= CPU_FACTOR * peer_cpu,
             peer_cpu,
+        ),
+        _row(
+            f"{label}: of which the event loop thread",
+            ours.loop_cpu_ms_per_run,
+            "ms",
+            "",
+            "",
+            peer.loop_cpu_ms_per_run if peer else None,
         ),
         _row(f"{label}: bare client CPU per request (floor)", bare.cpu_ms_per_run, "ms", "", ""),
     ]
@@ -904,6 +921,14 @@ def _moment(unix_seconds: float) -> datetime:
 def _cpu_seconds(process: psutil.Process) -> float:
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _main_thread_seconds(process: psutil.Process) -> float:
+    # On Linux the main thread's id is the process id.
+    for thread in process.threads():
+        if thread.id == process.pid:
+            return thread.user_time + thread.system_time
+    return math.nan
 
 
 async def _sleep_until(unix_seconds: float) -> None:
