@@ -826,3 +826,93 @@ WHERE (:status IS NULL OR (:status = 'open') = (resolved_at IS NULL))
   AND (:since IS NULL OR resolved_at IS NULL OR resolved_at >= :since)
 ORDER BY started_at DESC, id DESC
 LIMIT :limit OFFSET :offset;
+
+-- Bulk forms of the run and progress writes: `<name>_bulk` does what `<name>` does for
+-- every object of the JSON array :rows, whose keys are `<name>`'s parameters, in one
+-- statement. executemany takes the GIL back for every row it binds, and while the event
+-- loop is busy each take waits out a switch interval: 500 rows cost 140 ms instead of
+-- 3 ms. One statement over a JSON array runs in SQLite with the GIL let go throughout.
+
+-- name: insert_run_bulk
+INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, started_at,
+                  finished_at, error, created_at)
+SELECT json_extract(value, '$.id'), json_extract(value, '$.job'),
+       json_extract(value, '$.schedule_id'), json_extract(value, '$.scheduled_for'),
+       json_extract(value, '$.trigger'), json_extract(value, '$.status'),
+       json_extract(value, '$.started_at'), json_extract(value, '$.finished_at'),
+       json_extract(value, '$.error'), json_extract(value, '$.created_at')
+FROM json_each(:rows)
+WHERE true
+ON CONFLICT DO NOTHING;
+
+-- name: update_run_bulk
+UPDATE runs
+SET status = w.status,
+    started_at = COALESCE(w.started_at, runs.started_at),
+    finished_at = COALESCE(w.finished_at, runs.finished_at),
+    error = COALESCE(w.error, runs.error)
+FROM (SELECT json_extract(value, '$.id') AS id, json_extract(value, '$.status') AS status,
+             json_extract(value, '$.started_at') AS started_at,
+             json_extract(value, '$.finished_at') AS finished_at,
+             json_extract(value, '$.error') AS error
+      FROM json_each(:rows)) AS w
+WHERE runs.id = w.id;
+
+-- name: insert_step_result_bulk
+INSERT OR REPLACE INTO step_results (run_id, position, step, attempt, status, started_at,
+                                     duration_ms, exit_code, signal, status_code,
+                                     response_size, error_type, error, output_tail)
+SELECT json_extract(value, '$.run_id'), json_extract(value, '$.position'),
+       json_extract(value, '$.step'), json_extract(value, '$.attempt'),
+       json_extract(value, '$.status'), json_extract(value, '$.started_at'),
+       json_extract(value, '$.duration_ms'), json_extract(value, '$.exit_code'),
+       json_extract(value, '$.signal'), json_extract(value, '$.status_code'),
+       json_extract(value, '$.response_size'), json_extract(value, '$.error_type'),
+       json_extract(value, '$.error'), json_extract(value, '$.output_tail')
+FROM json_each(:rows);
+
+-- name: start_run_bulk
+UPDATE runs SET status = 'running', started_at = w.started_at
+FROM (SELECT json_extract(value, '$.id') AS id,
+             json_extract(value, '$.started_at') AS started_at
+      FROM json_each(:rows)) AS w
+-- `+`: by id, not through the index of every pending run.
+WHERE runs.id = w.id AND +runs.status = 'pending';
+
+-- name: release_claim_bulk
+DELETE FROM runs
+WHERE id IN (SELECT json_extract(value, '$.id') FROM json_each(:rows))
+  AND +status = 'pending' AND started_at IS NULL;
+
+-- name: record_progress_bulk
+UPDATE schedules
+SET run_count = p.run_count,
+    consecutive_failures = CASE
+        WHEN p.revision IS NULL OR schedules.revision = p.revision THEN p.consecutive_failures
+        ELSE schedules.consecutive_failures
+    END,
+    last_run_at = p.last_run_at,
+    next_run_at = p.next_run_at,
+    circuit_open_until = CASE
+        WHEN p.revision IS NULL OR schedules.revision = p.revision THEN p.circuit_open_until
+        ELSE schedules.circuit_open_until
+    END,
+    status = CASE
+        WHEN p.status IS NOT NULL AND schedules.status = 'active' THEN p.status
+        ELSE schedules.status
+    END,
+    status_reason = CASE
+        WHEN p.status IS NOT NULL AND schedules.status = 'active' THEN p.status_reason
+        ELSE schedules.status_reason
+    END
+FROM (SELECT json_extract(value, '$.schedule_id') AS schedule_id,
+             json_extract(value, '$.run_count') AS run_count,
+             json_extract(value, '$.consecutive_failures') AS consecutive_failures,
+             json_extract(value, '$.last_run_at') AS last_run_at,
+             json_extract(value, '$.next_run_at') AS next_run_at,
+             json_extract(value, '$.circuit_open_until') AS circuit_open_until,
+             json_extract(value, '$.status') AS status,
+             json_extract(value, '$.status_reason') AS status_reason,
+             json_extract(value, '$.revision') AS revision
+      FROM json_each(:rows)) AS p
+WHERE schedules.id = p.schedule_id;

@@ -48,7 +48,7 @@ from cronmgr.store.base import (
 )
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
-from cronmgr.store.writer import SyncWriter, apply_writes
+from cronmgr.store.writer import Statement, SyncWriter, apply_writes, run_many
 
 log = structlog.get_logger("cronmgr.store")
 
@@ -68,6 +68,19 @@ _WRITE_ORDER = {
     "insert_step_result": 3,
     "update_run": 4,
 }
+
+_KEYS = {"update_run": "id", "start_run": "id", "record_progress": "schedule_id"}
+"""The row an UPDATE of the run writes changes, by parameter (see writer.Statement.key)."""
+
+
+def _statement(queries: Mapping[str, str], name: str) -> Statement:
+    return Statement(
+        sql=queries[name],
+        may_skip=name == "insert_run",
+        bulk=queries.get(f"{name}_bulk"),
+        key=_KEYS.get(name),
+    )
+
 
 PRAGMAS = (
     f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}",
@@ -306,11 +319,13 @@ def _progress_params(progress: Progress) -> dict[str, Any]:
     return {name: _column(value) for name, value in zip(Progress._fields, progress, strict=True)}
 
 
-def _write_progress(sql: str, chunk: Sequence[Progress], connection: sqlite3.Connection) -> None:
+def _write_progress(
+    statement: Statement, chunk: Sequence[Progress], connection: sqlite3.Connection
+) -> None:
     params = [_progress_params(p) for p in chunk]
     connection.execute("BEGIN IMMEDIATE")
     try:
-        connection.executemany(sql, params)
+        run_many(connection, statement, params)
         connection.execute("COMMIT")
     except BaseException:
         connection.execute("ROLLBACK")
@@ -342,6 +357,7 @@ class SQLiteStore:
         # Run writes go through a thread and connection of their own (see writer.py).
         self._writer = writer
         self._q = load_queries("sqlite")
+        self._statements = {name: _statement(self._q, name) for name in _WRITE_ORDER}
         # All tasks of a process share this one connection: a transaction's statements must
         # not interleave with another task's, so every use of the connection takes the lock.
         self._lock = asyncio.Lock()
@@ -611,14 +627,14 @@ class SQLiteStore:
         split: one transaction over 100,000 rows would hold the write lock for seconds and
         make the controller's writes wait out their busy timeout.
         """
-        sql = self._q["record_progress"]
+        statement = _statement(self._q, "record_progress")
         for start in range(0, len(progress), PROGRESS_CHUNK):
             chunk = progress[start : start + PROGRESS_CHUNK]
             # On the writer thread, parameters included: the event loop only hands over
             # the tuples, and these writes queue behind run writes instead of racing them
             # for the write lock.
             try:
-                await self._writer.call(functools.partial(_write_progress, sql, chunk))
+                await self._writer.call(functools.partial(_write_progress, statement, chunk))
             except sqlite3.Error as exc:
                 raise StoreError(f"store record_progress failed: {exc}") from exc
 
@@ -707,7 +723,7 @@ class SQLiteStore:
         # error class; a claim never shares a batch with its run's later writes.
         order = sorted(range(len(writes)), key=lambda i: _WRITE_ORDER[writes[i].statement])
         ordered = [writes[i] for i in order]
-        statements = [(self._q[w.statement], w.statement == "insert_run") for w in ordered]
+        statements = [self._statements[w.statement] for w in ordered]
         params = [w.params for w in ordered]
         try:
             applied = await self._writer.call(functools.partial(apply_writes, statements, params))

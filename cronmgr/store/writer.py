@@ -21,7 +21,9 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
+
+import orjson
 
 T = TypeVar("T")
 
@@ -101,29 +103,39 @@ def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | Non
         future.set_result(result)
 
 
-Statement = tuple[str, bool]
-"""An SQL statement, and whether it may insert nothing (a run whose slot is taken)."""
+class Statement(NamedTuple):
+    """An SQL statement of the run writes, as `apply_writes` runs it."""
+
+    sql: str
+    may_skip: bool = False
+    """Whether it may change no row (a run whose slot is taken): rows are counted then."""
+    bulk: str | None = None
+    """The same for every object of a JSON array `:rows` (see sqlite.sql's `_bulk` forms)."""
+    key: str | None = None
+    """The parameter naming the row an UPDATE changes: a group in which two writes name
+    the same row is run row by row, in order (an UPDATE ... FROM would apply only one)."""
 
 
 def apply_writes(
     statements: list[Statement], params: list[dict[str, Any]], connection: sqlite3.Connection
 ) -> list[int]:
-    """Apply writes in one transaction, one executemany per statement; rows each changed.
+    """Apply writes in one transaction, one statement per group of equal statements; the
+    rows each one changed.
 
     Each task awaits its own write before making the next, so a batch holds at most one
     write of a statement per run, and the order of the groups does not matter.
     """
     if len(params) == 1:
         # Alone, a write commits on its own: no BEGIN and COMMIT around it.
-        return [connection.execute(statements[0][0], params[0]).rowcount]
+        return [connection.execute(statements[0].sql, params[0]).rowcount]
     groups: dict[Statement, list[int]] = {}
     for index, statement in enumerate(statements):
         groups.setdefault(statement, []).append(index)
     counts = [0] * len(params)
     connection.execute("BEGIN IMMEDIATE")
     try:
-        for (sql, may_skip), indexes in groups.items():
-            applied = _apply_group(connection, sql, may_skip, [params[i] for i in indexes])
+        for statement, indexes in groups.items():
+            applied = _apply_group(connection, statement, [params[i] for i in indexes])
             for index, count in zip(indexes, applied, strict=True):
                 counts[index] = count
         connection.execute("COMMIT")
@@ -134,12 +146,12 @@ def apply_writes(
 
 
 def _apply_group(
-    connection: sqlite3.Connection, sql: str, may_skip: bool, params: list[dict[str, Any]]
+    connection: sqlite3.Connection, statement: Statement, params: list[dict[str, Any]]
 ) -> list[int]:
     if len(params) == 1:
-        return [connection.execute(sql, params[0]).rowcount]
-    cursor = connection.executemany(sql, params)
-    if cursor.rowcount == len(params) or not may_skip:
+        return [connection.execute(statement.sql, params[0]).rowcount]
+    changed = run_many(connection, statement, params)
+    if changed == len(params) or not statement.may_skip:
         return [1] * len(params)
     # Some slots were taken already: the runs that went in are the ones now there.
     ids = [p["id"] for p in params]
@@ -147,3 +159,17 @@ def _apply_group(
     found = connection.execute(f"SELECT id FROM runs WHERE id IN ({marks})", ids)
     present = {row[0] for row in found.fetchall()}
     return [int(run_id in present) for run_id in ids]
+
+
+def run_many(
+    connection: sqlite3.Connection, statement: Statement, params: list[dict[str, Any]]
+) -> int:
+    """Run `statement` for each of `params`, in one statement where it has a bulk form; the
+    rows changed in all."""
+    if statement.bulk is None or (
+        statement.key is not None and len({p[statement.key] for p in params}) < len(params)
+    ):
+        return connection.executemany(statement.sql, params).rowcount
+    # Text: JSON functions before SQLite 3.45 refuse a blob.
+    rows = orjson.dumps(params).decode()
+    return connection.execute(statement.bulk, {"rows": rows}).rowcount
