@@ -1055,3 +1055,13 @@ async def test_many_targets_are_read_in_one_call(store: SQLiteStore) -> None:
     found = await store.get_targets([first.id, second.id, "missing"])
     assert found == {first.id: first, second.id: second}
     assert await store.get_targets([]) == {}
+
+
+async def test_an_sqlite_too_old_for_the_store_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite3, "sqlite_version_info", (3, 31, 1))
+    monkeypatch.setattr(sqlite3, "sqlite_version", "3.31.1")
+    with pytest.raises(StoreError, match=r"needs SQLite 3\.35 or newer .* has 3\.31\.1"):
+        await SQLiteStore.open(tmp_path / "cronmgr.db")
+    assert not (tmp_path / "cronmgr.db").exists()

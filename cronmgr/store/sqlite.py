@@ -53,6 +53,7 @@ from cronmgr.store.writer import Statement, SyncWriter, apply_writes, run_many
 log = structlog.get_logger("cronmgr.store")
 
 BUSY_TIMEOUT_MS = 5000
+MIN_SQLITE = (3, 35)
 PROGRESS_CHUNK = 2000  # rows per transaction of record_progress: ~0.1 s of write lock
 
 E = TypeVar("E", bound=Enum)
@@ -367,6 +368,12 @@ class SQLiteStore:
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
         """Open (creating and upgrading as needed) the store at `path`."""
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            need = ".".join(map(str, MIN_SQLITE))
+            raise StoreError(
+                f"the SQLite store needs SQLite {need} or newer (RETURNING, UPDATE ... FROM,"
+                f" JSON functions); this Python has {sqlite3.sqlite_version}"
+            )
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             # isolation_level=None: no implicit BEGIN from the driver; transactions are ours.
