@@ -211,8 +211,9 @@ class HttpRunner:
         """Send `target`'s request, retrying per its policy; one result per attempt.
 
         With `defer_last`, the last attempt (the one no retry follows) is only returned,
-        not handed to `on_attempt`: the caller records it with the run's end, in one write.
-        An attempt cut short by cancellation is always handed over.
+        not handed to `on_attempt`: the caller records it with the run's end, in one write,
+        and says how it went in its own log line (its `http_attempt_finished` is debug).
+        An attempt cut short by cancellation is always handed over and logged.
         """
         session = self.session  # not open: fail here, not as a recorded attempt
         log = _log.bind(run_id=context.run_id, target=target.name)
@@ -229,7 +230,9 @@ class HttpRunner:
                 result, retry_after = await self._attempt(session, target, this, log, on_attempt)
                 results.append(result)
                 delay = self._delay_before_next(target, result, retry_after)
-                if delay is not None or not defer_last:
+                handed_over = delay is not None or not defer_last
+                _log_finished(log.info if handed_over else log.debug, result, target)
+                if handed_over:
                     await _notify(on_attempt, result)
                 if delay is None:
                     break
@@ -261,18 +264,21 @@ class HttpRunner:
     ) -> tuple[StepResult, float | None]:
         secrets = SecretResolver(self._environ)
         exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
-        method, shown_url = target.method.upper(), _shown_url(target.url)
         # Debug: the finished line says all of it, and a target can run a thousand times a
         # second; at info level a started line would double the log and its cost.
-        log.debug("http_attempt_started", attempt=context.attempt, method=method, url=shown_url)
+        log.debug(
+            "http_attempt_started",
+            attempt=context.attempt,
+            method=target.method.upper(),
+            url=shown_url(target),
+        )
         try:
             result = await self._exchange(session, exchange, context, secrets)
         except asyncio.CancelledError:
             result = exchange.cancelled()
-            _log_finished(log, result, method, shown_url)
+            _log_finished(log.info, result, target)
             await _notify(on_attempt, result)
             raise
-        _log_finished(log, result, method, shown_url)
         return result, exchange.retry_after()
 
     async def _exchange(
@@ -532,11 +538,28 @@ class _Body:
         return "body" if self.complete else f"first {len(self.kept)} bytes of the body"
 
 
+def shown_url(target: Target) -> str:
+    """A target's URL as logs show it (redacted, references as written)."""
+    return _redacted_url(target.url)
+
+
 @functools.lru_cache(maxsize=4096)
-def _shown_url(url: str) -> str:
-    """A target's URL as logs show it (redacted, references as written): the same for
-    every attempt, so worked out once."""
+def _redacted_url(url: str) -> str:
+    # The same for every attempt of every run of a target: worked out once.
     return redact(url)
+
+
+def attempt_fields(result: StepResult, target: Target) -> dict[str, Any]:
+    """How an attempt went, as log fields: `http_attempt_finished`'s, and a target run's
+    `run_finished` line carries its last attempt's."""
+    return {
+        "attempt": result.attempt,
+        "method": target.method.upper(),
+        "url": shown_url(target),
+        "status_code": result.status_code,
+        "response_size": result.response_size,
+        "error_type": result.error_type.value if result.error_type else None,
+    }
 
 
 def _status_error_type(status: int) -> ErrorType:
@@ -547,18 +570,13 @@ def _status_error_type(status: int) -> ErrorType:
     return ErrorType.ASSERTION
 
 
-def _log_finished(log: FilteringBoundLogger, result: StepResult, method: str, url: str) -> None:
-    log.info(
+def _log_finished(emit: Callable[..., Any], result: StepResult, target: Target) -> None:
+    emit(
         "http_attempt_finished",
-        attempt=result.attempt,
-        method=method,
-        url=url,
         status=result.status.value,
-        status_code=result.status_code,
         duration_ms=result.duration_ms,
-        response_size=result.response_size,
-        error_type=result.error_type.value if result.error_type else None,
         error=result.error,
+        **attempt_fields(result, target),
     )
 
 

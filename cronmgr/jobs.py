@@ -20,11 +20,12 @@ import structlog
 
 from cronmgr.config import Settings
 from cronmgr.errors import CronmgrError
-from cronmgr.http_runner import HttpRunner, RequestContext
+from cronmgr.http_runner import HttpRunner, RequestContext, attempt_fields
 from cronmgr.limits import QueueCallback, RunLimits
 from cronmgr.logs import bound_fields
 from cronmgr.models import (
     PIPELINE_JOB_PREFIX,
+    TARGET_JOB_PREFIX,
     Run,
     RunStatus,
     Schedule,
@@ -319,7 +320,25 @@ class JobRunner:
             self._on_run_finished(run, status, error)
         assert run.started_at is not None
         duration_ms = int((finished - run.started_at).total_seconds() * 1000)
-        log.info("run_finished", status=status.value, error=error, duration_ms=duration_ms)
+        log.info(
+            "run_finished",
+            status=status.value,
+            error=error,
+            duration_ms=duration_ms,
+            **self._last_attempt_fields(run, steps),
+        )
+
+    def _last_attempt_fields(
+        self, run: Run, steps: list[tuple[int, StepResult]]
+    ) -> dict[str, object]:
+        """A target run's line says how its last attempt went (that attempt's own line is
+        debug): one info line per run, where a thousand may end every second."""
+        if not steps or not run.job.startswith(TARGET_JOB_PREFIX):
+            return {}
+        target = self._targets.get(run.job.removeprefix(TARGET_JOB_PREFIX))
+        if target is None:
+            return {}
+        return {"target": target.name, **attempt_fields(steps[-1][1], target)}
 
     async def _work(self, schedule: Schedule, run: Run) -> Outcome:
         if schedule.target_id is not None:

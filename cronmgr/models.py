@@ -55,6 +55,7 @@ def utcnow() -> datetime:
 
 
 PIPELINE_JOB_PREFIX = "pipeline:"
+TARGET_JOB_PREFIX = "target:"
 
 
 def pipeline_job(name: str) -> str:
@@ -282,7 +283,9 @@ class Schedule:
     @property
     def job(self) -> str:
         """The job name runs record: `target:<id>` or `pipeline:<name>`."""
-        return f"target:{self.target_id}" if self.target_id else pipeline_job(self.pipeline or "")
+        if self.target_id:
+            return TARGET_JOB_PREFIX + self.target_id
+        return pipeline_job(self.pipeline or "")
 
     @property
     def window_end(self) -> datetime | None:

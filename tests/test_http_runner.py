@@ -399,9 +399,10 @@ async def test_500_then_200_takes_two_attempts_and_the_second_succeeds(
 
 
 async def test_defer_last_hands_over_only_the_attempts_a_retry_followed(
-    runner: HttpRunner, server: TestServer, context: RequestContext
+    runner: HttpRunner, server: TestServer, context: RequestContext, logs: list[EventDict]
 ) -> None:
-    """The caller records the last attempt with the run's end; the earlier ones at once."""
+    """The caller records the last attempt with the run's end, and says how it went in its
+    own line: that attempt's line is debug; the earlier ones are info, as they happen."""
     reported: list[StepResult] = []
     results = await runner.run_target(
         target(server.make_url("/status/503")),
@@ -411,6 +412,21 @@ async def test_defer_last_hands_over_only_the_attempts_a_retry_followed(
     )
     assert [r.attempt for r in results] == [1, 2, 3]
     assert reported == results[:2]
+    lines = events(logs, "http_attempt_finished")
+    assert [(e["attempt"], e["log_level"]) for e in lines] == [
+        (1, "info"),
+        (2, "info"),
+        (3, "debug"),
+    ]
+    assert lines[2]["status_code"] == 503 and lines[2]["error_type"] == "http_5xx"
+
+
+async def test_without_defer_last_every_attempt_is_logged_at_info(
+    runner: HttpRunner, server: TestServer, context: RequestContext, logs: list[EventDict]
+) -> None:
+    await run(runner, target(server.make_url("/status/503")), context)
+    levels = [e["log_level"] for e in events(logs, "http_attempt_finished")]
+    assert levels == ["info"] * 3
 
 
 async def test_408_is_retried(

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from structlog.testing import capture_logs
 
 from cronmgr.config import load_settings
 from cronmgr.http_runner import HttpRunner
@@ -173,3 +174,27 @@ async def test_slots_due_together_get_their_connections_opened_ahead(
             assert time.monotonic() < deadline, f"{connections} connections opened ahead"
             await asyncio.sleep(0.01)
         closed.set()
+
+
+async def test_a_target_run_writes_one_info_line_saying_how_its_request_went(
+    jobs: JobRunner, store: SQLiteStore, server: TestServer
+) -> None:
+    """`run_finished` carries the last attempt's HTTP fields; that attempt's own line is
+    debug, so a target run is one line at info."""
+    schedule = await add_schedule(store, server)
+    with capture_logs() as logs:
+        assert await jobs.run(schedule, utcnow()) is RunStatus.SUCCEEDED
+    info = [e for e in logs if e["log_level"] == "info"]
+    assert [e["event"] for e in info] == ["run_finished"]
+    (line,) = info
+    target = await store.get_target(schedule.target_id or "")
+    assert {k: line[k] for k in ("status", "target", "attempt", "method", "url")} == {
+        "status": "succeeded",
+        "target": target.name,
+        "attempt": 1,
+        "method": "GET",
+        "url": target.url,
+    }
+    assert (line["status_code"], line["response_size"], line["error_type"]) == (200, 2, None)
+    (attempt,) = [e for e in logs if e["event"] == "http_attempt_finished"]
+    assert attempt["log_level"] == "debug" and attempt["status_code"] == 200
