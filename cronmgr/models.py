@@ -243,7 +243,8 @@ class Target:
 
 # Not frozen, unlike the other records: a frozen init sets each of the 31 fields through
 # object.__setattr__, which doubles the cost of loading 100,000 schedules at start. Treat
-# it as immutable all the same and derive changed copies with dataclasses.replace.
+# it as immutable all the same and derive changed copies with dataclasses.replace; only
+# the engine updates the bookkeeping counters of its own copies in place, once per run.
 @dataclass(slots=True)
 class Schedule:
     """What runs (a target or a pipeline) and when; plus the engine's bookkeeping."""

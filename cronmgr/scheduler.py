@@ -529,14 +529,14 @@ class Scheduler:
             failures = 0
         elif status is RunStatus.FAILED:
             failures += 1
-        last = max(slot, schedule.last_run_at) if schedule.last_run_at else slot
-        entry.schedule = dataclasses.replace(
-            schedule,
-            run_count=schedule.run_count + 1,
-            consecutive_failures=failures,
-            last_run_at=last,
-            circuit_open_until=None if failures == 0 else schedule.circuit_open_until,
-        )
+        # In place, on the engine's own copy (read from the store for this engine, and
+        # only ever read elsewhere): a copy of all 31 fields per run was 3 % of its CPU.
+        schedule.run_count += 1
+        schedule.consecutive_failures = failures
+        if schedule.last_run_at is None or slot > schedule.last_run_at:
+            schedule.last_run_at = slot
+        if failures == 0:
+            schedule.circuit_open_until = None
         self._apply_failure_policy(entry, status)
         self._progress(entry, next_run_at=entry.slot)
         if schedule.max_runs is not None and entry.schedule.run_count >= schedule.max_runs:
