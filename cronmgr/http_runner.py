@@ -49,7 +49,6 @@ import orjson
 import structlog
 from aiohttp.abc import AbstractResolver
 from jinja2.sandbox import ImmutableSandboxedEnvironment
-from structlog.typing import FilteringBoundLogger
 
 from cronmgr import __version__
 from cronmgr import http_wire as wire
@@ -216,7 +215,6 @@ class HttpRunner:
         An attempt cut short by cancellation is always handed over and logged.
         """
         session = self.session  # not open: fail here, not as a recorded attempt
-        log = _log.bind(run_id=context.run_id, target=target.name)
         results: list[StepResult] = []
         with bound_fields(run_id=context.run_id, target=target.name):
             for attempt in range(1, max(target.retry.max_attempts, 1) + 1):
@@ -227,16 +225,16 @@ class HttpRunner:
                     attempt=attempt,
                     now=utcnow(),
                 )
-                result, retry_after = await self._attempt(session, target, this, log, on_attempt)
+                result, retry_after = await self._attempt(session, target, this, on_attempt)
                 results.append(result)
                 delay = self._delay_before_next(target, result, retry_after)
                 handed_over = delay is not None or not defer_last
-                _log_finished(log.info if handed_over else log.debug, result, target)
+                _log_finished(_log.info if handed_over else _log.debug, result, target)
                 if handed_over:
                     await _notify(on_attempt, result)
                 if delay is None:
                     break
-                log.info(
+                _log.info(
                     "http_retry_scheduled",
                     attempt=attempt,
                     delay_seconds=round(delay, 3),
@@ -259,14 +257,13 @@ class HttpRunner:
         session: aiohttp.ClientSession,
         target: Target,
         context: RequestContext,
-        log: FilteringBoundLogger,
         on_attempt: AttemptCallback | None,
     ) -> tuple[StepResult, float | None]:
         secrets = SecretResolver(self._environ)
         exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
         # Debug: the finished line says all of it, and a target can run a thousand times a
         # second; at info level a started line would double the log and its cost.
-        log.debug(
+        _log.debug(
             "http_attempt_started",
             attempt=context.attempt,
             method=target.method.upper(),
@@ -276,7 +273,7 @@ class HttpRunner:
             result = await self._exchange(session, exchange, context, secrets)
         except asyncio.CancelledError:
             result = exchange.cancelled()
-            _log_finished(log.info, result, target)
+            _log_finished(_log.info, result, target)
             await _notify(on_attempt, result)
             raise
         return result, exchange.retry_after()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -249,8 +250,10 @@ class JobRunner:
         self._running.setdefault(run.job, {})[run.id] = task
         # A pipeline run may last hours: say it began. A target's run lasts as long as its
         # request, whose finished line follows at once, so its start is debug detail.
-        started = log.info if run.job.startswith(PIPELINE_JOB_PREFIX) else log.debug
-        started("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
+        if run.job.startswith(PIPELINE_JOB_PREFIX):
+            log.info("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
+        elif log.is_enabled_for(logging.DEBUG):  # not even the slot's text otherwise
+            log.debug("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
         status, error = RunStatus.FAILED, None
         steps: list[tuple[int, StepResult]] = []
         try:

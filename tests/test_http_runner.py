@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.test_utils import TestServer
@@ -207,7 +208,8 @@ def seen(server: TestServer) -> Seen:
 
 @pytest.fixture(autouse=True)
 def logs() -> Iterator[list[EventDict]]:
-    with capture_logs() as captured:
+    # With the bound fields (run_id, target), as the daemon's own processors add them.
+    with capture_logs(processors=[structlog.contextvars.merge_contextvars]) as captured:
         yield captured
 
 
