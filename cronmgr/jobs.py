@@ -310,14 +310,13 @@ class JobRunner:
         error: str | None,
         steps: list[tuple[int, StepResult]],
     ) -> None:
-        # Shielded: a cancelled run must still be recorded as cancelled, never left running.
         finished = utcnow()
         # Still unwritten, the start goes with the end.
         started = run.started_at if self._unstarted.pop(run.id, None) is not None else None
-        await asyncio.shield(
-            self.store.finish_run(
-                run.id, status, finished_at=finished, error=error, steps=steps, started_at=started
-            )
+        # The writes are queued by the call itself: a cancelled run is recorded as
+        # cancelled (never left running) even if this task is cancelled while it waits.
+        await self.store.finish_run(
+            run.id, status, finished_at=finished, error=error, steps=steps, started_at=started
         )
         if self._on_run_finished is not None:
             self._on_run_finished(run, status, error)

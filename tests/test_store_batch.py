@@ -251,6 +251,41 @@ async def test_a_closed_store_applies_what_was_queued_to_its_writer(tmp_path: Pa
         await reopened.close()
 
 
+async def test_a_run_end_whose_waiter_is_cancelled_is_written_all_the_same(
+    tmp_path: Path,
+) -> None:
+    """A run cancelled while it waits for its end to be committed is still recorded: the
+    end and its attempt were queued when finish_run returned."""
+    path = tmp_path / "cancelled.db"
+    store = await SQLiteStore.open(path)
+    run = run_at(SLOT)
+    assert await store.insert_run(run)
+    attempt = StepResult(
+        step="request", status=RunStatus.CANCELLED, started_at=utcnow(), duration_ms=1
+    )
+    waiting = asyncio.ensure_future(
+        store.finish_run(
+            run.id,
+            RunStatus.CANCELLED,
+            finished_at=utcnow(),
+            error="cancelled: the daemon is stopping",
+            steps=[(0, attempt)],
+        )
+    )
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    await store.close()
+    reopened = await SQLiteStore.open(path)
+    try:
+        stored = await reopened.get_run(run.id)
+        assert stored.status is RunStatus.CANCELLED
+        assert [s.status for s in stored.steps] == [RunStatus.CANCELLED]
+    finally:
+        await reopened.close()
+
+
 async def test_a_store_that_cannot_open_its_writer_says_so(tmp_path: Path) -> None:
     from cronmgr.store.writer import SyncWriter
 

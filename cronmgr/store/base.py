@@ -288,9 +288,10 @@ class Store(Protocol):
         """Record a run's last attempts (position, result) and its end, written together;
         with `started_at`, its start too (a claimed run whose start was not written).
 
-        The writes are queued before this returns; what it returns settles once they are
-        committed, and raises what they raised. (A future, not a coroutine: a run's end
-        is shielded from cancellation, and shielding a coroutine costs a task.)"""
+        The writes are queued before this returns, so they are made even if nobody waits
+        for them (a cancelled run is still recorded); what it returns settles once they
+        are committed, and raises what the end's write raised. A failed write of an
+        attempt is logged; the end is written all the same."""
         ...
 
     async def get_run(self, run_id: str) -> Run:

@@ -279,6 +279,11 @@ def _log_failed_start(future: asyncio.Future[int]) -> None:
         log.error("run_start_not_recorded", error=str(exc))
 
 
+def _log_failed_attempt(future: asyncio.Future[int]) -> None:
+    if not future.cancelled() and (exc := future.exception()) is not None:
+        log.error("run_attempt_not_recorded", error=str(exc))
+
+
 def _update_params(
     run_id: str,
     status: RunStatus,
@@ -714,15 +719,22 @@ class SQLiteStore:
         error: str | None = None,
         steps: Sequence[tuple[int, StepResult]] = (),
         started_at: datetime | None = None,
-    ) -> asyncio.Future[list[int]]:
+    ) -> asyncio.Future[int]:
         """Record a run's last attempts (position, result) and its end, written together;
         with `started_at`, its start too (a claimed run whose start was not written).
-        Queued at once; the future settles when the writes are committed."""
+        Queued at once; the future settles when the writes are committed, with the end's
+        result (a failed attempt write is logged)."""
         writes = [("insert_step_result", _step_params(run_id, p, r)) for p, r in steps]
-        end = _update_params(run_id, status, started_at, finished_at, error)
-        writes.append(("update_run", end))
+        writes.append(
+            ("update_run", _update_params(run_id, status, started_at, finished_at, error))
+        )
         # Nothing waits on a run's end to begin: it may wait a little for other writes.
-        return asyncio.gather(*self._batcher.queue(writes, linger=True))
+        *attempts, end = self._batcher.queue(writes, linger=True)
+        for attempt in attempts:
+            attempt.add_done_callback(_log_failed_attempt)
+        # The end alone: writes are applied in order, so once it settled so did the rest
+        # (a gather would cost a future and a callback per write, a thousand times a second).
+        return end
 
     async def _apply_writes(self, writes: Sequence[Write]) -> list[int]:
         """Apply queued run writes in one transaction, in one trip to the writer thread."""
