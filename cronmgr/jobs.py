@@ -249,7 +249,7 @@ class JobRunner:
         assert task is not None
         self._running.setdefault(run.job, {})[run.id] = task
         # A pipeline run may last hours: say it began. A target's run lasts as long as its
-        # request, whose finished line follows at once, so its start is debug detail.
+        # request, and its run_finished line follows at once, so its start is debug detail.
         if run.job.startswith(PIPELINE_JOB_PREFIX):
             log.info("run_started", job=run.job, scheduled_for=run.scheduled_for.isoformat())
         elif log.is_enabled_for(logging.DEBUG):  # not even the slot's text otherwise
