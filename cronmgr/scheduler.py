@@ -1,7 +1,7 @@
 """The engine: one timer that sleeps until the earliest due slot, then fires what is due.
 
-Schedules live in a heap keyed by their next fire moment; the event loop's own timer
-(`loop.call_at`) wakes the engine exactly then, never a polling tick. Firing only spawns a
+Schedules live in a heap keyed by their next fire moment; an alarm (`wake.py`: a timerfd
+the event loop watches) wakes the engine exactly then, once, never a polling tick. Firing only spawns a
 task: claiming the slot in the store, running the job and recording the result happen in
 that task, so the timer never waits on disk or on the network.
 
@@ -41,6 +41,7 @@ from cronmgr.models import (
 )
 from cronmgr.store.base import Progress, ScheduleChanges
 from cronmgr.triggers import Trigger, build_trigger, jitter_offset
+from cronmgr.wake import Alarm, wake_moment
 
 log = structlog.get_logger("cronmgr.scheduler")
 
@@ -163,8 +164,9 @@ class Scheduler:
         self._entries: dict[str, Entry] = {}
         self._heap: list[HeapItem] = []
         self._seq = itertools.count()
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = float("inf")
+        # The main timer: made on the first arming, when a loop runs.
+        self._alarm: Alarm | None = None
+        self._timer_at = float("inf")  # when the alarm is set for; inf: not set
         # Target slots wait in a second heap (the same items) until claimed ahead.
         self._claim_heap: list[HeapItem] = []
         self._claim_timer: asyncio.TimerHandle | None = None
@@ -372,14 +374,14 @@ class Scheduler:
         if self._stopped or not self._heap:
             return
         fire_at = self._heap[0][0]
-        if self._timer is not None and fire_at >= self._timer_at:
+        if fire_at >= self._timer_at:
             return
-        if self._timer is not None:
-            self._timer.cancel()
-        loop = asyncio.get_running_loop()
+        if self._alarm is None:
+            self._alarm = Alarm(self._on_timer)
         delay = min(max(0.0, fire_at - self._clock()), MAX_TIMER_SECONDS)
+        # A capped sleep counts as unset: any slot arriving meanwhile re-arms.
         self._timer_at = fire_at if delay < MAX_TIMER_SECONDS else float("inf")
-        self._timer = loop.call_at(loop.time() + delay, self._on_timer)
+        self._alarm.set(delay)
 
     # --- claiming ahead ---------------------------------------------------------------
 
@@ -393,7 +395,7 @@ class Scheduler:
         delay = min(max(0.0, at - self._clock()), MAX_TIMER_SECONDS)
         # `at` itself, capped sleep or not: a wake before it finds nothing and sleeps again.
         self._claim_at = at
-        self._claim_timer = loop.call_at(loop.time() + delay, self._on_claim_timer)
+        self._claim_timer = loop.call_at(wake_moment(delay), self._on_claim_timer)
 
     def _on_claim_timer(self) -> None:
         self._claim_timer, self._claim_at = None, float("inf")
@@ -442,7 +444,7 @@ class Scheduler:
         return entry is not None and entry.version == item[3]
 
     def _on_timer(self) -> None:
-        self._timer, self._timer_at = None, float("inf")
+        self._timer_at = float("inf")
         now = self._clock()
         while self._heap and self._heap[0][0] <= now:
             item = heapq.heappop(self._heap)
@@ -634,10 +636,13 @@ class Scheduler:
     def stop_firing(self) -> None:
         """No new firings from now on; runs in flight continue."""
         self._stopped = True
-        for timer in (self._timer, self._claim_timer):
-            if timer is not None:
-                timer.cancel()
-        self._timer = self._claim_timer = None
+        if self._alarm is not None:
+            self._alarm.close()
+            self._alarm = None
+        self._timer_at = float("inf")
+        if self._claim_timer is not None:
+            self._claim_timer.cancel()
+        self._claim_timer = None
 
     def running_tasks(self) -> list[asyncio.Task[RunStatus | None]]:
         """Every run task still executing."""
