@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -292,3 +295,23 @@ async def test_a_store_that_cannot_open_its_writer_says_so(tmp_path: Path) -> No
     writer = SyncWriter(tmp_path / "missing" / "dir" / "x.db", 1.0, ())
     with pytest.raises(Exception, match="unable to open"):
         await writer.open()
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux"), reason="a thread's own nice value is Linux only"
+)
+async def test_the_writer_thread_runs_nicer_than_the_event_loop(tmp_path: Path) -> None:
+    from cronmgr.store.writer import WRITER_NICENESS, SyncWriter
+
+    loop_thread = threading.get_native_id()
+    before = os.getpriority(os.PRIO_PROCESS, loop_thread)
+    writer = SyncWriter(tmp_path / "x.db", 1.0, ())
+    await writer.open()
+    try:
+        assert writer.native_id is not None and writer.native_id != loop_thread
+        writer_nice = os.getpriority(os.PRIO_PROCESS, writer.native_id)
+        assert writer_nice == min(19, before + WRITER_NICENESS)
+        assert os.getpriority(os.PRIO_PROCESS, loop_thread) == before  # the loop is untouched
+        assert await writer.call(lambda c: c.execute("select 1").fetchone()[0]) == 1
+    finally:
+        await writer.close()
