@@ -1,9 +1,9 @@
 """The engine: one timer that sleeps until the earliest due slot, then fires what is due.
 
 Schedules live in a heap keyed by their next fire moment; an alarm (`wake.py`: a timerfd
-the event loop watches) wakes the engine exactly then, once, never a polling tick. Firing only spawns a
-task: claiming the slot in the store, running the job and recording the result happen in
-that task, so the timer never waits on disk or on the network.
+the event loop watches) wakes the engine exactly then, once, never a polling tick. Firing
+only spawns a task: claiming the slot in the store, running the job and recording the
+result happen in that task, so the timer never waits on disk or on the network.
 
 Per schedule the engine applies, in order: status (only active schedules fire), the
 window (start_at, end_at / duration_seconds, max_runs → `completed`), the circuit breaker,
