@@ -30,6 +30,7 @@ import asyncio
 import codecs
 import functools
 import inspect
+import logging
 import os
 import random
 import re
@@ -229,7 +230,10 @@ class HttpRunner:
                 results.append(result)
                 delay = self._delay_before_next(target, result, retry_after)
                 handed_over = delay is not None or not defer_last
-                _log_finished(_log.info if handed_over else _log.debug, result, target)
+                if handed_over:
+                    _log_finished(_log.info, result, target)
+                elif _log.is_enabled_for(logging.DEBUG):  # not even its fields otherwise
+                    _log_finished(_log.debug, result, target)
                 if handed_over:
                     await _notify(on_attempt, result)
                 if delay is None:
@@ -263,12 +267,13 @@ class HttpRunner:
         exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
         # Debug: the finished line says all of it, and a target can run a thousand times a
         # second; at info level a started line would double the log and its cost.
-        _log.debug(
-            "http_attempt_started",
-            attempt=context.attempt,
-            method=target.method.upper(),
-            url=shown_url(target),
-        )
+        if _log.is_enabled_for(logging.DEBUG):
+            _log.debug(
+                "http_attempt_started",
+                attempt=context.attempt,
+                method=target.method.upper(),
+                url=shown_url(target),
+            )
         try:
             result = await self._exchange(session, exchange, context, secrets)
         except asyncio.CancelledError:

@@ -196,7 +196,7 @@ class JobRunner:
             run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
             taken = await self.store.insert_run(run)
         else:
-            taken = claim.run.id in await asyncio.shield(claim.batch)
+            taken = claim.run.id in await _settled(claim.batch)
             run = _started(claim.run)
             if taken:
                 self._defer_start(run)
@@ -222,7 +222,7 @@ class JobRunner:
         has its pending run ended as skipped."""
         now = utcnow()
         if claim is not None:
-            if claim.run.id in await asyncio.shield(claim.batch):
+            if claim.run.id in await _settled(claim.batch):
                 await self.store.update_run(
                     claim.run.id, RunStatus.SKIPPED, finished_at=now, error=reason
                 )
@@ -427,6 +427,14 @@ def _new_run(job: str, slot: datetime, trigger: Trigger, schedule_id: str | None
         status=RunStatus.RUNNING,
         started_at=utcnow(),
     )
+
+
+async def _settled(batch: asyncio.Future[set[str]]) -> set[str]:
+    """A claim batch's outcome. Claimed ahead, it is in as a rule: then without the extra
+    future a shield costs; otherwise shielded, so a cancelled run leaves the batch alone."""
+    if batch.done():
+        return batch.result()
+    return await asyncio.shield(batch)
 
 
 def _cancel_reason(exc: asyncio.CancelledError) -> str:
