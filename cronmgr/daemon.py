@@ -245,6 +245,7 @@ class Daemon:
                 "the daemon stopped before this run finished",
                 claimed_reason=CLAIMED_ORPHAN_REASON,
             )
+            recounted = await store.recount_runs()
             pipelines = self._load_pipelines()
             pipelines.get(self.spec.pipeline)  # fail the start if it is missing
             await ensure_start_schedule(store, self.spec)
@@ -268,7 +269,12 @@ class Daemon:
                 self._engine.apply(await store.changed_schedules(0))
             self._install_signal_handlers()
             ready.ok()
-            log.info("daemon_ready", orphaned_runs_failed=recovered, **spec_fields(self.spec))
+            log.info(
+                "daemon_ready",
+                orphaned_runs_failed=recovered,
+                run_counts_raised=recounted,
+                **spec_fields(self.spec),
+            )
             self._refresh_wanted.set()  # manual runs asked for while no daemon ran
             async with self.notifier:
                 await self._serve(store)

@@ -34,6 +34,7 @@ from cronmgr.models import (
     ScheduleStatus,
     ScheduleType,
     Target,
+    Trigger,
     new_id,
     utcnow,
 )
@@ -434,6 +435,41 @@ async def test_kill_9_mid_request_runs_no_slot_twice_and_leaves_no_run_running(
     succeeded = [r for r in runs if r.status is RunStatus.SUCCEEDED]
     # The held request reached the server, but its run is the failed orphan.
     assert len(succeeded) == hits.count("/ok") - 1
+
+
+async def test_runs_recorded_before_a_kill_9_count_toward_max_runs(
+    controller: Controller, target_server: tuple[TestServer, Hits]
+) -> None:
+    """The engine writes run_count every 0.2 s, after the runs' own ends: a kill -9 in
+    between leaves the runs recorded and the count behind, as set up here. The next daemon
+    counts the runs, so a max_runs schedule does not run once too often."""
+    server, hits = target_server
+    start = utcnow() - timedelta(seconds=10)
+    schedule = await add_target_schedule(
+        controller, server, "/ok", max_runs=2, run_count=0, start_at=start, created_at=start
+    )
+    async with open_store(controller.settings.store_url) as store:
+        for n in range(2):
+            slot = start + timedelta(seconds=n)
+            run = Run(
+                id=new_id(),
+                job=schedule.job,
+                schedule_id=schedule.id,
+                scheduled_for=slot,
+                trigger=Trigger.SCHEDULE,
+                status=RunStatus.SUCCEEDED,
+                started_at=slot,
+                finished_at=slot + timedelta(milliseconds=5),
+            )
+            assert await store.insert_run(run)
+
+    await start_daemon(controller)
+    await until(lambda: completed(controller, schedule.id))
+    stored = await schedule_now(controller, schedule.id)
+    assert stored.run_count == 2
+    assert "max_runs (2) reached" in (stored.status_reason or "")
+    assert hits.count("/ok") == 0
+    assert len(await runs_of(controller, schedule.id)) == 2
 
 
 # --- retention --------------------------------------------------------------------------------

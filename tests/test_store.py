@@ -34,6 +34,7 @@ from cronmgr.models import (
     Target,
     Trigger,
     new_id,
+    utcnow,
 )
 from cronmgr.store.base import Progress
 from cronmgr.store.queries import load_queries
@@ -372,6 +373,46 @@ async def test_deleting_a_schedule_keeps_its_runs(store: SQLiteStore) -> None:
     assert (await store.get_run(run.id)).schedule_id == schedule_id
     with pytest.raises(NotFound, match=schedule_id):
         await store.delete_schedule(schedule_id)
+
+
+async def test_recount_raises_max_runs_counts_to_the_runs_the_store_holds(
+    store: SQLiteStore,
+) -> None:
+    """What a kill -9 within the engine's flush period leaves: runs recorded, run_count
+    behind. The recount counts succeeded and failed runs of the schedule's own firing."""
+    target = make_target()
+    await store.insert_target(target)
+    behind = make_schedule(target.id, "behind", max_runs=5, run_count=1)
+    ahead = make_schedule(target.id, "ahead", max_runs=5, run_count=4)  # purged runs
+    unbounded = make_schedule(target.id, "unbounded", max_runs=None, run_count=0)
+    reborn = make_schedule(target.id, "reborn", max_runs=5, run_count=0)
+    for schedule in (behind, ahead, unbounded, reborn):
+        await store.insert_schedule(schedule)
+    slots = [T0 + timedelta(minutes=n) for n in range(6)]
+    runs = [
+        make_run(behind.id, slots[0]),
+        make_run(behind.id, slots[1], RunStatus.FAILED),
+        make_run(behind.id, slots[2]),
+        make_run(behind.id, slots[3], RunStatus.SKIPPED),  # a slot that did not run
+        replace(make_run(behind.id, slots[4]), trigger=Trigger.MANUAL),  # not its firing
+        make_run(ahead.id, slots[0]),
+        make_run(unbounded.id, slots[0]),
+        make_run(unbounded.id, slots[1]),
+        make_run(reborn.id, slots[0]),
+        make_run(reborn.id, slots[1]),
+    ]
+    await insert_runs(store, runs)
+    # `reborn` is deleted and made anew under the same id (as a pipeline's file schedule
+    # is): the runs of the old one stay, and are not the new one's.
+    await store.delete_schedule(reborn.id)
+    await store.insert_schedule(replace(reborn, created_at=utcnow() + timedelta(minutes=1)))
+
+    assert await store.recount_runs() == 1
+    assert (await store.get_schedule(behind.id)).run_count == 3
+    assert (await store.get_schedule(ahead.id)).run_count == 4  # never lowered
+    assert (await store.get_schedule(unbounded.id)).run_count == 0
+    assert (await store.get_schedule(reborn.id)).run_count == 0
+    assert await store.recount_runs() == 0
 
 
 # Revisions

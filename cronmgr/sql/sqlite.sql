@@ -84,6 +84,21 @@ SET status = 'failed', finished_at = :now,
                  ELSE :reason END
 WHERE status = 'running' OR (status = 'pending' AND trigger = 'schedule');
 
+-- name: recount_runs
+-- The engine writes run_count with its other bookkeeping, every 0.2 s: a daemon killed in
+-- between recorded runs that its schedules do not count yet, and the next one could run a
+-- max_runs schedule once too often. So, after fail_orphaned_runs (whose runs count as
+-- failed), a schedule with max_runs counts at least the runs of its own firing that the
+-- store holds: succeeded and failed, not skipped, not manual, none of an earlier schedule
+-- of the same id. Only ever raised: retention may have purged some.
+UPDATE schedules SET run_count = counted.n
+FROM (SELECT s.id, count(*) AS n
+      FROM schedules AS s JOIN runs AS r ON r.schedule_id = s.id
+      WHERE s.max_runs IS NOT NULL AND r.trigger = 'schedule'
+        AND r.status IN ('succeeded', 'failed') AND r.created_at >= s.created_at
+      GROUP BY s.id) AS counted
+WHERE schedules.id = counted.id AND counted.n > schedules.run_count;
+
 -- name: start_run
 -- A slot claimed ahead begins; a run that ended meanwhile (skipped) is left as it is.
 UPDATE runs SET status = 'running', started_at = :started_at

@@ -326,6 +326,12 @@ class Store(Protocol):
         and never started get `claimed_reason` (default `reason`). Returns how many."""
         ...
 
+    async def recount_runs(self) -> int:
+        """Raise the run_count of each schedule with max_runs to the succeeded and failed
+        runs of its firing the store holds (a daemon killed before its bookkeeping was
+        written); run after `fail_orphaned_runs`. Returns how many schedules were behind."""
+        ...
+
     async def purge_runs(
         self, *, keep_per_schedule: int | None = None, older_than: datetime | None = None
     ) -> int:
