@@ -58,7 +58,13 @@ import orjson
 
 from cronmgr.auth import read_token
 from cronmgr.config import Settings, is_loopback, load_settings
-from cronmgr.errors import ConfigError, ControllerUnreachable, CronmgrError, error_for_status
+from cronmgr.errors import (
+    ConfigError,
+    ControllerUnreachable,
+    CronmgrError,
+    TooManyRequests,
+    error_for_status,
+)
 
 if TYPE_CHECKING:
     import aiohttp
@@ -810,7 +816,11 @@ def _raise_for_status(reply: _Reply) -> None:
     if 200 <= reply.status < 300:
         return
     detail, errors = _error_fields(reply)
-    raise _with_status(error_for_status(reply.status)(detail, errors=errors), reply.status)
+    error = error_for_status(reply.status)(detail, errors=errors)
+    if isinstance(error, TooManyRequests):
+        wait = reply.headers.get("retry-after", "")
+        error.retry_after = int(wait) if wait.isdigit() else None
+    raise _with_status(error, reply.status)
 
 
 def _error_fields(reply: _Reply) -> tuple[str, list[dict[str, Any]]]:

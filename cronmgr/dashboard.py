@@ -41,7 +41,14 @@ from cronmgr import __version__, ui_format
 from cronmgr.api_v1 import request_pipeline_run
 from cronmgr.config import bundled_path
 from cronmgr.control import LaunchSpec
-from cronmgr.errors import Conflict, CronmgrError, Forbidden, InvalidInput, NotFound
+from cronmgr.errors import (
+    Conflict,
+    CronmgrError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+)
 from cronmgr.log_follow import LEVELS, LogFilter, read_page
 from cronmgr.models import (
     Run,
@@ -61,6 +68,7 @@ from cronmgr.store.base import IncidentStatus
 from cronmgr.web import (
     CONTROL,
     DASHBOARD_PREFIX,
+    LOCKOUT,
     SETTINGS,
     STORE,
     TOKEN,
@@ -276,10 +284,17 @@ async def login(request: web.Request) -> web.Response:
             "the login form's CSRF token is missing or stale: open the login page again"
         )
     token = request.app.get(TOKEN)
-    if token is not None and not tokens_match(token, _text(form, "token")):
-        log.warning("dashboard_login_failed", remote=request.remote)
-        error = "That is not the API token."
-        return _login_page(request, nonce, form.get("next"), status=401, error=error)
+    if token is not None:
+        lockout = request.app[LOCKOUT]
+        try:
+            lockout.check(request.remote)
+        except TooManyRequests as exc:
+            return _refused_login(request, nonce, form.get("next"), exc)
+        if not tokens_match(token, _text(form, "token")):
+            lockout.failed(request.remote)
+            log.warning("dashboard_login_failed", remote=request.remote)
+            error = "That is not the API token."
+            return _login_page(request, nonce, form.get("next"), status=401, error=error)
     keeper = request.app[SESSIONS]
     _, cookie = keeper.issue()
     log.info("dashboard_login", remote=request.remote)
@@ -289,6 +304,17 @@ async def login(request: web.Request) -> web.Response:
         SESSION_COOKIE, cookie, path=P, max_age=int(keeper.lifetime_seconds), **flags
     )
     response.del_cookie(LOGIN_COOKIE, path=P + "/login")
+    return response
+
+
+def _refused_login(
+    request: web.Request, nonce: str, back: object, refusal: TooManyRequests
+) -> web.Response:
+    """The form again, 429: this address sent too many wrong tokens of late."""
+    log.warning("dashboard_login_refused", remote=request.remote)
+    response = _login_page(request, nonce, back, status=429, error=refusal.detail)
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(refusal.retry_after)
     return response
 
 

@@ -62,6 +62,23 @@ class PayloadTooLarge(CronmgrError):
     status = 413
 
 
+class TooManyRequests(CronmgrError):
+    """Refused for now (too many wrong tokens from one address); try again later."""
+
+    status = 429
+
+    def __init__(
+        self,
+        detail: str,
+        *,
+        errors: list[dict[str, Any]] | None = None,
+        retry_after: int | None = None,
+    ) -> None:
+        super().__init__(detail, errors=errors)
+        self.retry_after = retry_after
+        """Seconds to wait before trying again, when known (the Retry-After header)."""
+
+
 class InvalidInput(CronmgrError):
     """The request was read but its fields are not acceptable."""
 
@@ -105,6 +122,7 @@ ERRORS_BY_STATUS: dict[int, type[CronmgrError]] = {
         Conflict,
         PayloadTooLarge,
         InvalidInput,
+        TooManyRequests,
         DaemonError,
     )
 }

@@ -340,6 +340,7 @@ _ERROR_RESPONSES = {
     409: "Conflict with the current state.",
     413: "The body is larger than the limit.",
     422: "A field is invalid; `detail` and `errors` name it.",
+    429: "Too many wrong tokens from this address of late; `Retry-After` says how long to wait.",
     503: "The daemon could not be started or stopped.",
 }
 
@@ -496,7 +497,7 @@ def _request_body(components: _Components, endpoint: Endpoint) -> Schema | None:
 def _error_statuses(endpoint: Endpoint, open_paths: frozenset[str]) -> list[int]:
     statuses = set(endpoint.errors)
     if endpoint.path not in open_paths:
-        statuses.add(401)
+        statuses.update((401, 429))
     if endpoint.body is not None:
         statuses.update((400, 413, 422))
     if endpoint.query is not None:
@@ -592,13 +593,20 @@ def _refs(node: Any) -> Iterator[str]:
 
 
 def _error_components() -> Schema:
-    return {
+    components: Schema = {
         f"E{status}": {
             "description": text,
             "content": {"application/json": {"schema": ref("Error")}},
         }
         for status, text in _ERROR_RESPONSES.items()
     }
+    components["E429"]["headers"] = {
+        "Retry-After": {
+            "description": "Seconds until the address may try again.",
+            "schema": {"type": "integer"},
+        }
+    }
+    return components
 
 
 # --- the docs page --------------------------------------------------------------------------

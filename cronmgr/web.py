@@ -23,8 +23,10 @@ from cronmgr.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    TooManyRequests,
     Unauthorized,
 )
+from cronmgr.lockout import Lockout
 from cronmgr.log_follow import Cursor, LogFilter, StreamSpec, read_page, stream
 from cronmgr.models import utcnow
 from cronmgr.openapi import (
@@ -51,6 +53,8 @@ log = structlog.get_logger("cronmgr.web")
 SETTINGS = web.AppKey("settings", Settings)
 CONTROL = web.AppKey("control", DaemonControl)
 TOKEN = web.AppKey("token", str)
+LOCKOUT = web.AppKey("lockout", Lockout)
+"""Wrong tokens per client address, bearer header and login form alike."""
 # A Protocol cannot be passed as the key's type at run time; the annotation carries it.
 STORE: web.AppKey[Store] = web.AppKey("store")
 OPENAPI = web.AppKey("openapi", dict[str, Any])
@@ -86,6 +90,8 @@ def error_response(error: CronmgrError) -> web.Response:
     response = json_response(body, status=error.status)
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="cronmgr"'
+    if isinstance(error, TooManyRequests) and error.retry_after is not None:
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -133,7 +139,10 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
             "authentication required: send 'Authorization: Bearer <token>' "
             "(the token is in the state directory's api-token file or CRONMGR_API_TOKEN)"
         )
+    lockout = request.app[LOCKOUT]
+    lockout.check(request.remote)
     if not token_matches(token, header):
+        lockout.failed(request.remote)
         raise Unauthorized("invalid bearer token")
     return await handler(request)
 
@@ -565,6 +574,7 @@ def create_app(settings: Settings) -> web.Application:
     token = ensure_token(settings)
     if token is not None:
         app[TOKEN] = token
+    app[LOCKOUT] = Lockout()
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(bundled_path("templates")),
