@@ -91,8 +91,12 @@ def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Replace `path` with `data` so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(orjson.dumps(data))
-    tmp.replace(path)
+    try:
+        tmp.write_bytes(orjson.dumps(data))
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written file behind
+        raise
 
 
 def read_json(path: Path) -> dict[str, Any] | None:

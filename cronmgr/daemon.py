@@ -407,9 +407,19 @@ class Daemon:
 
     async def _heartbeat(self) -> None:
         path = self.settings.state_path / STATE_FILENAME
+        failing = False
         while True:
             self._changed.clear()
-            await asyncio.to_thread(write_json_atomic, path, self._state())
+            try:
+                await asyncio.to_thread(write_json_atomic, path, self._state())
+            except OSError as exc:  # a full disk: say so once, and keep beating
+                if not failing:
+                    log.error("state_file_write_failed", path=str(path), error=str(exc))
+                failing = True
+            else:
+                if failing:
+                    log.info("state_file_write_resumed", path=str(path))
+                failing = False
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), HEARTBEAT_SECONDS)
 

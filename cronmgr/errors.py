@@ -103,6 +103,12 @@ class StoreError(CronmgrError):
     status = 500
 
 
+class StoreFull(StoreError):
+    """The store has no room to write: its disk is full (or its size limit reached)."""
+
+    status = 507
+
+
 class ControllerUnreachable(CronmgrError):
     """No answer from the controller at all (refused, timed out); raised by the client only."""
 
@@ -124,6 +130,7 @@ ERRORS_BY_STATUS: dict[int, type[CronmgrError]] = {
         InvalidInput,
         TooManyRequests,
         DaemonError,
+        StoreFull,
     )
 }
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import structlog
 
 from cronmgr.config import Settings
-from cronmgr.errors import CronmgrError
+from cronmgr.errors import CronmgrError, StoreError
 from cronmgr.http_runner import HttpRunner, RequestContext, attempt_fields
 from cronmgr.limits import QueueCallback, RunLimits
 from cronmgr.logs import bound_fields
@@ -192,14 +192,21 @@ class JobRunner:
     ) -> RunStatus | None:
         """Run `slot` of `schedule`, claiming it first unless `claim` did; None when the
         slot was taken already."""
-        if claim is None:
-            run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
-            taken = await self.store.insert_run(run)
-        else:
-            taken = claim.run.id in await _settled(claim.batch)
-            run = _started(claim.run)
-            if taken:
-                self._defer_start(run)
+        try:
+            if claim is None:
+                run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
+                taken = await self.store.insert_run(run)
+            else:
+                taken = claim.run.id in await _settled(claim.batch)
+                run = _started(claim.run)
+        except StoreError as exc:
+            # Not run, since it could not be recorded (a full disk): the slot is missed.
+            log.error(
+                "run_not_claimed", schedule_id=schedule.id, slot=slot.isoformat(), error=str(exc)
+            )
+            return None
+        if taken and claim is not None:
+            self._defer_start(run)
         if not taken:
             log.warning("run_duplicate_skipped", schedule_id=schedule.id, slot=slot.isoformat())
             return None

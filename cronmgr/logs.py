@@ -223,6 +223,10 @@ class _RotatingFile:
         # Reentrant: a signal handler (SIGHUP: reopen; or one that logs) may interrupt a
         # write in the same thread, and must not wait for a lock that thread holds.
         self._lock = threading.RLock()
+        self._dropped = 0  # lines lost since the last one written (a full disk)
+        self._drop_error = ""
+        self._cut = False  # whether the file ends in part of a line
+        self._reopen = False
         self._open()
 
     def as_logger(self, *args: Any) -> _RotatingFile:
@@ -230,13 +234,27 @@ class _RotatingFile:
         return self
 
     def msg(self, message: bytes) -> None:
-        """Append one rendered event as a line, rotating first if it would not fit."""
+        """Append one rendered event as a line, rotating first if it would not fit.
+
+        A line that cannot be written (a full disk) is dropped and counted, never raised
+        into the code that logged it; the first line written again is preceded by a
+        `log_lines_dropped` line saying how many were lost.
+        """
         line = message + b"\n"
         with self._lock:
-            if self._size + len(line) > self._max_bytes:
-                self._rotate_if_full(len(line))
-            self._write(line)
-            self._size += len(line)
+            try:
+                if self._reopen:  # a rotation that could not open the new file
+                    self._open()
+                    self._reopen = False
+                if self._size + len(line) > self._max_bytes:
+                    self._rotate_if_full(len(line))
+                if self._dropped:
+                    self._write(self._dropped_line())
+                    self._dropped, self._drop_error = 0, ""
+                self._write(line)
+            except OSError as exc:
+                self._dropped += 1
+                self._drop_error = str(exc)
 
     # structlog calls the method named after the level; every level is one line here.
     debug = info = warning = warn = error = critical = fatal = exception = log = msg
@@ -260,11 +278,32 @@ class _RotatingFile:
         self._size = os.fstat(self._file.fileno()).st_size
 
     def _write(self, line: bytes) -> None:
-        written = self._file.write(line)
-        # A regular file takes only part of a write when a signal lands mid-way; finishing
-        # it keeps the line whole.
-        while written < len(line):
-            written += self._file.write(line[written:])
+        if self._cut:
+            line = b"\n" + line  # ends the part of a line a full disk cut short
+        written = 0
+        try:
+            written = self._file.write(line) or 0
+            # A regular file takes only part of a write when a signal lands mid-way (or
+            # the disk fills up); finishing it keeps the line whole.
+            while written < len(line):
+                written += self._file.write(line[written:]) or 0
+        except OSError:
+            self._cut = self._cut or written > 0
+            raise
+        self._cut = False
+        self._size += len(line)
+
+    def _dropped_line(self) -> bytes:
+        fields = {
+            "event": "log_lines_dropped",
+            "lines": self._dropped,
+            "error": self._drop_error,
+            "level": "error",
+            "timestamp": datetime.now(UTC),
+            "pid": _pid,
+            "logger": "cronmgr.logs",
+        }
+        return orjson.dumps(fields) + b"\n"
 
     def _rotate_if_full(self, incoming: int) -> None:
         # The counter only ever grows, but the controller may have emptied the file since:
@@ -282,7 +321,9 @@ class _RotatingFile:
         for index in range(self._backup_count - 1, 0, -1):
             _move(_backup_path(self._path, index), _backup_path(self._path, index + 1))
         _move(self._path, _backup_path(self._path, 1))
+        self._reopen = True
         self._open()
+        self._reopen = False
 
 
 def _backup_path(path: Path, index: int) -> Path:

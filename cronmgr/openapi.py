@@ -342,6 +342,7 @@ _ERROR_RESPONSES = {
     422: "A field is invalid; `detail` and `errors` name it.",
     429: "Too many wrong tokens from this address of late; `Retry-After` says how long to wait.",
     503: "The daemon could not be started or stopped.",
+    507: "The store's disk is full; nothing was changed.",
 }
 
 _PAGE_HEADERS: dict[str, Any] = {
@@ -504,6 +505,8 @@ def _error_statuses(endpoint: Endpoint, open_paths: frozenset[str]) -> list[int]
         statuses.add(422)
     if _PATH_PARAM.search(endpoint.path):
         statuses.add(404)
+    if endpoint.method != "GET" and endpoint.path.startswith("/api/v1/"):
+        statuses.add(507)  # the resource API writes to the store
     return sorted(statuses)
 
 

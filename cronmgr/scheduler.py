@@ -52,6 +52,8 @@ STALE_SLACK = 1024
 a heap is rebuilt without them (they are skipped when due, but wait until then)."""
 
 PROGRESS_FLUSH_SECONDS = 0.2
+PROGRESS_RETRY_MAX_SECONDS = 5.0
+"""Longest pause between tries of bookkeeping the store could not take (a full disk)."""
 MAX_TIMER_SECONDS = 60.0
 """Longest single sleep: the engine re-reads the wall clock at least this often."""
 CLAIM_AHEAD_SECONDS = 0.25
@@ -608,23 +610,37 @@ class Scheduler:
         self._progress_wake.set()
 
     async def flush_progress(self) -> None:
-        """Write the gathered bookkeeping in one store call."""
+        """Write the gathered bookkeeping in one store call. When the write fails, it is
+        kept for the next flush (behind anything newer for the same schedule)."""
         if not self._pending_progress:
             return
-        batch = list(self._pending_progress.values())
-        self._pending_progress.clear()
-        await self._save_progress(batch)
+        batch, self._pending_progress = self._pending_progress, {}
+        try:
+            await self._save_progress(list(batch.values()))
+        except BaseException:
+            for schedule_id, progress in batch.items():
+                self._pending_progress.setdefault(schedule_id, progress)
+            raise
 
     async def progress_writer(self) -> None:
-        """Flush bookkeeping in batches for as long as the engine runs."""
+        """Flush bookkeeping in batches for as long as the engine runs; a failed flush is
+        tried again, after a pause that doubles up to PROGRESS_RETRY_MAX_SECONDS."""
+        pause = PROGRESS_FLUSH_SECONDS
         while True:
             await self._progress_wake.wait()
             self._progress_wake.clear()
-            await asyncio.sleep(PROGRESS_FLUSH_SECONDS)
+            await asyncio.sleep(pause)
             try:
                 await self.flush_progress()
-            except Exception:
-                log.exception("progress_write_failed")
+            except Exception as exc:
+                if pause == PROGRESS_FLUSH_SECONDS:  # once per outage, not every try
+                    log.error("progress_write_failed", error=str(exc))
+                pause = min(pause * 2, PROGRESS_RETRY_MAX_SECONDS)
+                self._progress_wake.set()
+                continue
+            if pause != PROGRESS_FLUSH_SECONDS:
+                log.info("progress_write_resumed")
+                pause = PROGRESS_FLUSH_SECONDS
 
     def _spawn(self, coroutine: Awaitable[None]) -> None:
         task = asyncio.ensure_future(coroutine)

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from support import until
 
 from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.store.batch import Write, WriteBatcher
@@ -315,3 +316,49 @@ async def test_the_writer_thread_runs_nicer_than_the_event_loop(tmp_path: Path) 
         assert await writer.call(lambda c: c.execute("select 1").fetchone()[0]) == 1
     finally:
         await writer.close()
+
+
+class NoRoom(Exception):
+    """What the store raises when its disk is full, for these batchers."""
+
+
+async def test_with_no_room_records_wait_and_claims_fail_at_once() -> None:
+    """Records (retry) are held through the outage and land after it; claims (retry=False)
+    fail, at once while records are held, and go through again once the store has room."""
+    full = True
+    tried: list[list[str]] = []
+
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        tried.append([w.statement for w in writes])
+        if full:
+            raise NoRoom("disk full")
+        return [1] * len(writes)
+
+    batcher = WriteBatcher(apply, no_room=NoRoom)
+    # Claims alone: they fail, and nothing is held to try again.
+    with pytest.raises(NoRoom):
+        await batcher.write("claim", {}, retry=False)
+    assert batcher.holding == 0
+    end = asyncio.create_task(batcher.write("end", {}))
+    await until(lambda: len(tried) >= 3)  # tried, paused, tried again: held
+    assert not end.done() and batcher.holding == 1
+    tries = len(tried)
+    with pytest.raises(NoRoom):  # while a record is held, a claim does not wait its turn
+        await batcher.write("claim", {}, retry=False)
+    assert all("claim" not in batch for batch in tried[tries:])
+    full = False
+    assert await asyncio.wait_for(end, 10.0) == 1
+    assert batcher.holding == 0
+    assert await batcher.write("claim", {}, retry=False) == 1
+
+
+async def test_a_closing_batcher_gives_held_records_up_after_a_while() -> None:
+    async def apply(writes: Sequence[Write]) -> list[int]:
+        raise NoRoom("disk full")
+
+    batcher = WriteBatcher(apply, no_room=NoRoom)
+    end = asyncio.create_task(batcher.write("end", {}))
+    await until(lambda: batcher.holding == 1)
+    await asyncio.wait_for(batcher.flush(give_up_after=0.3), 10.0)
+    with pytest.raises(NoRoom):
+        await end

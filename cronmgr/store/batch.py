@@ -8,17 +8,31 @@ writes that arrived meanwhile if one of them cannot wait, and so on. An idle sto
 no delay to a write that cannot wait (the first goes at once); a busy one needs far fewer
 transactions. Callers await their own writes, so a task's writes are applied in the order
 it made them, and read-your-writes holds.
+
+When the store has no room (a full disk), a batch is not the writes' fault: the writes
+that record what happened (a run's end, its attempts) are held and tried again, with a
+growing pause, until they land, so a run is never left `running` for want of a write and
+no record is lost; the writes that would begin something (claims, `retry=False`) fail at
+once instead, so nothing starts that could not be recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+
+log = structlog.get_logger("cronmgr.store")
+
 RESOLVE_CHUNK = 8
 """Writes whose results are handed back in one go; the loop turns between handfuls."""
+RETRY_FIRST_SECONDS = 0.1
+RETRY_MAX_SECONDS = 5.0
+"""Pauses between tries of held writes: doubling from the first to this."""
 
 
 @dataclass(slots=True)
@@ -28,6 +42,8 @@ class Write:
     statement: str
     params: dict[str, Any]
     result: asyncio.Future[int] = field(repr=False)
+    retry: bool = True
+    """Held and tried again while the store has no room (False: fail at once)."""
 
 
 Apply = Callable[[Sequence[Write]], Awaitable[list[int]]]
@@ -44,32 +60,53 @@ class WriteBatcher:
     those wake-ups, not SQLite, are most of what a run costs.
     """
 
-    def __init__(self, apply: Apply, max_batch: int = 5000, linger_seconds: float = 0.02) -> None:
+    def __init__(
+        self,
+        apply: Apply,
+        max_batch: int = 5000,
+        linger_seconds: float = 0.02,
+        *,
+        no_room: type[Exception] | tuple[type[Exception], ...] = (),
+    ) -> None:
         self._apply = apply
         self._max_batch = max_batch
         self._linger_seconds = linger_seconds
+        self._no_room = no_room
+        """What `apply` raises when the store has no room: held writes, not failed ones."""
+        self._held_since: float | None = None  # monotonic: the first no-room try, until a success
+        self._no_room_error: Exception | None = None  # what the last try said, meanwhile
+        self._pause = RETRY_FIRST_SECONDS
+        self._give_up_at = float("inf")  # set by `flush(give_up_after=...)`
         self._queue: list[Write] = []
         self._drainer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         # Whether a write that cannot wait is queued: the drainer keeps going only then.
         self._urgent = False
 
-    async def write(self, statement: str, params: dict[str, Any]) -> int:
+    async def write(self, statement: str, params: dict[str, Any], *, retry: bool = True) -> int:
         """Queue one write and wait until it is committed; the rows it changed."""
-        return await self.write_many([(statement, params)])
+        return await self.write_many([(statement, params)], retry=retry)
 
     async def write_many(
-        self, writes: Sequence[tuple[str, dict[str, Any]]], *, linger: bool = False
+        self,
+        writes: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        linger: bool = False,
+        retry: bool = True,
     ) -> int:
         """Queue writes of different statements, applied in order and normally in one
         transaction; wait until they are committed and return the rows the last changed."""
-        return (await self.write_each(writes, linger=linger))[-1]
+        return (await self.write_each(writes, linger=linger, retry=retry))[-1]
 
     async def write_each(
-        self, writes: Sequence[tuple[str, dict[str, Any]]], *, linger: bool = False
+        self,
+        writes: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        linger: bool = False,
+        retry: bool = True,
     ) -> list[int]:
         """As `write_many`, returning the rows each write changed."""
-        futures = self.queue(writes, linger=linger)
+        futures = self.queue(writes, linger=linger, retry=retry)
         # Shielded: a caller that is cancelled while waiting must not cancel the batch
         # its writes are in (nor lose them: they are applied all the same). The writes go
         # in order, so once the last is settled the others are too.
@@ -77,13 +114,24 @@ class WriteBatcher:
         return [future.result() for future in futures]  # raises what a write raised
 
     def queue(
-        self, writes: Sequence[tuple[str, dict[str, Any]]], *, linger: bool = False
+        self,
+        writes: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        linger: bool = False,
+        retry: bool = True,
     ) -> list[asyncio.Future[int]]:
-        """Queue writes without waiting for them; the futures of their results."""
+        """Queue writes without waiting for them; the futures of their results. With
+        `retry=False` they fail at once when the store has no room, instead of waiting."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in writes]
+        if not retry and self._no_room_error is not None and self._queue:
+            # Writes are held for want of room: one that may not wait fails now, not
+            # after the pause before the next try.
+            for future in futures:
+                future.set_exception(self._no_room_error)
+            return futures
         self._queue.extend(
-            Write(statement, params, future)
+            Write(statement, params, future, retry)
             for (statement, params), future in zip(writes, futures, strict=True)
         )
         if linger:
@@ -93,8 +141,16 @@ class WriteBatcher:
             self._start()
         return futures
 
-    async def flush(self) -> None:
-        """Wait until every write queued so far is applied."""
+    @property
+    def holding(self) -> int:
+        """How many writes wait for the store to have room again (0 when it has)."""
+        return len(self._queue) if self._no_room_error is not None else 0
+
+    async def flush(self, give_up_after: float | None = None) -> None:
+        """Wait until every write queued so far is applied. With `give_up_after`, writes
+        still held for want of room that long from now fail instead (when closing)."""
+        if give_up_after is not None:
+            self._give_up_at = time.monotonic() + give_up_after
         while self._queue or self._drainer is not None:
             if self._queue:
                 self._urgent = True  # nothing may linger now
@@ -134,6 +190,9 @@ class WriteBatcher:
     async def _apply_batch(self, batch: list[Write]) -> None:
         try:
             counts = await self._apply(batch)
+        except self._no_room as exc:
+            await self._hold(batch, exc)
+            return
         except Exception as exc:
             if len(batch) == 1:
                 _fail(batch[0], exc)
@@ -146,17 +205,49 @@ class WriteBatcher:
             for write in batch:
                 _fail(write, exc)
             raise
-        for start in range(0, len(batch), RESOLVE_CHUNK):
-            if start:
-                # Each result resumes a task; let due timers go between handfuls of them.
-                await asyncio.sleep(0)
-            for write, count in zip(
-                batch[start : start + RESOLVE_CHUNK],
-                counts[start : start + RESOLVE_CHUNK],
-                strict=True,
-            ):
-                if not write.result.done():
-                    write.result.set_result(count)
+        if self._held_since is not None:
+            self._resumed(self._held_since)
+        await _settle(batch, counts)
+
+    def _resumed(self, held_since: float) -> None:
+        self._held_since, self._no_room_error = None, None
+        self._pause = RETRY_FIRST_SECONDS
+        held = time.monotonic() - held_since
+        log.info("store_writes_resumed", held_seconds=round(held, 1))
+
+    async def _hold(self, batch: list[Write], exc: Exception) -> None:
+        """No room: fail the writes that may not wait, put the others back in front, and
+        pause before the drainer tries again."""
+        kept = [write for write in batch if write.retry and not write.result.done()]
+        for write in batch:
+            if not write.retry:
+                _fail(write, exc)
+        if time.monotonic() >= self._give_up_at:
+            for write in kept:
+                _fail(write, exc)
+            return
+        if self._held_since is None:
+            self._held_since = time.monotonic()
+            log.error("store_writes_held", error=str(exc), writes=len(kept) + len(self._queue))
+        if not kept and not self._queue:
+            return  # only claims, failed: nothing to try again (the next batch will)
+        self._no_room_error = exc
+        self._queue[:0] = kept
+        self._urgent = True
+        await asyncio.sleep(self._pause)
+        self._pause = min(self._pause * 2, RETRY_MAX_SECONDS)
+
+
+async def _settle(batch: list[Write], counts: list[int]) -> None:
+    for start in range(0, len(batch), RESOLVE_CHUNK):
+        if start:
+            # Each result resumes a task; let due timers go between handfuls of them.
+            await asyncio.sleep(0)
+        for write, count in zip(
+            batch[start : start + RESOLVE_CHUNK], counts[start : start + RESOLVE_CHUNK], strict=True
+        ):
+            if not write.result.done():
+                write.result.set_result(count)
 
 
 def _fail(write: Write, exc: BaseException) -> None:

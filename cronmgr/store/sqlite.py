@@ -18,7 +18,7 @@ import aiosqlite
 import orjson
 import structlog
 
-from cronmgr.errors import Conflict, NotFound, StoreError
+from cronmgr.errors import Conflict, NotFound, StoreError, StoreFull
 from cronmgr.models import (
     Assertion,
     ErrorType,
@@ -54,6 +54,8 @@ log = structlog.get_logger("cronmgr.store")
 
 BUSY_TIMEOUT_MS = 5000
 MIN_SQLITE = (3, 35)
+CLOSE_HOLD_SECONDS = 10.0
+"""How long a closing store goes on trying writes held for want of room."""
 PROGRESS_CHUNK = 2000  # rows per transaction of record_progress: ~0.1 s of write lock
 
 E = TypeVar("E", bound=Enum)
@@ -338,6 +340,13 @@ def _write_progress(
         raise
 
 
+def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
+    """The driver's error in the store's words: StoreFull when there is no room."""
+    if getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL":
+        return StoreFull(f"store {what} failed: the disk is full ({exc})")
+    return StoreError(f"store {what} failed: {exc}")
+
+
 def _refusal(exc: sqlite3.IntegrityError, kind: str, name: str, target_id: str | None) -> Exception:
     """The caller's words for a constraint SQLite enforced."""
     code = exc.sqlite_errorname
@@ -368,7 +377,7 @@ class SQLiteStore:
         # not interleave with another task's, so every use of the connection takes the lock.
         self._lock = asyncio.Lock()
         # Run writes from many tasks share transactions (see store/batch.py).
-        self._batcher = WriteBatcher(self._apply_writes)
+        self._batcher = WriteBatcher(self._apply_writes, no_room=StoreFull)
 
     @classmethod
     async def open(cls, path: Path) -> SQLiteStore:
@@ -441,7 +450,7 @@ class SQLiteStore:
             try:
                 yield
             except sqlite3.Error as exc:
-                raise StoreError(f"store {what} failed: {exc}") from exc
+                raise _store_error(what, exc) from exc
 
     @asynccontextmanager
     async def _transaction(self, what: str, begin: str = "BEGIN IMMEDIATE") -> AsyncIterator[None]:
@@ -648,7 +657,7 @@ class SQLiteStore:
             try:
                 await self._writer.call(functools.partial(_write_progress, statement, chunk))
             except sqlite3.Error as exc:
-                raise StoreError(f"store record_progress failed: {exc}") from exc
+                raise _store_error("record_progress", exc) from exc
 
     async def changed_schedules(self, since_revision: int) -> ScheduleChanges:
         """Schedules written and ids deleted after `since_revision` (0: everything), read
@@ -672,13 +681,15 @@ class SQLiteStore:
 
     async def insert_run(self, run: Run) -> bool:
         """Record a new run; False when its (schedule, scheduled_for) slot is taken."""
-        return await self._batcher.write("insert_run", _run_params(run)) == 1
+        # A new run is a claim: with no room to record it, it fails now, not later.
+        return await self._batcher.write("insert_run", _run_params(run), retry=False) == 1
 
     async def claim_runs(self, runs: Sequence[Run]) -> set[str]:
         """Record many new runs in one transaction; the ids of those whose slot was free."""
         if not runs:
             return set()
-        counts = await self._batcher.write_each([("insert_run", _run_params(r)) for r in runs])
+        writes = [("insert_run", _run_params(r)) for r in runs]
+        counts = await self._batcher.write_each(writes, retry=False)
         return {run.id for run, count in zip(runs, counts, strict=True) if count == 1}
 
     def start_run(self, run_id: str, started_at: datetime) -> None:
@@ -747,7 +758,7 @@ class SQLiteStore:
         try:
             applied = await self._writer.call(functools.partial(apply_writes, statements, params))
         except sqlite3.Error as exc:
-            raise StoreError(f"store run writes failed: {exc}") from exc
+            raise _store_error("run writes", exc) from exc
         counts = [0] * len(writes)
         for index, count in zip(order, applied, strict=True):
             counts[index] = count
@@ -827,8 +838,10 @@ class SQLiteStore:
             return await self._run("purge_runs", params)
 
     async def close(self) -> None:
-        """Flush and release the connection."""
-        await self._batcher.flush()
+        """Flush and release the connection. Writes held for want of room are tried for
+        CLOSE_HOLD_SECONDS more, then given up (the next daemon fails the runs they would
+        have ended, saying so)."""
+        await self._batcher.flush(give_up_after=CLOSE_HOLD_SECONDS)
         await self._writer.close()
         await self._db.close()
 
