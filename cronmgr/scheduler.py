@@ -380,10 +380,11 @@ class Scheduler:
             return
         if self._alarm is None:
             self._alarm = Alarm(self._on_timer)
-        delay = min(max(0.0, fire_at - self._clock()), MAX_TIMER_SECONDS)
+        now = self._clock()
+        delay = min(max(0.0, fire_at - now), MAX_TIMER_SECONDS)
         # A capped sleep counts as unset: any slot arriving meanwhile re-arms.
         self._timer_at = fire_at if delay < MAX_TIMER_SECONDS else float("inf")
-        self._alarm.set(delay)
+        self._alarm.set_at(now + delay)  # a moment of the wall clock, as slots are
 
     # --- claiming ahead ---------------------------------------------------------------
 

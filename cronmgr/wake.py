@@ -7,11 +7,12 @@ before its slot, finds nothing due and arms again, spinning through loop turns u
 slot; one rounded up comes up to a millisecond late, and later still when the loop turn
 that armed it ran long.
 
-On Linux an `Alarm` is a timerfd (set to an absolute moment of the monotonic clock, in
-nanoseconds) that the loop watches like a socket: the kernel wakes the loop when it
-expires, whatever the loop's own timers say. Elsewhere, or if the timerfd cannot be had,
-it is a loop timer rounded up to the millisecond: never early, at most about a
-millisecond late.
+On Linux an `Alarm` is a timerfd that the loop watches like a socket, set to an absolute
+moment of the wall clock (CLOCK_REALTIME, in nanoseconds): the kernel wakes the loop when
+the wall clock gets there, whatever the loop's own timers say, and also when the clock was
+stepped meanwhile (NTP, an operator): slots are moments of the wall clock, and so is the
+alarm. Elsewhere, or if the timerfd cannot be had, it is a loop timer rounded up to the
+millisecond: never early, at most about a millisecond late, on the monotonic clock.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import sys
 import time
 from collections.abc import Callable
 
-_CLOCK_MONOTONIC = 1
+_CLOCK_REALTIME = 0
 _TFD_NONBLOCK = 0o4000
 _TFD_CLOEXEC = 0o2000000
 _TFD_TIMER_ABSTIME = 1
@@ -48,7 +49,7 @@ def wake_moment(delay: float) -> float:
 
 
 class _TimerFd:
-    """A non-blocking timerfd on the monotonic clock (Linux only)."""
+    """A non-blocking timerfd on the wall clock (Linux only)."""
 
     def __init__(self) -> None:
         libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
@@ -61,16 +62,16 @@ class _TimerFd:
         ]
         create = libc.timerfd_create
         create.argtypes = [ctypes.c_int, ctypes.c_int]
-        fd = create(_CLOCK_MONOTONIC, _TFD_NONBLOCK | _TFD_CLOEXEC)
+        fd = create(_CLOCK_REALTIME, _TFD_NONBLOCK | _TFD_CLOEXEC)
         if fd < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
         self.fd = fd
         self._spec = _Itimerspec()
 
-    def set(self, monotonic_ns: int) -> None:
-        """Expire at this moment of the monotonic clock; 0 disarms."""
+    def set(self, unix_ns: int) -> None:
+        """Expire at this moment of the wall clock (ns since the epoch); 0 disarms."""
         value = self._spec.it_value
-        value.tv_sec, value.tv_nsec = divmod(monotonic_ns, 1_000_000_000)
+        value.tv_sec, value.tv_nsec = divmod(unix_ns, 1_000_000_000)
         if self._settime(self.fd, _TFD_TIMER_ABSTIME, ctypes.byref(self._spec), None) < 0:
             raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
 
@@ -117,15 +118,20 @@ class Alarm:
             return None
         return fd
 
-    def set(self, delay: float) -> None:
-        """Wake `delay` seconds from now (at once for a delay ≤ 0)."""
+    def set_at(self, unix_seconds: float) -> None:
+        """Wake when the wall clock (`time.time`) reaches this moment (at once if it has)."""
         if self._fd is not None:
             # Zero would disarm: the earliest moment is 1 ns.
-            self._fd.set(max(1, time.monotonic_ns() + math.ceil(max(0.0, delay) * 1e9)))
+            self._fd.set(max(1, math.ceil(unix_seconds * 1e9)))
             return
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self._loop.call_at(wake_moment(max(0.0, delay)), self._fire)
+        delay = max(0.0, unix_seconds - time.time())
+        self._timer = self._loop.call_at(wake_moment(delay), self._fire)
+
+    def set(self, delay: float) -> None:
+        """Wake `delay` seconds from now (at once for a delay ≤ 0)."""
+        self.set_at(time.time() + delay)
 
     def cancel(self) -> None:
         """Drop the pending wake-up, if any."""

@@ -48,7 +48,7 @@ class Wakes:
         self.woken = asyncio.Event()
 
     def __call__(self) -> None:
-        self.at.append(time.monotonic())
+        self.at.append(time.time())  # the alarm keeps the wall clock's time, as slots do
         self.woken.set()
 
 
@@ -64,11 +64,27 @@ def test_wakes_at_the_moment_never_before(run: Run, kind: str) -> None:
         alarm, wakes = await _alarm(kind)
         for delay in (0.0, 0.0003, 0.002, 0.0137):
             wakes.woken.clear()
-            asked = time.monotonic() + delay
+            asked = time.time() + delay
             alarm.set(delay)
             await asyncio.wait_for(wakes.woken.wait(), 5.0)
             assert wakes.at[-1] >= asked
         assert len(wakes.at) == 4
+        alarm.close()
+
+    run(body())
+
+
+def test_set_at_wakes_when_the_wall_clock_gets_there(run: Run, kind: str) -> None:
+    async def body() -> None:
+        alarm, wakes = await _alarm(kind)
+        moment = time.time() + 0.02
+        alarm.set_at(moment)
+        await asyncio.wait_for(wakes.woken.wait(), 5.0)
+        assert wakes.at == [wakes.at[0]] and wakes.at[0] >= moment
+        wakes.woken.clear()
+        alarm.set_at(time.time() - 5.0)  # a moment gone by: at once
+        await asyncio.wait_for(wakes.woken.wait(), 5.0)
+        assert len(wakes.at) == 2
         alarm.close()
 
     run(body())
