@@ -41,6 +41,8 @@ from cronmgr.jobs import JobRunner
 from cronmgr.manual import ManualRuns
 from cronmgr.metrics import STATS_COMPACT_SECONDS, STATS_KEPT_HOURS, EngineMetrics
 from cronmgr.models import (
+    PIPELINE_JOB_PREFIX,
+    TARGET_JOB_PREFIX,
     FailurePolicy,
     MisfirePolicy,
     Schedule,
@@ -225,6 +227,7 @@ class Daemon:
         self._changed = asyncio.Event()  # wakes the heartbeat to publish new state at once
         self._pipelines: PipelineSet | None = None
         self._jobs: JobRunner | None = None
+        self._incidents: IncidentTracker | None = None
         self._engine: Scheduler | None = None
         self._manual: ManualRuns | None = None
         self._sync_wanted = asyncio.Event()  # pipeline files re-read: sync their schedules
@@ -254,6 +257,8 @@ class Daemon:
                 store, self.notifier.publish, self.settings.incident_threshold
             )
             await incidents.load()  # an incident open before a restart goes on, not anew
+            self._incidents = incidents
+            await self._forget_removed_jobs(store)
             self._jobs = JobRunner(
                 self.settings, store, http, self._current_pipelines, incidents.run_finished
             )
@@ -359,6 +364,31 @@ class Daemon:
         self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
         self._engine.apply(changes)
         await self._manual.pick_up()
+        await self._forget_removed_jobs(store)
+
+    async def _forget_removed_jobs(self, store: Store) -> None:
+        """End the streaks and incidents of pipelines whose file is gone and of deleted
+        targets (checked on start, reload and every change signal; only the few jobs the
+        incident tracker knows are looked at)."""
+        tracker = self._incidents
+        if tracker is None:
+            return
+        pipelines = self._current_pipelines()
+        known = set(pipelines.pipelines) | {problem.name for problem in pipelines.errors}
+        jobs = tracker.jobs()
+        removed = [
+            job
+            for job in jobs
+            if job.startswith(PIPELINE_JOB_PREFIX)
+            and job.removeprefix(PIPELINE_JOB_PREFIX) not in known
+        ]
+        targets = {
+            j.removeprefix(TARGET_JOB_PREFIX): j for j in jobs if j.startswith(TARGET_JOB_PREFIX)
+        }
+        existing = await store.get_targets(list(targets)) if targets else {}
+        deleted = [job for target_id, job in targets.items() if target_id not in existing]
+        tracker.forget(removed, "its pipeline file was removed")
+        tracker.forget(deleted, "its target was deleted")
 
     async def _retention(self, store: Store) -> None:
         settings = self.settings

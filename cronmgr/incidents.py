@@ -18,7 +18,8 @@ at a time and in order, so a run's end never waits for them.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import functools
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -137,6 +138,22 @@ class IncidentTracker:
             self._streaks[latest.job] = streak
             self._open_if_due(latest.job, streak, latest.run_id, None)
 
+    def jobs(self) -> set[str]:
+        """The jobs with an open incident or failed runs in a row."""
+        return set(self._streaks) | set(self._open)
+
+    def forget(self, jobs: Iterable[str], why: str) -> None:
+        """Jobs that no longer exist (a pipeline's file removed, a target deleted): their
+        streaks end, and their open incidents are resolved, with no run that ended them."""
+        now = utcnow()
+        for job in jobs:
+            streak = self._streaks.pop(job, None)
+            incident = self._open.pop(job, None)
+            log.info("incident_job_gone", job=job, reason=why, open_incident=incident is not None)
+            if incident is not None:
+                failures = streak.failures if streak is not None else incident.failed_runs
+                self._spawn(functools.partial(self._resolved, incident, None, failures, now))
+
     def run_finished(self, run: Run, status: RunStatus, error: str | None) -> None:
         """Count a run that just ended (the hook jobs.py calls for every run)."""
         if status is RunStatus.FAILED:
@@ -239,7 +256,7 @@ class IncidentTracker:
             self._open[job] = found[0]
 
     async def _resolved(
-        self, incident: Incident, run_id: str, failures: int, resolved_at: datetime
+        self, incident: Incident, run_id: str | None, failures: int, resolved_at: datetime
     ) -> None:
         stored = await self._store.resolve_incident(incident.id, resolved_at, run_id, failures)
         if stored is None:

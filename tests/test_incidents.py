@@ -28,6 +28,7 @@ from observability import (
 )
 from support import Controller, controller_settings, kill_daemon, until
 
+from cronmgr.control import DaemonControl
 from cronmgr.incidents import IncidentTracker, failed_step_class
 from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
 from cronmgr.payloads import IncidentBody
@@ -510,3 +511,51 @@ async def test_a_daemon_restart_during_an_incident_opens_no_second_one(
         )
         assert closed["id"] == opened["id"] and closed["failed_runs"] >= before + 3
         assert len(await incidents_of(http, flaky["id"])) == 1
+
+
+async def test_a_forgotten_job_has_its_streak_ended_and_its_incident_resolved(
+    store: SQLiteStore,
+) -> None:
+    events = Events()
+    tracker = IncidentTracker(store, events, threshold=2)
+    gone, failing = "pipeline:gone", "pipeline:failing"
+    for i in range(2):
+        await finish(store, tracker, RunStatus.FAILED, T0 + timedelta(seconds=i), job=gone)
+    await finish(store, tracker, RunStatus.FAILED, T0, job=failing)
+    await tracker.drain()
+    assert tracker.jobs() == {gone, failing}
+    tracker.forget([gone], "its pipeline file was removed")
+    await tracker.drain()
+    assert tracker.jobs() == {failing}
+    (resolved,) = await store.list_incidents(job=gone)
+    assert resolved.status is IncidentStatus.RESOLVED and resolved.resolved_by_run_id is None
+    assert events.kinds == ["incident_opened", "incident_resolved"]
+    assert events.seen[-1][1]["failed_runs"] == 2
+
+
+async def test_removing_a_pipelines_file_resolves_its_open_incident(
+    controller_factory: Callable[..., Controller],
+) -> None:
+    """The pipeline fails past the threshold; its file goes and the daemon reloads: the
+    incident is resolved (by no run) instead of staying open for a job that is gone."""
+    controller = controller_factory(incident_threshold=2)
+    doomed = controller.settings.pipelines_path / "doomed.toml"
+    doomed.write_text(
+        '[schedule]\ntype = "interval"\ninterval_seconds = 1\nfailure_policy = "none"\n'
+        '[[steps]]\nname = "fail"\ncommand = ["false"]\n'
+    )
+
+    async def incidents(**params: str) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = await api(
+            http, "GET", "/api/v1/incidents", params={"pipeline": "doomed", **params}
+        )
+        return found
+
+    async with controller_session(controller) as http:
+        await start_daemon(http)
+        (opened,) = await until(lambda: incidents(status="open"), what="an incident to open")
+        doomed.unlink()
+        assert DaemonControl(controller.settings).reload()
+        (closed,) = await until(lambda: incidents(status="resolved"), what="the resolution")
+        assert closed["id"] == opened["id"] and closed["resolved_by_run_id"] is None
+        assert await incidents(status="open") == []
