@@ -152,7 +152,7 @@ class IncidentTracker:
             log.info("incident_job_gone", job=job, reason=why, open_incident=incident is not None)
             if incident is not None:
                 failures = streak.failures if streak is not None else incident.failed_runs
-                self._spawn(functools.partial(self._resolved, incident, None, failures, now))
+                self._spawn(functools.partial(self._ended, incident, failures, now))
 
     def run_finished(self, run: Run, status: RunStatus, error: str | None) -> None:
         """Count a run that just ended (the hook jobs.py calls for every run)."""
@@ -261,6 +261,18 @@ class IncidentTracker:
         stored = await self._store.resolve_incident(incident.id, resolved_at, run_id, failures)
         if stored is None:
             return  # resolved already (by another daemon sharing the store)
+        log.info(RESOLVED, incident_id=stored.id, job=stored.job, failed_runs=stored.failed_runs)
+        self._event(RESOLVED, stored)
+
+    async def _ended(self, incident: Incident, failures: int, resolved_at: datetime) -> None:
+        """Resolve the incident of a job that is gone. A deleted target's incident was
+        resolved by the store with the target: it is announced all the same, once."""
+        stored = await self._store.resolve_incident(incident.id, resolved_at, None, failures)
+        if stored is None:
+            newest = await self._store.list_incidents(job=incident.job, limit=1)
+            if not newest or newest[0].id != incident.id or newest[0].resolved_by_run_id:
+                return  # resolved by a run, by another daemon sharing the store
+            stored = newest[0]
         log.info(RESOLVED, incident_id=stored.id, job=stored.job, failed_runs=stored.failed_runs)
         self._event(RESOLVED, stored)
 

@@ -559,3 +559,21 @@ async def test_removing_a_pipelines_file_resolves_its_open_incident(
         (closed,) = await until(lambda: incidents(status="resolved"), what="the resolution")
         assert closed["id"] == opened["id"] and closed["resolved_by_run_id"] is None
         assert await incidents(status="open") == []
+
+
+async def test_a_deleted_targets_incident_is_announced_resolved_once(store: SQLiteStore) -> None:
+    """The store resolves it with the target; the daemon's tracker, told the target is
+    gone, still publishes the resolution (alerts elsewhere close), and only once."""
+    await add_job_target(store)
+    events = Events()
+    tracker = IncidentTracker(store, events, threshold=2)
+    for i in range(2):
+        await finish(store, tracker, RunStatus.FAILED, T0 + timedelta(seconds=i))
+    await tracker.drain()
+    await store.delete_target("t-1")
+    tracker.forget([JOB], "its target was deleted")
+    tracker.forget([JOB], "its target was deleted")
+    await tracker.drain()
+    assert events.kinds == ["incident_opened", "incident_resolved"]
+    resolved = events.seen[-1][1]
+    assert resolved["status"] == "resolved" and resolved["resolved_by_run_id"] is None
