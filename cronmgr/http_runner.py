@@ -148,7 +148,7 @@ class HttpRunner:
             headers={"User-Agent": f"cronmgr/{__version__}"},
         )
         if self._connector is None:
-            # Plain requests go the lean way; aiohttp keeps HEAD and a caller's connector.
+            # Requests go the lean way; aiohttp keeps a caller's connector.
             self._wire = WireClient(
                 limit=self._limits[0],
                 user_agent=f"cronmgr/{__version__}",
@@ -191,13 +191,13 @@ class HttpRunner:
     def prewarm(self, due: Sequence[tuple[Target, datetime]]) -> int:
         """Open connections ahead for targets due at the same moments (slots claimed
         ahead), so a burst does not wait for handshakes; how many are being opened. URLs
-        with secrets in them and HEAD requests are left alone."""
+        with secrets in them are left alone."""
         if self._wire is None:
             return 0
         return self._wire.prewarm(
             (target.url, target.verify_tls, slot)
             for target, slot in due
-            if "${" not in target.url and target.method.upper() != "HEAD"
+            if "${" not in target.url
         )
 
     async def run_target(
@@ -296,7 +296,7 @@ class HttpRunner:
         except _Unsendable as exc:
             return exchange.failed(ErrorType.UNKNOWN, str(exc))
         try:
-            if self._wire is not None and request["method"] != "HEAD":
+            if self._wire is not None:
                 await self._send_wire(self._wire, request, exchange)
             else:
                 async with session.request(**request) as response:

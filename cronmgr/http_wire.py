@@ -6,8 +6,9 @@ plain requests a second needs little of what it offers. This client does what a 
 needs and nothing else: http and https (verified or not), a body of bytes, gzip and
 deflate decoding with bounded inflation, chunked and length-delimited bodies and bodies
 that end with the connection, redirects, connect timeouts, a DNS cache, a connection
-limit. No proxies, cookies, HTTP/2 or `Expect: 100-continue`; HEAD is left to aiohttp
-(httptools cannot be told that a response to HEAD has no body).
+limit. No proxies, cookies, HTTP/2 or `Expect: 100-continue`. A response to HEAD ends
+with its headers: httptools cannot be told that it has no body (its Content-Length is the
+GET's), so the exchange completes there and the next one gets a parser of its own.
 
 Failures are raised as the exceptions below, which `http_runner.classify_error` words the
 way it words aiohttp's, so an attempt reads the same whichever client sent it.
@@ -613,6 +614,11 @@ class _Connection(asyncio.Protocol):
         elif response.on_head is not None:
             reason = response.reason.decode("latin-1", errors="replace")
             response.on_head(response.status, reason, headers)
+        if response.method == "HEAD" and response.status >= 200:
+            # No body follows, whatever Content-Length says; a response ending with the
+            # connection would have had one, so that connection is not kept.
+            self._keep_alive = self._keep_alive and not response.until_eof
+            self._complete()
 
     def on_body(self, body: bytes) -> None:
         response = self._response

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
@@ -379,3 +379,49 @@ async def test_prewarm_opens_what_the_largest_burst_needs_and_sends_reuse_it() -
             assert wire.prewarm([("ftp://nowhere/", True, 0)]) == 0
     finally:
         await wire.close()
+
+
+async def test_a_head_answer_ends_with_its_headers_and_keeps_its_connection(
+    client: WireClient,
+) -> None:
+    """HEAD is answered with the GET's Content-Length and no body: the exchange ends at
+    the headers, and the same connection carries the next requests, HEAD or GET. An answer
+    without a length (a GET's would end with the connection) is not kept."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, raw: Raw) -> None:
+        while True:
+            head = await read_head(reader, raw)
+            if head.startswith(b"HEAD /unframed"):
+                writer.write(reply(b"", "X-Kind: unframed"))
+                await writer.drain()
+                await reader.read()  # holds the connection until the client lets go
+                return
+            if head.startswith(b"HEAD"):
+                writer.write(reply(b"", "Content-Length: 1234", "X-Kind: head"))
+            else:
+                writer.write(reply(b"ok", "Content-Length: 2"))
+            await writer.drain()
+
+    async with raw_server(handler) as raw:
+        seen: list[tuple[int, str]] = []
+        for method in ("HEAD", "HEAD", "GET", "HEAD"):
+            sink = Collect()
+
+            def on_head(status: int, reason: str, headers: Mapping[str, str]) -> None:
+                seen.append((status, headers.get("x-kind", "")))
+
+            answer = await asyncio.wait_for(
+                client.send(Request(method, raw.url("/x"), {}), sink, on_head), 5.0
+            )
+            assert answer.status == 200
+            assert bytes(sink.data) == (b"ok" if method == "GET" else b"")
+        assert raw.connections == 1
+        assert seen == [(200, "head"), (200, "head"), (200, ""), (200, "head")]
+        answer = await asyncio.wait_for(
+            client.send(Request("HEAD", raw.url("/unframed"), {}), Collect()), 5.0
+        )
+        assert answer.status == 200 and answer.headers["x-kind"] == "unframed"
+        answer = await asyncio.wait_for(
+            client.send(Request("GET", raw.url("/x"), {}), Collect()), 5.0
+        )
+        assert answer.status == 200 and raw.connections == 2
