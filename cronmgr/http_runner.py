@@ -195,9 +195,7 @@ class HttpRunner:
         if self._wire is None:
             return 0
         return self._wire.prewarm(
-            (target.url, target.verify_tls, slot)
-            for target, slot in due
-            if "${" not in target.url
+            (target.url, target.verify_tls, slot) for target, slot in due if "${" not in target.url
         )
 
     async def run_target(
