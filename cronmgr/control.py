@@ -402,7 +402,12 @@ class DaemonControl:
         if spec:
             data.update(spec_fields(spec))
         data["updated_at"] = utcnow().isoformat()
-        write_json_atomic(self.desired_file, data)
+        try:
+            write_json_atomic(self.desired_file, data)
+        except OSError as exc:
+            # A full disk must not keep a daemon from being stopped (or started): what is
+            # lost is only what a restarted controller would resume.
+            log.error("desired_state_not_saved", path=str(self.desired_file), error=str(exc))
 
     async def attach(self) -> None:
         """On controller start-up: take over a running daemon, or resume a wanted one."""

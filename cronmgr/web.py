@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any
 
@@ -23,6 +24,7 @@ from cronmgr.errors import (
     MethodNotAllowed,
     NotFound,
     PayloadTooLarge,
+    StoreFull,
     TooManyRequests,
     Unauthorized,
 )
@@ -122,6 +124,12 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(_translate_http(exc, request))
     except asyncio.CancelledError:
         raise
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            log.exception("request_failed", method=request.method, path=request.path)
+            return error_response(CronmgrError("internal error; the controller log has details"))
+        log.error("request_failed", method=request.method, path=request.path, error=str(exc))
+        return error_response(StoreFull(f"no space left on the device: {exc}"))
     except Exception:
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(CronmgrError("internal error; the controller log has details"))

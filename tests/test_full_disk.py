@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import psutil
 import orjson
 import pytest
 from aiohttp import web
@@ -351,3 +352,22 @@ async def test_an_api_write_on_a_full_disk_answers_507_and_changes_nothing(
     async with client.get("/openapi.json") as resp:
         responses = (await resp.json())["paths"]["/api/v1/targets"]["post"]["responses"]
     assert responses["507"] == {"$ref": "#/components/responses/E507"}
+
+
+async def test_a_daemon_can_be_stopped_while_the_disk_is_full(
+    disk: Disk, controller_factory: Callable[..., Controller]
+) -> None:
+    """The controller cannot save that the daemon should stay stopped; it stops it all the
+    same, and says so in its answer rather than failing the request."""
+    controller = controller_factory(home=make_home(disk.path))
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        async with http.post("/api/cron/start", json={"interval_seconds": 600}) as resp:
+            assert resp.status == 200, await resp.text()
+            pid = (await resp.json())["pid"]
+        disk.fill()
+        async with http.post("/api/cron/stop") as resp:
+            assert resp.status == 200, await resp.text()
+        await until(lambda: not psutil.pid_exists(pid) or psutil.Process(pid).status() == "zombie")
+        async with http.get("/api/cron/status") as resp:
+            assert (await resp.json())["is_running"] is False
+        disk.free()
