@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import psutil
 import orjson
+import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
