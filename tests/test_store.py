@@ -375,29 +375,30 @@ async def test_deleting_a_schedule_keeps_its_runs(store: SQLiteStore) -> None:
         await store.delete_schedule(schedule_id)
 
 
-async def test_recount_raises_max_runs_counts_to_the_runs_the_store_holds(
-    store: SQLiteStore,
-) -> None:
-    """What a kill -9 within the engine's flush period leaves: runs recorded, run_count
-    behind. The recount counts succeeded and failed runs of the schedule's own firing."""
+async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteStore) -> None:
+    """What a kill -9 within the engine's flush period leaves: runs recorded after the
+    last_run_at its count was written with. The recount adds the succeeded and failed runs
+    of the schedule's own firing after that slot, and moves last_run_at along."""
     target = make_target()
     await store.insert_target(target)
-    behind = make_schedule(target.id, "behind", max_runs=5, run_count=1)
-    ahead = make_schedule(target.id, "ahead", max_runs=5, run_count=4)  # purged runs
-    unbounded = make_schedule(target.id, "unbounded", max_runs=None, run_count=0)
-    reborn = make_schedule(target.id, "reborn", max_runs=5, run_count=0)
-    for schedule in (behind, ahead, unbounded, reborn):
-        await store.insert_schedule(schedule)
     slots = [T0 + timedelta(minutes=n) for n in range(6)]
+    behind = make_schedule(target.id, "behind", max_runs=5, run_count=1, last_run_at=slots[0])
+    current = make_schedule(target.id, "current", max_runs=5, run_count=4, last_run_at=slots[1])
+    unbounded = make_schedule(target.id, "unbounded", max_runs=None, run_count=0)
+    fresh = make_schedule(target.id, "fresh", max_runs=5, run_count=0, last_run_at=None)
+    reborn = make_schedule(target.id, "reborn", max_runs=5, run_count=0, last_run_at=None)
+    for schedule in (behind, current, unbounded, fresh, reborn):
+        await store.insert_schedule(schedule)
     runs = [
-        make_run(behind.id, slots[0]),
+        make_run(behind.id, slots[0]),  # counted already
         make_run(behind.id, slots[1], RunStatus.FAILED),
         make_run(behind.id, slots[2]),
         make_run(behind.id, slots[3], RunStatus.SKIPPED),  # a slot that did not run
         replace(make_run(behind.id, slots[4]), trigger=Trigger.MANUAL),  # not its firing
-        make_run(ahead.id, slots[0]),
+        make_run(current.id, slots[0]),
+        make_run(current.id, slots[1]),
         make_run(unbounded.id, slots[0]),
-        make_run(unbounded.id, slots[1]),
+        make_run(fresh.id, slots[0]),
         make_run(reborn.id, slots[0]),
         make_run(reborn.id, slots[1]),
     ]
@@ -407,12 +408,15 @@ async def test_recount_raises_max_runs_counts_to_the_runs_the_store_holds(
     await store.delete_schedule(reborn.id)
     await store.insert_schedule(replace(reborn, created_at=utcnow() + timedelta(minutes=1)))
 
-    assert await store.recount_runs() == 1
-    assert (await store.get_schedule(behind.id)).run_count == 3
-    assert (await store.get_schedule(ahead.id)).run_count == 4  # never lowered
+    assert await store.recount_runs() == 2
+    recounted = await store.get_schedule(behind.id)
+    assert recounted.run_count == 3 and recounted.last_run_at == slots[2]
+    assert (await store.get_schedule(current.id)).run_count == 4
     assert (await store.get_schedule(unbounded.id)).run_count == 0
+    assert (await store.get_schedule(fresh.id)).run_count == 1
     assert (await store.get_schedule(reborn.id)).run_count == 0
-    assert await store.recount_runs() == 0
+    assert await store.recount_runs() == 0  # a second start adds nothing
+    assert (await store.get_schedule(behind.id)).run_count == 3
 
 
 # Revisions

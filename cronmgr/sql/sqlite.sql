@@ -85,19 +85,26 @@ SET status = 'failed', finished_at = :now,
 WHERE status = 'running' OR (status = 'pending' AND trigger = 'schedule');
 
 -- name: recount_runs
--- The engine writes run_count with its other bookkeeping, every 0.2 s: a daemon killed in
--- between recorded runs that its schedules do not count yet, and the next one could run a
--- max_runs schedule once too often. So, after fail_orphaned_runs (whose runs count as
--- failed), a schedule with max_runs counts at least the runs of its own firing that the
--- store holds: succeeded and failed, not skipped, not manual, none of an earlier schedule
--- of the same id. Only ever raised: retention may have purged some.
-UPDATE schedules SET run_count = counted.n
-FROM (SELECT s.id, count(*) AS n
-      FROM schedules AS s JOIN runs AS r ON r.schedule_id = s.id
-      WHERE s.max_runs IS NOT NULL AND r.trigger = 'schedule'
-        AND r.status IN ('succeeded', 'failed') AND r.created_at >= s.created_at
+-- The engine writes run_count with last_run_at (the latest slot it counted) every 0.2 s,
+-- after the runs' own ends: a daemon killed in between recorded runs its schedules do not
+-- count yet, and the next one could run a max_runs schedule once too often. So, after
+-- fail_orphaned_runs (whose runs count as failed), each schedule with max_runs adds the
+-- runs of its own firing after its last_run_at: succeeded and failed ones, not skipped,
+-- not manual, none of an earlier schedule of the same id. Moving last_run_at along makes
+-- a second recount add nothing; the runs_slot index keeps it to those few runs.
+UPDATE schedules
+SET run_count = schedules.run_count + counted.n,
+    last_run_at = max(COALESCE(schedules.last_run_at, ''), counted.latest)
+FROM (SELECT s.id, count(*) AS n, max(r.scheduled_for) AS latest
+      -- Schedules first (CROSS JOIN keeps the order), then each one's slots by runs_slot;
+      -- `+` keeps runs_status (every finished run) out of it.
+      FROM schedules AS s CROSS JOIN runs AS r
+      WHERE s.max_runs IS NOT NULL AND r.schedule_id = s.id
+        AND r.scheduled_for > COALESCE(s.last_run_at, '')
+        AND r.trigger = 'schedule' AND +r.status IN ('succeeded', 'failed')
+        AND r.created_at >= s.created_at
       GROUP BY s.id) AS counted
-WHERE schedules.id = counted.id AND counted.n > schedules.run_count;
+WHERE schedules.id = counted.id;
 
 -- name: start_run
 -- A slot claimed ahead begins; a run that ended meanwhile (skipped) is left as it is.

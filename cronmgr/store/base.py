@@ -327,9 +327,10 @@ class Store(Protocol):
         ...
 
     async def recount_runs(self) -> int:
-        """Raise the run_count of each schedule with max_runs to the succeeded and failed
-        runs of its firing the store holds (a daemon killed before its bookkeeping was
-        written); run after `fail_orphaned_runs`. Returns how many schedules were behind."""
+        """Add to each max_runs schedule's run_count the succeeded and failed runs of its
+        firing after its last_run_at (a daemon killed before its bookkeeping was written),
+        moving last_run_at along; run after `fail_orphaned_runs`. Returns how many
+        schedules were behind."""
         ...
 
     async def purge_runs(
