@@ -227,6 +227,20 @@ class JobRunner:
     ) -> None:
         """Record a slot that will not run (overlap, misfire, open circuit); a claimed one
         has its pending run ended as skipped."""
+        try:
+            await self._skip(schedule, slot, reason, claim)
+        except StoreError as exc:  # a full disk: nothing to record it in
+            log.error(
+                "run_skip_not_recorded",
+                schedule_id=schedule.id,
+                slot=slot.isoformat(),
+                reason=reason,
+                error=str(exc),
+            )
+
+    async def _skip(
+        self, schedule: Schedule, slot: datetime, reason: str, claim: Claim | None
+    ) -> None:
         now = utcnow()
         if claim is not None:
             if claim.run.id in await _settled(claim.batch):
