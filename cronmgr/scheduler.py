@@ -59,8 +59,11 @@ MAX_TIMER_SECONDS = 60.0
 CLAIM_AHEAD_SECONDS = 0.25
 """A target's slot is claimed in the store at least this long before it fires, so that
 its request goes out on time instead of waiting for a write."""
-CLAIM_EVERY_SECONDS = 0.02
-"""One claim batch takes the target slots firing within this much time."""
+CLAIM_EVERY_SECONDS = 0.01
+"""One claim batch takes the target slots firing within this much time. At 1,000 slots a
+second, 10 ms rather than 20 ms took the lag p99 from 1.2-1.9 ms to 0.83 ms (a batch's
+bookkeeping holds up the slots due meanwhile, and a smaller one for less long) for 8 %
+more CPU per run (twice the transactions); 5 ms gained nothing more for 17 %."""
 
 
 class Jobs(Protocol):
