@@ -61,7 +61,7 @@ CLAIM_AHEAD_SECONDS = 0.25
 its request goes out on time instead of waiting for a write."""
 CLAIM_EVERY_SECONDS = 0.01
 """One claim batch takes the target slots firing within this much time. At 1,000 slots a
-second, 10 ms rather than 20 ms took the lag p99 from 1.2-1.9 ms to 0.83 ms (a batch's
+second, 10 ms rather than 20 ms took the lag p99 from 1.2-1.9 ms to 0.82-0.97 ms (a batch's
 bookkeeping holds up the slots due meanwhile, and a smaller one for less long) for 8 %
 more CPU per run (twice the transactions); 5 ms gained nothing more for 17 %."""
 
