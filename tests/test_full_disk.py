@@ -165,6 +165,7 @@ async def test_run_ends_are_held_on_a_full_disk_and_land_once_it_has_room(
         disk.free()
         assert await asyncio.wait_for(asyncio.gather(*ends), 30.0) == [1, 1, 1]
         assert any(e["event"] == "store_writes_resumed" for e in logs)
+        assert not [e for e in logs if e["event"] == "run_attempt_not_recorded"]
 
     for run in runs:
         stored = await store.get_run(run.id)

@@ -48,7 +48,7 @@ from cronmgr.store.base import (
 )
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
-from cronmgr.store.writer import Statement, SyncWriter, apply_writes, run_many
+from cronmgr.store.writer import Statement, SyncWriter, apply_writes, rollback, run_many
 
 log = structlog.get_logger("cronmgr.store")
 
@@ -336,14 +336,19 @@ def _write_progress(
         run_many(connection, statement, params)
         connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        rollback(connection)
         raise
 
 
 def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
-    """The driver's error in the store's words: StoreFull when there is no room."""
-    if getattr(exc, "sqlite_errorname", None) == "SQLITE_FULL":
-        return StoreFull(f"store {what} failed: the disk is full ({exc})")
+    """The driver's error in the store's words: StoreFull when the disk has no room.
+
+    A full disk shows as SQLITE_FULL where the database or its WAL grows, and as one of the
+    SQLITE_IOERR codes where the WAL index (the -shm file) grows; both are held and tried
+    again by the run writes, never dropped."""
+    code = getattr(exc, "sqlite_errorname", None) or ""
+    if code == "SQLITE_FULL" or code.startswith("SQLITE_IOERR"):
+        return StoreFull(f"store {what} failed: the disk is full or cannot be written ({exc})")
     return StoreError(f"store {what} failed: {exc}")
 
 

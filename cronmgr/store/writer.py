@@ -164,9 +164,17 @@ def apply_writes(
                 counts[index] = count
         connection.execute("COMMIT")
     except BaseException:
-        connection.execute("ROLLBACK")
+        rollback(connection)
         raise
     return counts
+
+
+def rollback(connection: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already: it does so by itself on
+    a full disk (SQLITE_FULL) and on I/O errors, and a ROLLBACK then would fail with "no
+    transaction is active", hiding the error that matters."""
+    if connection.in_transaction:
+        connection.execute("ROLLBACK")
 
 
 def _apply_group(
