@@ -72,6 +72,7 @@ from cronmgr.web import (
     SETTINGS,
     STORE,
     TOKEN,
+    add_retry_after,
     stream_logs,
 )
 
@@ -313,8 +314,7 @@ def _refused_login(
     """The form again, 429: this address sent too many wrong tokens of late."""
     log.warning("dashboard_login_refused", remote=request.remote)
     response = _login_page(request, nonce, back, status=429, error=refusal.detail)
-    if refusal.retry_after is not None:
-        response.headers["Retry-After"] = str(refusal.retry_after)
+    add_retry_after(response, refusal)
     return response
 
 

@@ -261,8 +261,13 @@ class IncidentTracker:
         stored = await self._store.resolve_incident(incident.id, resolved_at, run_id, failures)
         if stored is None:
             return  # resolved already (by another daemon sharing the store)
-        log.info(RESOLVED, incident_id=stored.id, job=stored.job, failed_runs=stored.failed_runs)
-        self._event(RESOLVED, stored)
+        self._announce_resolved(stored)
+
+    def _announce_resolved(self, incident: Incident) -> None:
+        log.info(
+            RESOLVED, incident_id=incident.id, job=incident.job, failed_runs=incident.failed_runs
+        )
+        self._event(RESOLVED, incident)
 
     async def _ended(self, incident: Incident, failures: int, resolved_at: datetime) -> None:
         """Resolve the incident of a job that is gone. A deleted target's incident was
@@ -273,8 +278,7 @@ class IncidentTracker:
             if not newest or newest[0].id != incident.id or newest[0].resolved_by_run_id:
                 return  # resolved by a run, by another daemon sharing the store
             stored = newest[0]
-        log.info(RESOLVED, incident_id=stored.id, job=stored.job, failed_runs=stored.failed_runs)
-        self._event(RESOLVED, stored)
+        self._announce_resolved(stored)
 
     def _event(self, kind: str, incident: Incident) -> None:
         try:

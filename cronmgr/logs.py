@@ -294,16 +294,9 @@ class _RotatingFile:
         self._size += len(line)
 
     def _dropped_line(self) -> bytes:
-        fields = {
-            "event": "log_lines_dropped",
-            "lines": self._dropped,
-            "error": self._drop_error,
-            "level": "error",
-            "timestamp": datetime.now(UTC),
-            "pid": _pid,
-            "logger": "cronmgr.logs",
-        }
-        return orjson.dumps(fields) + b"\n"
+        # Rendered here, not logged: logging would come back into this sink.
+        fields = {"event": "log_lines_dropped", "lines": self._dropped, "error": self._drop_error}
+        return orjson.dumps(_add_level_time_pid(None, "error", fields)) + b"\n"
 
     def _rotate_if_full(self, incoming: int) -> None:
         # The counter only ever grows, but the controller may have emptied the file since:

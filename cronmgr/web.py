@@ -92,9 +92,15 @@ def error_response(error: CronmgrError) -> web.Response:
     response = json_response(body, status=error.status)
     if isinstance(error, Unauthorized):
         response.headers["WWW-Authenticate"] = 'Bearer realm="cronmgr"'
-    if isinstance(error, TooManyRequests) and error.retry_after is not None:
-        response.headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, TooManyRequests):
+        add_retry_after(response, error)
     return response
+
+
+def add_retry_after(response: web.StreamResponse, refusal: TooManyRequests) -> None:
+    """Say in `Retry-After` how long a refused client should wait, when that is known."""
+    if refusal.retry_after is not None:
+        response.headers["Retry-After"] = str(refusal.retry_after)
 
 
 def _translate_http(exc: web.HTTPException, request: web.Request) -> CronmgrError:
@@ -124,13 +130,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(_translate_http(exc, request))
     except asyncio.CancelledError:
         raise
-    except OSError as exc:
-        if exc.errno != errno.ENOSPC:
-            log.exception("request_failed", method=request.method, path=request.path)
-            return error_response(CronmgrError("internal error; the controller log has details"))
-        log.error("request_failed", method=request.method, path=request.path, error=str(exc))
-        return error_response(StoreFull(f"no space left on the device: {exc}"))
-    except Exception:
+    except Exception as exc:
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # not a bug: a full disk
+            log.error("request_failed", method=request.method, path=request.path, error=str(exc))
+            return error_response(StoreFull(f"no space left on the device: {exc}"))
         log.exception("request_failed", method=request.method, path=request.path)
         return error_response(CronmgrError("internal error; the controller log has details"))
 
