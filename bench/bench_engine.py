@@ -116,6 +116,10 @@ HOLD_SECONDS = SETTLE_SECONDS + STRAGGLER_SECONDS + 30.0
 """A peer or bare client exits this long after its last slot even if nobody released it."""
 CHILD_MODULE = "bench.bench_engine"
 """This module, as the peer and the bare client run it (`python -m`)."""
+FLOOR_MODULE = "bench.floor"
+FLOOR_FILL_SECONDS_EACH = 0.004
+"""Lead time per schedule for the floor, which fills its store (a target and a schedule
+each, about 2 ms on this kind of machine) between its start and its READY line."""
 
 
 def sizes() -> Sizes:
@@ -257,7 +261,7 @@ async def target_server() -> AsyncIterator[TargetServer]:
 
 async def start_child(module: str, *args: str) -> tuple[asyncio.subprocess.Process, str]:
     """`python -m module args...`, once it printed its READY line (returned)."""
-    # stdin: the child holds on after its load until it sees EOF there (see `_held`).
+    # stdin: the child holds on after its load until it sees EOF there (see `held`).
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -411,7 +415,8 @@ async def spread_rows(target: TargetServer, size: Sizes) -> list[dict[str, Any]]
     ours = await cronmgr_load(target, size.spread, 1.0 / size.spread, slots)
     peer = await peer_load(target, size.spread, 1.0 / size.spread, slots)
     bare = await child_load("bare", target, size.spread, 1.0 / size.spread, slots)
-    return spread_table(f"{size.spread}/s x {size.seconds} s", ours, peer, bare)
+    floor = await floor_load(target, size.spread, 1.0 / size.spread, slots)
+    return spread_table(f"{size.spread}/s x {size.seconds} s", ours, peer, bare, floor)
 
 
 async def cronmgr_load(target: TargetServer, n: int, spacing: float, slots: int) -> LoadResult:
@@ -476,10 +481,21 @@ def runs_note(runs: Counter[str], plan: Plan) -> list[str]:
     return [f"store holds {dict(runs)} runs, expected {expected} succeeded"]
 
 
+async def floor_load(target: TargetServer, n: int, spacing: float, slots: int) -> LoadResult:
+    """The load on `bench/floor.py`, which fills its own store before it reports ready."""
+    lead = LEAD_SECONDS + FLOOR_FILL_SECONDS_EACH * n
+    return await child_load("floor", target, n, spacing, slots, module=FLOOR_MODULE, lead=lead)
+
+
 def spread_table(
-    label: str, ours: LoadResult, peer: LoadResult | None, bare: LoadResult
+    label: str,
+    ours: LoadResult,
+    peer: LoadResult | None,
+    bare: LoadResult,
+    floor: LoadResult,
 ) -> list[dict[str, Any]]:
-    """Rows of measurements 1 and 3, the bare client's figures as the floor."""
+    """Rows of measurements 1 and 3, with the bare client's lag and CPU and the recording
+    floor's CPU (`bench/floor.py`) as what no scheduler here gets below."""
     mine, theirs = ours.verdict, peer.verdict if peer else None
     p99, peer_p99 = mine.lag(0.99), theirs.lag(0.99) if theirs else math.nan
     cpu, peer_cpu = ours.cpu_ms_per_run, peer.cpu_ms_per_run if peer else math.nan
@@ -513,8 +529,15 @@ def spread_table(
             peer.loop_cpu_ms_per_run if peer else None,
         ),
         _row(f"{label}: bare client CPU per request (floor)", bare.cpu_ms_per_run, "ms", "", ""),
+        _row(
+            f"{label}: recording floor CPU per run (bench/floor.py)",
+            floor.cpu_ms_per_run,
+            "ms",
+            f"{floor.cpu_ms_per_run / peer_cpu:.2f} x peer",
+            "",
+        ),
     ]
-    return rows + _note_rows(label, ours, peer, bare)
+    return rows + _note_rows(label, ours, peer, bare, floor)
 
 
 def _count_rows(label: str, mine: Verdict, theirs: Verdict | None) -> list[dict[str, Any]]:
@@ -543,10 +566,16 @@ def _peer(verdict: Verdict | None, quantile: float) -> float | None:
 
 
 def _note_rows(
-    label: str, ours: LoadResult | None, peer: LoadResult | None, bare: LoadResult
+    label: str,
+    ours: LoadResult | None,
+    peer: LoadResult | None,
+    bare: LoadResult,
+    floor: LoadResult | None = None,
 ) -> list[dict[str, Any]]:
     """Notes of the parties; `ours` None: the bare client's only."""
     notes = []
+    if floor is not None and (floor.verdict.missed or floor.verdict.doubled):
+        notes.append(("floor", f"{floor.verdict.missed} missed, {floor.verdict.doubled} doubled"))
     if ours is not None:
         notes += [("cronmgr", note) for note in ours.notes]
         notes += [("peer", note) for note in peer.notes] if peer else [("peer", NO_PEER)]
@@ -577,12 +606,19 @@ async def peer_load(target: TargetServer, n: int, spacing: float, slots: int) ->
 
 
 async def child_load(
-    role: str, target: TargetServer, n: int, spacing: float, slots: int
+    role: str,
+    target: TargetServer,
+    n: int,
+    spacing: float,
+    slots: int,
+    module: str = CHILD_MODULE,
+    lead: float = LEAD_SECONDS,
 ) -> LoadResult:
-    """The load run by `python -m bench.bench_engine <role>` (peer or bare)."""
-    t0 = math.ceil(time.time() + LEAD_SECONDS)
+    """The load run by `python -m <module> <role>` (peer, bare or floor), its first slot
+    `lead` seconds or more from now."""
+    t0 = math.ceil(time.time() + lead)
     plan = Plan(n=n, t0=t0, spacing=spacing, slots=slots, tag=f"{role}-{time.time_ns()}")
-    process, _ = await start_child(CHILD_MODULE, role, target.url, *_plan_args(plan))
+    process, _ = await start_child(module, role, target.url, *_plan_args(plan))
     try:
         return await watch_load(target, plan, psutil.Process(process.pid))
     finally:
@@ -593,7 +629,8 @@ def _plan_args(plan: Plan) -> list[str]:
     return [str(plan.n), repr(plan.t0), repr(plan.spacing), str(plan.slots), plan.tag]
 
 
-def _parse_plan(args: Sequence[str]) -> Plan:
+def parse_plan(args: Sequence[str]) -> Plan:
+    """A plan from its command-line form (`_plan_args`)."""
     n, t0, spacing, slots, tag = args
     return Plan(n=int(n), t0=float(t0), spacing=float(spacing), slots=int(slots), tag=tag)
 
@@ -610,8 +647,8 @@ async def peer_main(url: str, plan: Plan) -> None:
         for i in range(plan.n):
             scheduler.add_job(_get, peer_trigger(plan, i), args=(session, f"{base}/s/{i}"))
         scheduler.start()
-        _say_ready()
-        await _held(plan)
+        say_ready()
+        await held(plan)
         scheduler.shutdown(wait=False)
 
 
@@ -642,8 +679,8 @@ async def bare_main(url: str, plan: Plan) -> None:
         for k in range(plan.slots):
             for i in range(plan.n):
                 loop.call_at(plan.first(i) + k + offset, fire, f"{base}/s/{i}")
-        _say_ready()
-        await _held(plan)
+        say_ready()
+        await held(plan)
 
 
 def client_session() -> aiohttp.ClientSession:
@@ -663,7 +700,7 @@ async def _get(session: aiohttp.ClientSession, url: str) -> None:
         await response.read()
 
 
-async def _held(plan: Plan) -> None:
+async def held(plan: Plan) -> None:
     """Until the parent closes our stdin (it read our CPU time), at most until HOLD_SECONDS
     after the plan's last slot: a child that ended by itself would take its CPU time along."""
     loop = asyncio.get_running_loop()
@@ -673,7 +710,8 @@ async def _held(plan: Plan) -> None:
         await asyncio.wait_for(reader.read(), plan.last + HOLD_SECONDS - time.time())
 
 
-def _say_ready() -> None:
+def say_ready() -> None:
+    """Tell the parent the child is ready: its first line."""
     sys.stdout.write("READY\n")
     sys.stdout.flush()
 
@@ -939,7 +977,7 @@ def main(argv: Sequence[str]) -> int:
     """`peer URL plan...` and `bare URL plan...` for the child processes; alone: the table."""
     if argv and argv[0] in ("peer", "bare"):
         role = peer_main if argv[0] == "peer" else bare_main
-        asyncio.run(role(argv[1], _parse_plan(argv[2:])))
+        asyncio.run(role(argv[1], parse_plan(argv[2:])))
         return 0
     from bench.__main__ import format_table
 
