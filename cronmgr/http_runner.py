@@ -42,7 +42,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import aiohttp
 import jinja2
@@ -77,6 +77,8 @@ TRUNCATED_NOTE = "[body cut after {size} bytes; the rest was not read]"
 
 _READ_CHUNK = 64 * 1024
 _TEMPLATE_CACHE_SIZE = 256
+_STATIC_CACHE_SIZE = 4096
+"""Static targets whose prepared request is kept; past it the cache starts over."""
 _SHOWN_CHARS = 120  # of a found value or body start, in an assertion message
 
 AttemptCallback = Callable[[StepResult], Awaitable[None] | None]
@@ -135,6 +137,9 @@ class HttpRunner:
         self._session: aiohttp.ClientSession | None = None
         self._wire: WireClient | None = None
         self._templates = _TemplateCache(_TEMPLATE_CACHE_SIZE)
+        # Requests of static targets by id(target), with the target kept alive beside
+        # its request so that its id cannot be reused while the entry stands.
+        self._static: dict[int, tuple[Target, _WireSend]] = {}
 
     async def __aenter__(self) -> Self:
         self._session = aiohttp.ClientSession(
@@ -290,39 +295,57 @@ class HttpRunner:
     ) -> StepResult:
         target = exchange.target
         try:
-            request = self._prepare(target, context, secrets)
+            if self._wire is not None:
+                prepared = self._wire_request(target, context, secrets)
+                await self._send_wire(self._wire, prepared, exchange)
+            else:
+                async with session.request(**self._prepare(target, context, secrets)) as response:
+                    await exchange.read(response)
         except _Unsendable as exc:
             return exchange.failed(ErrorType.UNKNOWN, str(exc))
-        try:
-            if self._wire is not None:
-                await self._send_wire(self._wire, request, exchange)
-            else:
-                async with session.request(**request) as response:
-                    await exchange.read(response)
         except Exception as exc:  # every failure becomes a recorded attempt, classified
             return exchange.failed(*classify_error(exc, target))
         return exchange.judged()
 
     @staticmethod
-    async def _send_wire(wire: WireClient, request: dict[str, Any], exchange: _Exchange) -> None:
-        """The request of `_prepare`, sent by the lean client (`http_wire.py`)."""
+    async def _send_wire(wire: WireClient, prepared: _WireSend, exchange: _Exchange) -> None:
+        """A request sent by the lean client (`http_wire.py`) within its total timeout."""
+        async with asyncio.timeout(prepared.timeout):
+            await wire.send(prepared.request, exchange.body.take, exchange.head)
+        exchange.stop_clock()
+
+    def _wire_request(
+        self, target: Target, context: RequestContext, secrets: SecretResolver
+    ) -> _WireSend:
+        """The lean client's request for this attempt. A target with no body template and
+        no secret reference sends the same request every time: it is built once per
+        definition (an edit makes a new Target) instead of once per run."""
+        cached = self._static.get(id(target))
+        if cached is not None and cached[0] is target:  # the same object, not a reused id
+            return cached[1]
+        request = self._prepare(target, context, secrets)
         data, headers = request["data"], request["headers"]
         if data is not None and not any(name.lower() == "content-type" for name in headers):
             headers = {**headers, "Content-Type": "text/plain; charset=utf-8"}  # as aiohttp
         timeout: aiohttp.ClientTimeout = request["timeout"]
-        wire_request = WireRequest(
-            method=request["method"],
-            url=request["url"],
-            headers=headers,
-            body=data.encode() if data is not None else None,
-            follow_redirects=request["allow_redirects"],
-            max_redirects=request["max_redirects"],
-            connect_timeout=timeout.sock_connect or CONNECT_TIMEOUT_SECONDS,
-            verify_tls=request["ssl"],
+        prepared = _WireSend(
+            WireRequest(
+                method=request["method"],
+                url=request["url"],
+                headers=headers,
+                body=data.encode() if data is not None else None,
+                follow_redirects=request["allow_redirects"],
+                max_redirects=request["max_redirects"],
+                connect_timeout=timeout.sock_connect or CONNECT_TIMEOUT_SECONDS,
+                verify_tls=request["ssl"],
+            ),
+            timeout.total,
         )
-        async with asyncio.timeout(timeout.total):
-            await wire.send(wire_request, exchange.body.take, exchange.head)
-        exchange.stop_clock()
+        if _static(target):
+            if len(self._static) >= _STATIC_CACHE_SIZE:
+                self._static.clear()
+            self._static[id(target)] = (target, prepared)
+        return prepared
 
     def _prepare(
         self, target: Target, context: RequestContext, secrets: SecretResolver
@@ -353,6 +376,23 @@ class HttpRunner:
             "max_redirects": MAX_REDIRECTS,
             "ssl": target.verify_tls,
         }
+
+
+class _WireSend(NamedTuple):
+    """A request for the lean client and its total timeout in seconds."""
+
+    request: WireRequest
+    timeout: float | None
+
+
+def _static(target: Target) -> bool:
+    """Whether every attempt of `target` sends the same request: no template to render,
+    no `${...}` reference to resolve (secrets are read at each run, never kept)."""
+    return (
+        target.body_template is None
+        and "${" not in target.url
+        and not any("${" in value for value in target.headers.values())
+    )
 
 
 class _Unsendable(Exception):

@@ -7,6 +7,7 @@ closed port, a resolver that fails); the retry waits are the real ones, kept tin
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import shutil
 import socket
@@ -797,6 +798,32 @@ async def test_env_secrets_reach_the_server_but_never_the_logs_the_results_or_re
     }
     assert {"duration_ms", "error_type", "url"} <= finished.keys()
     assert redact(headers) == {"Authorization": "***", "X-Trace": "t-${env:CRONMGR_TEST_TRACE}"}
+
+
+async def test_each_run_reads_secrets_anew_and_an_edited_target_sends_its_new_request(
+    runner: HttpRunner,
+    server: TestServer,
+    context: RequestContext,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A static target's request is built once per definition: the same Target object
+    # twice, then its edit; a target with a reference is built at every run.
+    static = target(server.make_url("/echo"), headers={"X-Version": "1"})
+    edited = dataclasses.replace(static, headers={"X-Version": "2"}, method="PUT")
+    secret = target(server.make_url("/echo"), headers={"X-Token": "${env:CRONMGR_TEST_TOKEN}"})
+    monkeypatch.setenv("CRONMGR_TEST_TOKEN", "first")
+    for probe in (static, static, edited, secret):
+        await run(runner, probe, context)
+    monkeypatch.setenv("CRONMGR_TEST_TOKEN", "second")
+    await run(runner, secret, context)
+
+    requests = seen(server).requests
+    assert [(r["method"], r["headers"].get("X-Version")) for r in requests[:3]] == [
+        ("GET", "1"),
+        ("GET", "1"),
+        ("PUT", "2"),
+    ]
+    assert [r["headers"]["X-Token"] for r in requests[3:]] == ["first", "second"]
 
 
 async def test_a_missing_env_variable_fails_clearly_without_sending(
