@@ -386,8 +386,12 @@ async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteSt
     current = make_schedule(target.id, "current", max_runs=5, run_count=4, last_run_at=slots[1])
     unbounded = make_schedule(target.id, "unbounded", max_runs=None, run_count=0)
     fresh = make_schedule(target.id, "fresh", max_runs=5, run_count=0, last_run_at=None)
+    # Overlapping runs: slot 2's end was counted before slot 1's, which the kill cut off.
+    overlapped = make_schedule(
+        target.id, "overlapped", max_runs=5, run_count=2, last_run_at=slots[2]
+    )
     reborn = make_schedule(target.id, "reborn", max_runs=5, run_count=0, last_run_at=None)
-    for schedule in (behind, current, unbounded, fresh, reborn):
+    for schedule in (behind, current, unbounded, fresh, reborn, overlapped):
         await store.insert_schedule(schedule)
     runs = [
         make_run(behind.id, slots[0]),  # counted already
@@ -395,8 +399,12 @@ async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteSt
         make_run(behind.id, slots[2]),
         make_run(behind.id, slots[3], RunStatus.SKIPPED),  # a slot that did not run
         replace(make_run(behind.id, slots[4]), trigger=Trigger.MANUAL),  # not its firing
+        # Four counted, two left: retention purged the others.
         make_run(current.id, slots[0]),
         make_run(current.id, slots[1]),
+        make_run(overlapped.id, slots[0]),
+        make_run(overlapped.id, slots[1]),  # ended last, not counted
+        make_run(overlapped.id, slots[2]),
         make_run(unbounded.id, slots[0]),
         make_run(fresh.id, slots[0]),
         make_run(reborn.id, slots[0]),
@@ -408,8 +416,10 @@ async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteSt
     await store.delete_schedule(reborn.id)
     await store.insert_schedule(replace(reborn, created_at=utcnow() + timedelta(minutes=1)))
 
-    assert await store.recount_runs() == 2
+    assert await store.recount_runs() == 3
     recounted = await store.get_schedule(behind.id)
+    assert recounted.run_count == 3 and recounted.last_run_at == slots[2]
+    recounted = await store.get_schedule(overlapped.id)
     assert recounted.run_count == 3 and recounted.last_run_at == slots[2]
     assert (await store.get_schedule(current.id)).run_count == 4
     assert (await store.get_schedule(unbounded.id)).run_count == 0
@@ -417,6 +427,7 @@ async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteSt
     assert (await store.get_schedule(reborn.id)).run_count == 0
     assert await store.recount_runs() == 0  # a second start adds nothing
     assert (await store.get_schedule(behind.id)).run_count == 3
+    assert (await store.get_schedule(overlapped.id)).run_count == 3
 
 
 # Revisions

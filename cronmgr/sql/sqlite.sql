@@ -90,21 +90,26 @@ WHERE status = 'running' OR (status = 'pending' AND trigger = 'schedule');
 -- count yet, and the next one could run a max_runs schedule once too often. So, after
 -- fail_orphaned_runs (whose runs count as failed), each schedule with max_runs adds the
 -- runs of its own firing after its last_run_at: succeeded and failed ones, not skipped,
--- not manual, none of an earlier schedule of the same id. Moving last_run_at along makes
--- a second recount add nothing; the runs_slot index keeps it to those few runs.
+-- not manual, none of an earlier schedule of the same id. Runs that overlapped (overlap
+-- allow, catch-up) can end out of order, so an uncounted one may lie before last_run_at:
+-- the count is also never less than all such runs the store holds (fewer once retention
+-- purged some, when the sum is the better bound). Moving last_run_at along makes a second
+-- recount change nothing; the runs_slot index keeps it to each schedule's own runs.
 UPDATE schedules
-SET run_count = schedules.run_count + counted.n,
+SET run_count = max(schedules.run_count + counted.after, counted.total),
     last_run_at = max(COALESCE(schedules.last_run_at, ''), counted.latest)
-FROM (SELECT s.id, count(*) AS n, max(r.scheduled_for) AS latest
+FROM (SELECT s.id,
+             count(*) FILTER (WHERE r.scheduled_for > COALESCE(s.last_run_at, '')) AS after,
+             count(*) AS total, max(r.scheduled_for) AS latest
       -- Schedules first (CROSS JOIN keeps the order), then each one's slots by runs_slot;
       -- `+` keeps runs_status (every finished run) out of it.
       FROM schedules AS s CROSS JOIN runs AS r
       WHERE s.max_runs IS NOT NULL AND r.schedule_id = s.id
-        AND r.scheduled_for > COALESCE(s.last_run_at, '')
         AND r.trigger = 'schedule' AND +r.status IN ('succeeded', 'failed')
         AND r.created_at >= s.created_at
       GROUP BY s.id) AS counted
-WHERE schedules.id = counted.id;
+WHERE schedules.id = counted.id
+  AND (counted.after > 0 OR counted.total > schedules.run_count);
 
 -- name: start_run
 -- A slot claimed ahead begins; a run that ended meanwhile (skipped) is left as it is.

@@ -329,8 +329,9 @@ class Store(Protocol):
     async def recount_runs(self) -> int:
         """Add to each max_runs schedule's run_count the succeeded and failed runs of its
         firing after its last_run_at (a daemon killed before its bookkeeping was written),
-        moving last_run_at along; run after `fail_orphaned_runs`. Returns how many
-        schedules were behind."""
+        moving last_run_at along, and never leave it below all such runs the store holds
+        (overlapping runs end out of order); run after `fail_orphaned_runs`. Returns how
+        many schedules were behind."""
         ...
 
     async def purge_runs(

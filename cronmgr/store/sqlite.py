@@ -827,8 +827,9 @@ class SQLiteStore:
     async def recount_runs(self) -> int:
         """Add to each max_runs schedule's run_count the succeeded and failed runs of its
         firing after its last_run_at (a daemon killed before its bookkeeping was written),
-        moving last_run_at along; run after `fail_orphaned_runs`. Returns how many
-        schedules were behind."""
+        moving last_run_at along, and never leave it below all such runs the store holds
+        (overlapping runs end out of order); run after `fail_orphaned_runs`. Returns how
+        many schedules were behind."""
         return await self._write("recount_runs", {})
 
     async def purge_runs(
