@@ -14,6 +14,10 @@ Four measurements (issue 3, item 10), each with the peer's figure beside ours:
    ready < 10 s, RSS ≤ 300 MB, CPU < 1 % once the daemon settled (the busy seconds after
    READY, when it writes every schedule's first next_run_at, are shown on their own).
 
+Beside measurement 3 stands the recording floor (`bench/floor.py`): the least CPU a run
+costs on this machine when it is recorded as cronmgr records it, by code that does nothing
+else, under the same spread load.
+
 Every party runs in a process of its own, so no two share an event loop: the target
 (`bench/target_server.py`, which notes each request's path and arrival time), cronmgr's
 real daemon (started with `cronmgr.control.launch` on a temporary home whose store was
