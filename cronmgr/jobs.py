@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -45,12 +46,69 @@ WORK_DIRNAME = "work"
 
 START_RECORD_SECONDS = 0.05
 """A claimed run still going after this long has its start (`running`) written."""
+UNCLAIMED_REPORT_SECONDS = 60.0
+"""While slots can't be claimed (a full disk), how often the missed ones are summed up."""
 
 log = structlog.get_logger("cronmgr.jobs")
 
 Recorder = Callable[[int, StepResult], Awaitable[None]]
 Outcome = tuple[RunStatus, str | None, list[tuple[int, StepResult]]]
 """How a run ended: its status, its error, and its attempts not recorded yet (position, result)."""
+
+
+class Unclaimed:
+    """Slots missed because the store could not take their claim (a full disk): the first
+    is logged in full (`run_not_claimed`), the rest summed up every `every` seconds
+    (`runs_not_claimed`), and the outage's end says how many it cost (`runs_claimed_again`).
+    A line per slot would be a thousand a second, and say nothing more."""
+
+    def __init__(
+        self, every: float = UNCLAIMED_REPORT_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._every = every
+        self._clock = clock
+        self.since: float | None = None
+        """When the outage began (the clock's time); None while claims land."""
+        self._missed = 0  # in all, this outage
+        self._unreported = 0  # since the last line
+        self._reported_at = 0.0
+        self._error = ""
+
+    def missed(self, schedule_id: str, slot: datetime, error: str) -> None:
+        """A slot of `schedule_id` was not run: its claim failed with `error`."""
+        now = self._clock()
+        self._missed += 1
+        self._error = error
+        if self.since is None:
+            self.since = self._reported_at = now
+            log.error(
+                "run_not_claimed", schedule_id=schedule_id, slot=slot.isoformat(), error=error
+            )
+            return
+        self._unreported += 1
+        if now - self._reported_at >= self._every:
+            self._report(now)
+
+    def claimed(self) -> None:
+        """A claim landed: the outage, if there was one, is over."""
+        if self.since is None:
+            return
+        now = self._clock()
+        if self._unreported:
+            self._report(now)
+        log.info("runs_claimed_again", missed=self._missed, seconds=round(now - self.since, 1))
+        self.since, self._missed = None, 0
+
+    def _report(self, now: float) -> None:
+        assert self.since is not None
+        log.error(
+            "runs_not_claimed",
+            missed=self._unreported,
+            missed_in_all=self._missed,
+            seconds=round(now - self.since, 1),
+            error=self._error,
+        )
+        self._unreported, self._reported_at = 0, now
 
 
 @dataclass(slots=True)
@@ -96,6 +154,8 @@ class JobRunner:
         # Claimed runs whose start is not written yet: loop time and start, oldest first.
         self._unstarted: dict[str, tuple[float, datetime]] = {}
         self._start_timer: asyncio.TimerHandle | None = None
+        self.unclaimed = Unclaimed()
+        """Slots not run because their claim failed (a full disk), and how they are told."""
 
     def forget_targets(self, target_ids: set[str]) -> None:
         """Drop cached targets so their next run reads the current definition."""
@@ -201,10 +261,10 @@ class JobRunner:
                 run = _started(claim.run)
         except StoreError as exc:
             # Not run, since it could not be recorded (a full disk): the slot is missed.
-            log.error(
-                "run_not_claimed", schedule_id=schedule.id, slot=slot.isoformat(), error=str(exc)
-            )
+            self.unclaimed.missed(schedule.id, slot, str(exc))
             return None
+        if self.unclaimed.since is not None:
+            self.unclaimed.claimed()
         if taken and claim is not None:
             self._defer_start(run)
         if not taken:

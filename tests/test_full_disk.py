@@ -32,6 +32,8 @@ from support import Controller, make_home, until
 from cronmgr.config import Settings, load_settings
 from cronmgr.control import STATE_FILENAME, DaemonControl, read_json
 from cronmgr.errors import StoreFull
+from cronmgr.http_runner import HttpRunner
+from cronmgr.jobs import JobRunner
 from cronmgr.logs import _RotatingFile
 from cronmgr.models import (
     RetryPolicy,
@@ -45,6 +47,7 @@ from cronmgr.models import (
     utcnow,
 )
 from cronmgr.models import Target as TargetModel
+from cronmgr.pipelines import PipelineSet
 from cronmgr.store import open_store
 from cronmgr.store.sqlite import SQLiteStore
 from cronmgr.web import create_app
@@ -175,6 +178,45 @@ async def test_run_ends_are_held_on_a_full_disk_and_land_once_it_has_room(
     await store.close()
     with contextlib.closing(sqlite3.connect(disk.path / "cronmgr.db")) as check:
         assert check.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+async def test_slots_a_full_disk_cannot_claim_are_not_run_and_are_told_once_not_each(
+    disk: Disk, store: SQLiteStore, tmp_path: Path
+) -> None:
+    """Claims fail at once on a full disk: none of those slots runs (the target is never
+    asked), the log says so in one line and not one per slot, and the first claim that
+    lands again ends the outage with how many slots it cost."""
+    asked: list[str] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        asked.append(request.path)
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/ok", handle)
+    async with TestServer(app, host="127.0.0.1") as server, HttpRunner() as http:
+        jobs = JobRunner(load_settings(env={}, home=tmp_path), store, http, lambda: PipelineSet({}))
+        schedule = await add_schedule(store, str(server.make_url("/ok")))
+        slots = [utcnow().replace(microsecond=0) + timedelta(seconds=n) for n in range(5)]
+        truncate_wal(disk.path / "cronmgr.db")
+        disk.fill()
+        with capture_logs() as logs:
+            claims = jobs.claim_ahead([(schedule, slot) for slot in slots])
+            outcomes = [await jobs.run(schedule, s, c) for s, c in zip(slots, claims, strict=True)]
+            assert outcomes == [None] * 5 and asked == []
+            assert [e["event"] for e in logs if "claim" in e["event"]] == ["run_not_claimed"]
+
+            disk.free()
+            later = slots[-1] + timedelta(seconds=1)
+            assert await jobs.run(schedule, later) is RunStatus.SUCCEEDED
+        told = [(e["event"], e.get("missed")) for e in logs if "claim" in e["event"]]
+        # The outage is shorter than the summing-up period: summed up when it ends.
+        assert told == [
+            ("run_not_claimed", None),
+            ("runs_not_claimed", 4),
+            ("runs_claimed_again", 5),
+        ]
+    assert [r.scheduled_for for r in await store.list_runs(schedule_id=schedule.id)] == [later]
 
 
 async def test_a_store_closing_on_a_full_disk_gives_held_writes_up_in_the_end(
@@ -314,7 +356,8 @@ def heartbeat_at(settings: Settings) -> datetime:
     return datetime.fromisoformat(state.get("heartbeat_at") or "1970-01-01T00:00:00+00:00")
 
 
-async def add_schedule(settings: Settings, url: str) -> Schedule:
+async def add_schedule(where: Settings | SQLiteStore, url: str) -> Schedule:
+    """A target at `url` and a schedule running it every second, from now."""
     target = TargetModel(id=new_id(), name="full-disk", url=url, retry=RetryPolicy(max_attempts=1))
     now = utcnow()
     schedule = Schedule(
@@ -326,7 +369,11 @@ async def add_schedule(settings: Settings, url: str) -> Schedule:
         start_at=now,
         created_at=now,
     )
-    async with open_store(settings.store_url) as store:
+    if isinstance(where, SQLiteStore):
+        await where.insert_target(target)
+        await where.insert_schedule(schedule)
+        return schedule
+    async with open_store(where.store_url) as store:
         await store.insert_target(target)
         await store.insert_schedule(schedule)
     return schedule

@@ -19,7 +19,7 @@ from structlog.testing import capture_logs
 
 from cronmgr.config import load_settings
 from cronmgr.http_runner import HttpRunner
-from cronmgr.jobs import JobRunner
+from cronmgr.jobs import JobRunner, Unclaimed
 from cronmgr.models import (
     RetryPolicy,
     Run,
@@ -198,3 +198,27 @@ async def test_a_target_run_writes_one_info_line_saying_how_its_request_went(
     assert (line["status_code"], line["response_size"], line["error_type"]) == (200, 2, None)
     (attempt,) = [e for e in logs if e["event"] == "http_attempt_finished"]
     assert attempt["log_level"] == "debug" and attempt["status_code"] == 200
+
+
+def test_a_long_claim_outage_is_summed_up_every_period_and_once_at_its_end() -> None:
+    now = [100.0]
+    unclaimed = Unclaimed(every=60.0, clock=lambda: now[0])
+    slot = utcnow()
+    with capture_logs() as logs:
+        unclaimed.claimed()  # no outage: nothing to say
+        for step in range(150):  # a slot a second for 150 s
+            now[0] = 100.0 + step
+            unclaimed.missed(f"s{step % 3}", slot, "the disk is full")
+        now[0] = 300.0
+        unclaimed.claimed()
+        unclaimed.claimed()  # over already: said once
+    told = [(e["event"], e.get("missed"), e.get("seconds")) for e in logs]
+    assert told == [
+        ("run_not_claimed", None, None),
+        ("runs_not_claimed", 60, 60.0),
+        ("runs_not_claimed", 60, 120.0),
+        ("runs_not_claimed", 29, 200.0),
+        ("runs_claimed_again", 150, 200.0),
+    ]
+    assert logs[0]["schedule_id"] == "s0" and logs[1]["error"] == "the disk is full"
+    assert unclaimed.since is None

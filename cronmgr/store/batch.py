@@ -19,6 +19,7 @@ once instead, so nothing starts that could not be recorded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,8 +111,14 @@ class WriteBatcher:
         # Shielded: a caller that is cancelled while waiting must not cancel the batch
         # its writes are in (nor lose them: they are applied all the same). The writes go
         # in order, so once the last is settled the others are too.
-        await asyncio.shield(futures[-1])
-        return [future.result() for future in futures]  # raises what a write raised
+        with contextlib.suppress(Exception):
+            await asyncio.shield(futures[-1])
+        # Every error read, not just the first: asyncio reports each one nobody read (a
+        # line per claim of a batch a full disk refused).
+        errors = [future.exception() for future in futures if future.done()]
+        if (error := next((e for e in errors if e is not None), None)) is not None:
+            raise error
+        return [future.result() for future in futures]
 
     def queue(
         self,
