@@ -263,7 +263,7 @@ class JobRunner:
             # Not run, since it could not be recorded (a full disk): the slot is missed.
             self.unclaimed.missed(schedule.id, slot, str(exc))
             return None
-        if self.unclaimed.since is not None:
+        if self.unclaimed.since is not None:  # looked at here: no call per run otherwise
             self.unclaimed.claimed()
         if taken and claim is not None:
             self._defer_start(run)
