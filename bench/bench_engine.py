@@ -537,7 +537,7 @@ def spread_table(
             f"{label}: recording floor CPU per run (bench/floor.py)",
             floor.cpu_ms_per_run,
             "ms",
-            f"{floor.cpu_ms_per_run / peer_cpu:.2f} x peer",
+            f"{floor.cpu_ms_per_run / peer_cpu:.2f} x peer" if peer else "",
             "",
         ),
     ]

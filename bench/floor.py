@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httptools
 import orjson
@@ -52,6 +52,17 @@ millisecond, so a handful are ever busy at once."""
 
 Rows = list[dict[str, Any]]
 Job = list[tuple[str, Rows]]
+
+
+class Ended(NamedTuple):
+    """A run that ended, waiting for the next claim batch to be written."""
+
+    run_id: str
+    status: str
+    started: str
+    finished: str
+    status_code: int
+    duration_ms: float
 
 
 def _ts(unix: float) -> str:
@@ -126,7 +137,7 @@ class Floor:
         self._heap = [(plan.first(i), i, 0) for i in range(plan.n)]
         self._claim_heap = list(self._heap)
         self._claims: dict[tuple[int, int], str] = {}
-        self._ended: list[tuple[str, str, str, int, float]] = []
+        self._ended: list[Ended] = []
         self._progress: dict[int, dict[str, Any]] = {}
         self._idle: list[Connection] = []
         self._alarm: Alarm | None = None
@@ -154,8 +165,8 @@ class Floor:
         job: Job = [(self._queries["insert_run_bulk"], claimed)] if claimed else []
         if self._ended:
             ended, self._ended = self._ended, []
-            job.append((self._queries["update_run_bulk"], [_end(*e) for e in ended]))
-            job.append((self._queries["insert_step_result_bulk"], [_attempt(*e) for e in ended]))
+            job.append((self._queries["update_run_bulk"], [_end(e) for e in ended]))
+            job.append((self._queries["insert_step_result_bulk"], [_attempt(e) for e in ended]))
         if job:
             self._writer.jobs.put(job)
         asyncio.get_running_loop().call_later(CLAIM_EVERY_SECONDS, self._claim)
@@ -178,12 +189,13 @@ class Floor:
 
         def done(status_code: int) -> None:
             ended = time.time()
-            start, end = _ts(started), _ts(ended)
+            status = "succeeded" if status_code == 200 else "failed"
+            end = _ts(ended)
             duration_ms = round((ended - started) * 1000, 3)
-            self._ended.append((run_id, start, end, status_code, duration_ms))
+            self._ended.append(Ended(run_id, status, _ts(started), end, status_code, duration_ms))
             line = {
                 "event": "run_finished",
-                "status": "succeeded" if status_code == 200 else "failed",
+                "status": status,
                 "run_id": run_id,
                 "schedule_id": f"s{i}",
                 "duration_ms": duration_ms,
@@ -214,25 +226,28 @@ def _pending(run_id: str, i: int, at: float) -> dict[str, Any]:
     }
 
 
-def _end(run_id: str, start: str, end: str, status_code: int, duration_ms: float) -> dict[str, Any]:
-    status = "succeeded" if status_code == 200 else "failed"
-    return {"id": run_id, "status": status, "started_at": start, "finished_at": end, "error": None}
-
-
-def _attempt(
-    run_id: str, start: str, _end: str, status_code: int, duration_ms: float
-) -> dict[str, Any]:
+def _end(ended: Ended) -> dict[str, Any]:
     return {
-        "run_id": run_id,
+        "id": ended.run_id,
+        "status": ended.status,
+        "started_at": ended.started,
+        "finished_at": ended.finished,
+        "error": None,
+    }
+
+
+def _attempt(ended: Ended) -> dict[str, Any]:
+    return {
+        "run_id": ended.run_id,
         "position": 0,
         "step": "GET",
         "attempt": 1,
-        "status": "succeeded" if status_code == 200 else "failed",
-        "started_at": start,
-        "duration_ms": duration_ms,
+        "status": ended.status,
+        "started_at": ended.started,
+        "duration_ms": ended.duration_ms,
         "exit_code": None,
         "signal": None,
-        "status_code": status_code,
+        "status_code": ended.status_code,
         "response_size": 2,
         "error_type": None,
         "error": None,

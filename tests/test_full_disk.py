@@ -48,7 +48,7 @@ from cronmgr.models import (
 )
 from cronmgr.models import Target as TargetModel
 from cronmgr.pipelines import PipelineSet
-from cronmgr.store import open_store
+from cronmgr.store import Store, open_store
 from cronmgr.store.sqlite import SQLiteStore
 from cronmgr.web import create_app
 
@@ -315,7 +315,8 @@ async def test_a_daemon_on_a_full_disk_keeps_running_and_loses_no_run(
     async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
         async with http.post("/api/cron/start", json={"interval_seconds": 600}) as resp:
             assert resp.status == 200, await resp.text()
-        schedule = await add_schedule(settings, str(server.make_url("/ok")))
+        async with open_store(settings.store_url) as store:
+            schedule = await add_schedule(store, str(server.make_url("/ok")))
         DaemonControl(settings).definitions_changed()
         await until(lambda: target.hits >= 2)
 
@@ -356,7 +357,7 @@ def heartbeat_at(settings: Settings) -> datetime:
     return datetime.fromisoformat(state.get("heartbeat_at") or "1970-01-01T00:00:00+00:00")
 
 
-async def add_schedule(where: Settings | SQLiteStore, url: str) -> Schedule:
+async def add_schedule(store: Store, url: str) -> Schedule:
     """A target at `url` and a schedule running it every second, from now."""
     target = TargetModel(id=new_id(), name="full-disk", url=url, retry=RetryPolicy(max_attempts=1))
     now = utcnow()
@@ -369,13 +370,8 @@ async def add_schedule(where: Settings | SQLiteStore, url: str) -> Schedule:
         start_at=now,
         created_at=now,
     )
-    if isinstance(where, SQLiteStore):
-        await where.insert_target(target)
-        await where.insert_schedule(schedule)
-        return schedule
-    async with open_store(where.store_url) as store:
-        await store.insert_target(target)
-        await store.insert_schedule(schedule)
+    await store.insert_target(target)
+    await store.insert_schedule(schedule)
     return schedule
 
 
