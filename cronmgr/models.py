@@ -152,6 +152,9 @@ class ScheduleStatus(StrEnum):
     PAUSED = "paused"
     COMPLETED = "completed"
     DISABLED = "disabled"
+    ERROR = "error"
+    """It can't fire: its stored definition can't be read, or its times can't be computed
+    (status_reason says why). A resume, or an edit that fixes it, makes it active again."""
 
 
 class MisfirePolicy(StrEnum):
