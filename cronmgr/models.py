@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -297,7 +298,9 @@ class Schedule:
         ends = [self.end_at] if self.end_at else []
         if self.duration_seconds is not None:
             begin = self.start_at or self.created_at
-            ends.append(begin + timedelta(seconds=self.duration_seconds))
+            # A window past year 9999 never ends (the API refuses one when it is saved).
+            with contextlib.suppress(OverflowError):
+                ends.append(begin + timedelta(seconds=self.duration_seconds))
         return min(ends) if ends else None
 
     def as_dict(self) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
@@ -11,19 +12,33 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 import orjson
-from jinja2 import TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     JsonValue,
+    TypeAdapter,
     ValidationError,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from cronmgr import templating
+from cronmgr.bounds import (
+    LAST_MOMENT,
+    MAX_COUNT,
+    MAX_SPAN_SECONDS,
+    MIN_SCHEDULE_INTERVAL_SECONDS,
+    FilterText,
+    Identifier,
+    Moment,
+    Offset,
+    Seconds,
+    Text,
+)
 from cronmgr.errors import BadRequest, InvalidInput
 from cronmgr.models import (
     Assertion,
@@ -107,7 +122,7 @@ class FollowQuery(BaseModel):
         max_length=2000,
         description="Only these events: a name, or several separated by commas.",
     )
-    since: datetime | None = Field(
+    since: Moment | None = Field(
         None, description="Only lines stamped at or after this time (no offset: UTC)."
     )
 
@@ -170,9 +185,31 @@ def validate_query(model: type[M], query: Mapping[str, str]) -> M:
 # body to the stored definition as a JSON merge patch and validates the merged whole again,
 # so a PATCH can never leave a definition that a POST would have refused.
 
-MAX_NAME_CHARS = 200
 REDACTION_PLACEHOLDER = "***"
-_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+_HEADER_NAME_PATTERN = r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"
+_HEADER_NAME = re.compile(_HEADER_NAME_PATTERN)
+_HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
+_HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_HEADERS = 100
+MAX_HEADER_VALUE_CHARS = 8192
+# Names are checked by check_headers, which says what is wrong in words; the schema states
+# the same rule for clients and fuzzers.
+Headers = Annotated[
+    dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS)]],
+    Field(max_length=MAX_HEADERS),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_HEADERS,
+            "propertyNames": {"pattern": _HEADER_NAME_PATTERN},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": MAX_HEADER_VALUE_CHARS,
+                "pattern": _HEADER_VALUE_PATTERN,
+            },
+        }
+    ),
+]
 TIMING_FIELDS = {
     ScheduleType.INTERVAL: "interval_seconds",
     ScheduleType.CRON: "cron_expression",
@@ -325,9 +362,7 @@ class TargetSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(
-        min_length=1, max_length=MAX_NAME_CHARS, description="Unique.", examples=["Example API"]
-    )
+    name: Text = Field(description="Unique; printable, 1-200 characters.", examples=["Example API"])
     url: str = Field(
         min_length=1,
         max_length=4096,
@@ -337,19 +372,24 @@ class TargetSpec(BaseModel):
     method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
         "GET", description="HTTP method; accepted in any case, stored upper case."
     )
-    headers: dict[str, str] = Field(
-        default_factory=dict, description="Request headers; values may use `${env:NAME}`."
+    headers: Headers = Field(
+        default_factory=dict,
+        description="Request headers (at most 100); values may use `${env:NAME}`.",
     )
     body_template: str | None = Field(
         None,
-        max_length=65536,
+        max_length=templating.MAX_TEMPLATE_CHARS,
         description=(
             "Request body, a sandboxed Jinja2 template rendered per attempt with run_id, "
             "scheduled_for, attempt and now."
         ),
     )
     timeout_seconds: float = Field(
-        _TARGET.timeout_seconds, gt=0, le=300, description="Per attempt, the whole exchange."
+        _TARGET.timeout_seconds,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="Per attempt, the whole exchange (up to 300).",
     )
     expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=list,
@@ -436,8 +476,8 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
         if name.lower() in seen:
             raise problem(f"{name!r} is given twice (header names ignore case)")
         seen.add(name.lower())
-        if any(c in value for c in "\r\n\0"):
-            raise problem(f"{name}: value must be a single line")
+        if _HEADER_CONTROL.search(value):
+            raise problem(f"{name}: value must be a single line without control characters")
         if value == REDACTION_PLACEHOLDER:
             raise problem(
                 f"{name}: {REDACTION_PLACEHOLDER!r} is how responses hide a secret; send the "
@@ -447,11 +487,44 @@ def check_headers(headers: dict[str, str]) -> dict[str, str]:
 
 
 def check_template(text: str) -> None:
-    """PydanticCustomError unless `text` compiles as a (sandboxed) Jinja2 template."""
+    """PydanticCustomError unless `text` can be saved as a body template."""
     try:
-        SandboxedEnvironment().parse(text)
-    except TemplateSyntaxError as exc:
-        raise problem(f"line {exc.lineno}: {exc.message}", "template_syntax") from exc
+        templating.check_template(text)
+    except templating.TemplateProblem as exc:
+        raise problem(str(exc), "template") from exc
+
+
+def _often_enough(value: float) -> float:
+    if value < MIN_SCHEDULE_INTERVAL_SECONDS:
+        raise problem(f"must be at least {MIN_SCHEDULE_INTERVAL_SECONDS} s", "greater_than_equal")
+    return value
+
+
+def _cron_ok(value: str) -> str:
+    _check(validate_cron, value)
+    return value
+
+
+def _zone_ok(value: str) -> str:
+    _check(validate_timezone, value)
+    return value
+
+
+# Field rules live in the types, not in the model, so that a stored schedule can be read
+# back field by field through them (`field_problems`) without the rules on how a request
+# combines fields.
+IntervalSeconds = Annotated[
+    float,
+    Field(
+        gt=0,
+        le=MAX_SPAN_SECONDS,
+        allow_inf_nan=False,
+        json_schema_extra={"minimum": MIN_SCHEDULE_INTERVAL_SECONDS},
+    ),
+    AfterValidator(_often_enough),
+]
+CronExpression = Annotated[str, Field(max_length=200), AfterValidator(_cron_ok)]
+TimezoneName = Annotated[str, Field(max_length=200), AfterValidator(_zone_ok)]
 
 
 class ScheduleSpec(BaseModel):
@@ -467,36 +540,44 @@ class ScheduleSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(
-        min_length=1, max_length=MAX_NAME_CHARS, description="Unique.", examples=["Every 5 min"]
-    )
-    target_id: str | None = Field(
-        None, min_length=1, max_length=64, description="The target to call (or `pipeline`)."
-    )
+    name: Text = Field(description="Unique; printable, 1-200 characters.", examples=["Every 5 min"])
+    target_id: Identifier | None = Field(None, description="The target to call (or `pipeline`).")
     pipeline: str | None = Field(
         None, pattern=NAME_PATTERN, description="The pipeline to run (or `target_id`)."
     )
     schedule_type: ScheduleType = Field(description="interval, cron or once.")
-    interval_seconds: float | None = Field(None, gt=0, description="Interval: seconds, > 0.")
-    cron_expression: str | None = Field(
-        None, max_length=200, description="Cron: 5 fields, or 6 with seconds first."
+    interval_seconds: IntervalSeconds | None = Field(
+        None, description="Interval: seconds, from 0.1 to ten years."
     )
-    run_at: datetime | None = Field(None, description="Once: when.")
-    timezone: str = Field(_SCHEDULE.timezone, description="IANA zone, e.g. Europe/Berlin.")
+    cron_expression: CronExpression | None = Field(
+        None, description="Cron: 5 fields, or 6 with seconds first."
+    )
+    run_at: Moment | None = Field(None, description="Once: when.")
+    timezone: TimezoneName = Field(_SCHEDULE.timezone, description="IANA zone, e.g. Europe/Berlin.")
     jitter_seconds: float = Field(
-        _SCHEDULE.jitter_seconds, ge=0, le=86400, description="Random delay up to this."
+        _SCHEDULE.jitter_seconds,
+        ge=0,
+        le=86400,
+        allow_inf_nan=False,
+        description="Random delay up to this.",
     )
-    start_at: datetime | None = Field(None, description="No slot before; anchors intervals.")
-    end_at: datetime | None = Field(None, description="No slot after (after start_at).")
+    start_at: Moment | None = Field(None, description="No slot before; anchors intervals.")
+    end_at: Moment | None = Field(None, description="No slot after (after start_at).")
     duration_seconds: float | None = Field(
-        None, gt=0, description="Window length from start_at (or creation)."
+        None,
+        gt=0,
+        le=MAX_SPAN_SECONDS,
+        allow_inf_nan=False,
+        description="Window length from start_at (or creation), up to ten years.",
     )
-    max_runs: int | None = Field(None, ge=1, description="Complete after this many runs.")
+    max_runs: int | None = Field(
+        None, ge=1, le=MAX_COUNT, description="Complete after this many runs."
+    )
     misfire_policy: MisfirePolicy = Field(
         _SCHEDULE.misfire_policy, description="Slots missed while down: skip, run_once, catch_up."
     )
-    misfire_grace_seconds: float = Field(
-        _SCHEDULE.misfire_grace_seconds, ge=0, description="Lateness that is not a misfire."
+    misfire_grace_seconds: Seconds = Field(
+        _SCHEDULE.misfire_grace_seconds, description="Lateness that is not a misfire."
     )
     catch_up_max: int = Field(
         _SCHEDULE.catch_up_max, ge=1, le=10_000, description="Most slots catch_up runs."
@@ -508,24 +589,14 @@ class ScheduleSpec(BaseModel):
         _SCHEDULE.failure_policy, description="After failure_threshold failures in a row."
     )
     failure_threshold: int = Field(
-        _SCHEDULE.failure_threshold, ge=1, description="Consecutive failed runs that count."
+        _SCHEDULE.failure_threshold,
+        ge=1,
+        le=MAX_COUNT,
+        description="Consecutive failed runs that count.",
     )
-    cooldown_seconds: float = Field(
-        _SCHEDULE.cooldown_seconds, ge=0, description="Circuit breaker: open this long."
+    cooldown_seconds: Seconds = Field(
+        _SCHEDULE.cooldown_seconds, description="Circuit breaker: open this long."
     )
-
-    @field_validator("cron_expression")
-    @classmethod
-    def _cron(cls, value: str | None) -> str | None:
-        if value is not None:
-            _check(validate_cron, value)
-        return value
-
-    @field_validator("timezone")
-    @classmethod
-    def _zone(cls, value: str) -> str:
-        _check(validate_timezone, value)
-        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> ScheduleSpec:
@@ -577,7 +648,22 @@ class ScheduleSpec(BaseModel):
     def _window_problems(self) -> list[tuple[str, str]]:
         if self.start_at and self.end_at and self.end_at <= self.start_at:
             return [("end_at", "must be after start_at")]
+        if self.duration_seconds is not None:
+            begin = self.start_at or utcnow()
+            if (LAST_MOMENT - begin).total_seconds() < self.duration_seconds:
+                return [("duration_seconds", f"the window would end after {LAST_MOMENT.date()}")]
         return []
+
+    @classmethod
+    def field_problems(cls, schedule: Schedule) -> list[tuple[str, str]]:
+        """What breaks the field rules in a stored schedule's definition (each field alone)."""
+        problems = []
+        for name, adapter in _field_adapters(cls).items():
+            try:
+                adapter.validate_python(getattr(schedule, name))
+            except ValidationError as exc:
+                problems.extend((name, e["message"]) for e in field_errors(exc))
+        return problems
 
     def to_schedule(self, schedule_id: str) -> Schedule:
         """A new schedule with this definition."""
@@ -610,6 +696,14 @@ class ScheduleSpec(BaseModel):
         return dict(merge_patch(base, patch))
 
 
+@functools.cache
+def _field_adapters(model: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
+    return {
+        name: TypeAdapter(Annotated[info.annotation, info])
+        for name, info in model.model_fields.items()
+    }
+
+
 def _check(validator: Callable[[str], object], value: str) -> None:
     try:
         validator(value)
@@ -623,26 +717,26 @@ class PageQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     limit: int = Field(100, ge=1, le=500, description="Items per page (at most 500).")
-    offset: int = Field(0, ge=0, description="Items to skip.")
+    offset: Offset = Field(0, description="Items to skip (at most 1,000,000,000).")
 
 
 class ScheduleListQuery(PageQuery):
     """Filters of `GET /api/v1/schedules`."""
 
     status: ScheduleStatus | None = Field(None, description="Only schedules in this status.")
-    target_id: str | None = Field(None, description="Only schedules of this target.")
+    target_id: FilterText | None = Field(None, description="Only schedules of this target.")
 
 
 class RunListQuery(PageQuery):
     """Filters of `GET /api/v1/runs` (newest first)."""
 
     limit: int = Field(50, ge=1, le=500, description="Items per page (at most 500).")
-    schedule_id: str | None = Field(None, description="Only runs of this schedule.")
+    schedule_id: FilterText | None = Field(None, description="Only runs of this schedule.")
     status: RunStatus | None = Field(None, description="Only runs in this status.")
-    since: datetime | None = Field(
+    since: Moment | None = Field(
         None, description="Only runs recorded at or after this time (no offset: UTC)."
     )
-    target_id: str | None = Field(None, description="Only runs of this target.")
+    target_id: FilterText | None = Field(None, description="Only runs of this target.")
 
     @field_validator("since")
     @classmethod
@@ -673,7 +767,7 @@ class NotificationTestQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    webhook: str | None = Field(
+    webhook: FilterText | None = Field(
         None, description="Only this webhook: its `name`, or its index (from 0) in the file."
     )
 
@@ -734,12 +828,12 @@ class IncidentListQuery(PageQuery):
 
     limit: int = Field(50, ge=1, le=500, description="Items per page (at most 500).")
     status: Literal["open", "resolved"] | None = Field(None, description="Only these.")
-    job: str | None = Field(
+    job: FilterText | None = Field(
         None, description="Only of this job (`target:<id>`, `pipeline:<name>`)."
     )
-    target_id: str | None = Field(None, description="Only of this target.")
-    pipeline: str | None = Field(None, description="Only of this pipeline.")
-    since: datetime | None = Field(
+    target_id: FilterText | None = Field(None, description="Only of this target.")
+    pipeline: FilterText | None = Field(None, description="Only of this pipeline.")
+    since: Moment | None = Field(
         None, description="Only those open at some moment at or after this time (no offset: UTC)."
     )
 

@@ -46,7 +46,8 @@ from cronmgr.models import (
     ScheduleType,
     Target,
 )
-from cronmgr.payloads import MAX_NAME_CHARS, ScheduleSpec, TargetSpec, problem
+from cronmgr.bounds import MAX_NAME_CHARS
+from cronmgr.payloads import ScheduleSpec, TargetSpec, problem
 from cronmgr.secret_refs import redact
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"

@@ -290,6 +290,7 @@ def upcoming(schedule: Schedule, count: int, now: datetime) -> list[datetime]:
     return [s for s in build_trigger(schedule).upcoming(begin, count) if end is None or s <= end]
 
 
+@functools.lru_cache(maxsize=4096)
 def validate_cron(expression: str) -> None:
     """Raise ValueError, naming the field at fault, unless `expression` can be scheduled.
 

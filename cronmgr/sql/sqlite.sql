@@ -277,9 +277,12 @@ VALUES (:id, :name, :schedule_type, :target_id, :pipeline, :interval_seconds,
         (SELECT revision FROM meta WHERE id = 1), :created_at, :updated_at);
 
 -- name: update_schedule
--- The definition only: status has its own verb, and progress belongs to the daemon.
+-- The definition only: status has its own verb, and progress belongs to the daemon; but an
+-- edit that passed validation ends an `error` status, which only a bad definition causes.
 UPDATE schedules
-SET name = :name, schedule_type = :schedule_type, target_id = :target_id,
+SET status = CASE WHEN status = 'error' THEN 'active' ELSE status END,
+    status_reason = CASE WHEN status = 'error' THEN NULL ELSE status_reason END,
+    name = :name, schedule_type = :schedule_type, target_id = :target_id,
     pipeline = :pipeline, interval_seconds = :interval_seconds,
     cron_expression = :cron_expression, run_at = :run_at, timezone = :timezone,
     jitter_seconds = :jitter_seconds, start_at = :start_at, end_at = :end_at,

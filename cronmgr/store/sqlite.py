@@ -48,6 +48,7 @@ from cronmgr.store.base import (
 )
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
+from cronmgr.store.readable import checked_schedule, unreadable_schedule
 from cronmgr.store.writer import Statement, SyncWriter, apply_writes, rollback, run_many
 
 log = structlog.get_logger("cronmgr.store")
@@ -221,7 +222,19 @@ def _target_params(target: Target) -> dict[str, Any]:
 
 
 def schedule_from_row(row: Row) -> Schedule:
-    """A Schedule, progress and revision included, from a `schedules` row."""
+    """A Schedule, progress and revision included, from a `schedules` row.
+
+    Read through the rule it was saved by: a row that breaks it comes back in status
+    `error` with the reason, never as an exception that would fail a whole list.
+    """
+    try:
+        schedule = _mapped_schedule(row)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        return unreadable_schedule(dict(row), exc)
+    return checked_schedule(schedule)
+
+
+def _mapped_schedule(row: Row) -> Schedule:
     return Schedule(
         id=row["id"],
         name=row["name"],

@@ -1,0 +1,63 @@
+"""Saved means readable: a stored schedule is read back through the rule it was saved by.
+
+Every schedule the store hands out has passed the field rules of `ScheduleSpec`, the same
+validation the API and the pipeline files apply when they save one (the rules on how a
+request combines fields are not repeated: they concern how it was written, not whether
+the engine can compute with it). A row that an older version wrote, or that
+was edited by hand, and that breaks a rule (a value out of range, an unknown policy, a time
+that can't be parsed) is not an error of the reader: it comes back as a schedule in status
+`error`, its reason in `status_reason`, so a list still answers, the dashboard still shows
+it, the engine never fires it, and it can be fixed with a PATCH or deleted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from cronmgr.models import Schedule, ScheduleStatus, ScheduleType, utcnow
+from cronmgr.payloads import ScheduleSpec
+
+UNREADABLE = "its stored definition can't be used"
+"""How the reason of an `error` schedule read from a bad row begins."""
+
+
+def checked_schedule(schedule: Schedule) -> Schedule:
+    """`schedule`, or a copy in status `error` when its definition breaks a rule."""
+    if schedule.status is ScheduleStatus.ERROR:
+        return schedule
+    problems = ScheduleSpec.field_problems(schedule)
+    if problems:
+        return _in_error(schedule, "; ".join(f"{name}: {why}" for name, why in problems))
+    return schedule
+
+
+def unreadable_schedule(row: Mapping[str, Any], exc: Exception) -> Schedule:
+    """The schedule of a row that can't even be mapped: its id and name, in status `error`."""
+    schedule_type = _or_none(ScheduleType, row.get("schedule_type")) or ScheduleType.ONCE
+    placeholder = Schedule(
+        id=str(row.get("id")),
+        name=str(row.get("name") or row.get("id")),
+        schedule_type=schedule_type,
+        target_id=_or_none(str, row.get("target_id")),
+        pipeline=_or_none(str, row.get("pipeline")),
+        created_at=utcnow(),
+    )
+    return _in_error(placeholder, f"{type(exc).__name__}: {exc}")
+
+
+def _in_error(schedule: Schedule, why: str) -> Schedule:
+    reason = f"{UNREADABLE} ({why}); fix it with PATCH or delete it"
+    return dataclasses.replace(
+        schedule, status=ScheduleStatus.ERROR, status_reason=reason, next_run_at=None
+    )
+
+
+def _or_none(convert: Callable[[Any], Any], value: Any) -> Any:
+    if value is None:
+        return None
+    try:
+        return convert(value)
+    except (TypeError, ValueError):
+        return None
