@@ -164,7 +164,7 @@ async def update_target(request: web.Request) -> web.Response:
     """PATCH /api/v1/targets/{id}: merge, validate the whole, store."""
     store = _store(request)
     stored = await store.get_target(_id(request))
-    patch = keep_hidden_secrets(await read_body(request), stored)
+    patch = keep_hidden_secrets(await read_body(request, required=True), stored)
     spec = validate(TargetSpec, TargetSpec.patched(stored, patch), BODY)
     target = spec.to_target(stored.id, created_at=stored.created_at)
     await store.update_target(target)
@@ -245,7 +245,7 @@ async def update_schedule(request: web.Request) -> web.Response:
     store = _store(request)
     stored = await store.get_schedule(_id(request))
     refuse_file_schedule(stored, "edit")
-    data = ScheduleSpec.patched(stored, await read_body(request))
+    data = ScheduleSpec.patched(stored, await read_body(request, required=True))
     spec = validate(ScheduleSpec, data, BODY)
     await _check_references(request, spec)
     await store.update_schedule(spec.applied_to(stored))
@@ -784,6 +784,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "is not running, or when the policy is `skip` (the default) and a run of the "
             "pipeline is running or pending."
         ),
+        errors=(409,),
     ),
     Endpoint(
         "POST",

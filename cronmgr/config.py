@@ -98,33 +98,67 @@ class Settings(BaseModel):
     database_url: str | None = Field(None, description="Store URL; default SQLite in state_dir.")
     api_token: str | None = Field(None, min_length=16, description="Bearer token for the API.")
     auth: bool = Field(True, description="Require the bearer token (loopback only when off).")
-    max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body.")
+    lockout_failures: int = Field(
+        20,
+        ge=0,
+        le=1_000_000,
+        description="Wrong tokens one address may send within a minute before it gets 429 "
+        "(0: no lockout, for a fuzzer or a trusted network).",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024, ge=1024, le=1024**3, description="Largest request body."
+    )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
-    log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="Rotate the log above.")
+    log_max_bytes: int = Field(
+        10 * 1024 * 1024, ge=4096, le=1024**4, description="Rotate the log above."
+    )
     log_backup_count: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
-    logs_default_lines: int = Field(1000, ge=1, description="Lines returned when none asked.")
-    logs_max_lines: int = Field(100_000, ge=1, description="Most lines one request returns.")
+    logs_default_lines: int = Field(
+        1000, ge=1, le=1_000_000, description="Lines returned when none asked."
+    )
+    logs_max_lines: int = Field(
+        100_000, ge=1, le=10_000_000, description="Most lines one request returns."
+    )
     default_pipeline: str = Field("default", description="Pipeline `start` runs.")
-    default_interval_seconds: int = Field(120, ge=10, description="Interval `start` uses.")
-    start_timeout_seconds: float = Field(15.0, gt=0, description="Wait for daemon readiness.")
-    stop_grace_seconds: float = Field(10.0, ge=0, description="In-flight work grace on stop.")
+    default_interval_seconds: int = Field(
+        120, ge=10, le=315_576_000, description="Interval `start` uses."
+    )
+    start_timeout_seconds: float = Field(
+        15.0, gt=0, le=3600, description="Wait for daemon readiness."
+    )
+    stop_grace_seconds: float = Field(
+        10.0, ge=0, le=86400, description="In-flight work grace on stop."
+    )
     max_concurrent_pipeline_runs: int = Field(
         8, ge=1, le=1000, description="Pipeline runs executing at once; more wait in line."
     )
-    step_kill_grace_seconds: float = Field(5.0, ge=0, description="SIGTERM to SIGKILL for steps.")
-    supervise: bool = Field(True, description="Restart the daemon when it dies unexpectedly.")
-    restart_backoff_seconds: float = Field(1.0, gt=0, description="First restart delay.")
-    restart_backoff_max_seconds: float = Field(60.0, gt=0, description="Longest restart delay.")
-    restart_min_uptime_seconds: float = Field(30.0, ge=0, description="Shorter life is quick.")
-    restart_max_quick_failures: int = Field(5, ge=1, description="Quick deaths before fatal.")
-    supervise_poll_seconds: float = Field(1.0, gt=0, description="Liveness check period.")
-    retention_runs_per_schedule: int | None = Field(
-        10_000, ge=1, description="Finished runs kept per schedule (None: all)."
+    step_kill_grace_seconds: float = Field(
+        5.0, ge=0, le=3600, description="SIGTERM to SIGKILL for steps."
     )
-    retention_days: float | None = Field(90.0, gt=0, description="Finished runs kept this long.")
-    retention_interval_seconds: float = Field(600.0, gt=0, description="Purge period.")
+    supervise: bool = Field(True, description="Restart the daemon when it dies unexpectedly.")
+    restart_backoff_seconds: float = Field(1.0, gt=0, le=3600, description="First restart delay.")
+    restart_backoff_max_seconds: float = Field(
+        60.0, gt=0, le=86400, description="Longest restart delay."
+    )
+    restart_min_uptime_seconds: float = Field(
+        30.0, ge=0, le=86400, description="Shorter life is quick."
+    )
+    restart_max_quick_failures: int = Field(
+        5, ge=1, le=1000, description="Quick deaths before fatal."
+    )
+    supervise_poll_seconds: float = Field(1.0, gt=0, le=3600, description="Liveness check period.")
+    retention_runs_per_schedule: int | None = Field(
+        10_000, ge=1, le=1_000_000_000, description="Finished runs kept per schedule (None: all)."
+    )
+    retention_days: float | None = Field(
+        90.0, gt=0, le=36500, description="Finished runs kept this long."
+    )
+    retention_interval_seconds: float = Field(600.0, gt=0, le=604800, description="Purge period.")
     incident_threshold: int = Field(
-        3, ge=1, description="Failed runs in a row of a target or pipeline that open an incident."
+        3,
+        ge=1,
+        le=1_000_000,
+        description="Failed runs in a row of a target or pipeline that open an incident.",
     )
     webhooks: tuple[WebhookConfig, ...] = Field((), description="Notification webhooks.")
     notify_queue_size: int = Field(

@@ -26,7 +26,7 @@ flood from many addresses cannot grow the controller's memory without bound."""
 
 
 class Lockout:
-    """Wrong-token counts per address over a sliding window."""
+    """Wrong-token counts per address over a sliding window (a limit of 0: none kept)."""
 
     def __init__(
         self,
@@ -44,6 +44,8 @@ class Lockout:
 
     def check(self, address: str | None) -> None:
         """Raise TooManyRequests when `address` is refused for now."""
+        if not self._limit:
+            return
         failures = self._recent(_key(address))
         if failures is None or len(failures) < self._limit:
             return
@@ -56,6 +58,8 @@ class Lockout:
 
     def failed(self, address: str | None) -> None:
         """Count a wrong token from `address`."""
+        if not self._limit:
+            return
         key = _key(address)
         failures = self._recent(key)
         if failures is None:

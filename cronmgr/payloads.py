@@ -69,7 +69,8 @@ class StartRequest(BaseModel):
     interval_seconds: int | None = Field(
         None,
         ge=MIN_INTERVAL_SECONDS,
-        description="Run the pipeline every N seconds (at least 10; default 120).",
+        le=MAX_SPAN_SECONDS,
+        description="Run the pipeline every N seconds (10 to ten years; default 120).",
         examples=[60],
     )
     pipeline: str | None = Field(
@@ -82,7 +83,9 @@ class LinesQuery(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    lines: int | None = Field(None, ge=1, description="Number of lines from the end.")
+    lines: int | None = Field(
+        None, ge=1, le=10_000_000, description="Number of lines from the end."
+    )
 
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
@@ -657,7 +660,7 @@ class ScheduleSpec(BaseModel):
     @classmethod
     def field_problems(cls, schedule: Schedule) -> list[tuple[str, str]]:
         """What breaks the field rules in a stored schedule's definition (each field alone)."""
-        problems = []
+        problems: list[tuple[str, str]] = []
         for name, adapter in _field_adapters(cls).items():
             try:
                 adapter.validate_python(getattr(schedule, name))
@@ -699,7 +702,7 @@ class ScheduleSpec(BaseModel):
 @functools.cache
 def _field_adapters(model: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
     return {
-        name: TypeAdapter(Annotated[info.annotation, info])
+        name: TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
         for name, info in model.model_fields.items()
     }
 

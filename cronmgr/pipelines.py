@@ -36,6 +36,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, InitErrorDetails
 
+from cronmgr.bounds import MAX_NAME_CHARS
 from cronmgr.errors import NotFound
 from cronmgr.models import (
     FailurePolicy,
@@ -46,11 +47,12 @@ from cronmgr.models import (
     ScheduleType,
     Target,
 )
-from cronmgr.bounds import MAX_NAME_CHARS
 from cronmgr.payloads import ScheduleSpec, TargetSpec, problem
 from cronmgr.secret_refs import redact
 
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
+MAX_STEP_SECONDS = 7 * 86400
+"""The longest step timeout: a week."""
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 PYTHON_TOKEN = "{python}"
 DEFAULT_TIMEOUT_SECONDS = 3600.0
@@ -472,7 +474,9 @@ class _StepModel(BaseModel):
     target: str | None = Field(None, min_length=1, max_length=MAX_NAME_CHARS)
     cwd: str = "."
     env: dict[str, str] = Field(default_factory=dict)
-    timeout_seconds: float = Field(DEFAULT_TIMEOUT_SECONDS, gt=0, allow_inf_nan=False)
+    timeout_seconds: float = Field(
+        DEFAULT_TIMEOUT_SECONDS, gt=0, le=MAX_STEP_SECONDS, allow_inf_nan=False
+    )
     retries: int = Field(0, ge=0, le=MAX_RETRIES)
     retry_backoff_seconds: float = Field(
         DEFAULT_RETRY_BACKOFF_SECONDS, ge=0, le=3600, allow_inf_nan=False

@@ -19,6 +19,7 @@ from cronmgr.auth import ensure_token, token_matches
 from cronmgr.config import Settings, bundled_path
 from cronmgr.control import DaemonControl, LaunchSpec
 from cronmgr.errors import (
+    BadRequest,
     CronmgrError,
     InvalidInput,
     MethodNotAllowed,
@@ -163,9 +164,12 @@ def _is_open(path: str) -> bool:
     return dashboard or path in OPEN_PATHS
 
 
-async def read_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object body (empty body → {})."""
-    return parse_json_object(await request.read())
+async def read_body(request: web.Request, *, required: bool = False) -> dict[str, Any]:
+    """The request's JSON object body (empty body → {}, or 400 when `required`)."""
+    raw = await request.read()
+    if required and not raw.strip():
+        raise BadRequest(f"{request.method} needs a JSON object body (a merge patch such as {{}})")
+    return parse_json_object(raw)
 
 
 # --- daemon control -------------------------------------------------------------------
@@ -372,6 +376,16 @@ async def health(request: web.Request) -> web.Response:
 
 
 _HTML = {"type": "string", "contentMediaType": "text/html"}
+_SSE_EVENT = {
+    "type": "object",
+    "description": "One server-sent event, as its fields.",
+    "properties": {
+        "event": {"type": "string", "description": "`rotated` or `cleared`; none for a line."},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 CONTROLLER_ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint(
@@ -475,7 +489,7 @@ CONTROLLER_ENDPOINTS: tuple[Endpoint, ...] = (
             200,
             "Events: each line as `data`, its `id` the cursor after it; `event: rotated` and "
             "`event: cleared` where that happened; `: keep-alive` comments.",
-            {"type": "string"},
+            _SSE_EVENT,
             media_type="text/event-stream",
         ),
         description=(
@@ -585,7 +599,7 @@ def create_app(settings: Settings) -> web.Application:
     token = ensure_token(settings)
     if token is not None:
         app[TOKEN] = token
-    app[LOCKOUT] = Lockout()
+    app[LOCKOUT] = Lockout(limit=settings.lockout_failures)
     aiohttp_jinja2.setup(
         app,
         loader=jinja2.FileSystemLoader(bundled_path("templates")),
