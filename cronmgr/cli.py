@@ -603,9 +603,7 @@ def format_fire_times(interval: int, now: datetime) -> str:
 
     # The same anchoring as the daemon: the first run is at start, then every interval.
     trigger = IntervalTrigger(interval, anchor=now)
-    times = [trigger.at_or_after(now)]
-    while len(times) < FIRE_TIMES_SHOWN:
-        times.append(trigger.after(times[-1]))
+    times = trigger.upcoming(now, FIRE_TIMES_SHOWN)
     shown = _indented(t.isoformat(timespec="seconds") for t in times)
     return f"next {FIRE_TIMES_SHOWN} runs every {interval} s, starting now:\n{shown}"
 

@@ -53,6 +53,9 @@ from croniter import (  # type: ignore[import-untyped]
 from cronmgr.models import Schedule, ScheduleStatus, ScheduleType
 
 _TICK = timedelta(microseconds=1)
+_LAST_YEAR = datetime.max.year - 1
+"""From this year on, a cron search may have to look past year 9999, which neither
+datetime nor croniter can: there is no slot there."""
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _HOUR_FIELD = 1  # croniter's index of the hour field, whatever the field count
 _MEMO_SIZE = 16  # recent answers kept per expression
@@ -114,15 +117,15 @@ class IntervalTrigger:
         object.__setattr__(self, "anchor", _aware(self.anchor, "anchor").astimezone(UTC))
         object.__setattr__(self, "_step", step)
 
-    def after(self, moment: datetime) -> datetime:
-        """The first slot strictly later than `moment`."""
+    def after(self, moment: datetime) -> datetime | None:
+        """The first slot strictly later than `moment`; None past year 9999."""
         elapsed = (_aware(moment) - self.anchor) // _TICK
         if elapsed < 0:
             return self.anchor
         return self._slot(elapsed // self._step + 1)
 
-    def at_or_after(self, moment: datetime) -> datetime:
-        """The first slot not earlier than `moment`."""
+    def at_or_after(self, moment: datetime) -> datetime | None:
+        """The first slot not earlier than `moment`; None past year 9999."""
         elapsed = (_aware(moment) - self.anchor) // _TICK
         if elapsed <= 0:
             return self.anchor
@@ -132,8 +135,11 @@ class IntervalTrigger:
         """Up to `count` slots from `moment` on."""
         return _upcoming(self, moment, count)
 
-    def _slot(self, index: int) -> datetime:
-        return self.anchor + timedelta(microseconds=index * self._step)
+    def _slot(self, index: int) -> datetime | None:
+        try:
+            return self.anchor + timedelta(microseconds=index * self._step)
+        except OverflowError:  # past datetime's year 9999: there is no such slot
+            return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +187,14 @@ class CronTrigger:
 
     def after(self, moment: datetime) -> datetime | None:
         """The first slot strictly later than `moment`; None if the expression never fires."""
+        try:
+            return self._after(moment)
+        except (OverflowError, ValueError):
+            if moment.year < _LAST_YEAR:
+                raise
+            return None  # the next slot would lie past year 9999
+
+    def _after(self, moment: datetime) -> datetime | None:
         local = _aware(moment).astimezone(self._zone)
         if local.replace(fold=1 - local.fold).utcoffset() != local.utcoffset():
             # An existing time with two readings: the clock is going back over it.
