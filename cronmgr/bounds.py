@@ -63,7 +63,7 @@ def _in_range(value: datetime) -> datetime:
     # Checked on the year as written, before any offset is applied: a time of year 1 at
     # +14:00 would overflow when turned into UTC.
     if not _FIRST_YEAR <= value.year <= _LAST_YEAR:
-        raise bound_error(f"must be between {MOMENT_RANGE} (got year {value.year})")
+        raise bound_error(f"must be within {MOMENT_RANGE} (got year {value.year})")
     return value
 
 
