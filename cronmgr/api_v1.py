@@ -117,6 +117,8 @@ def target_body(target: Target) -> dict[str, Any]:
         "headers": redact(target.headers),
         "created_at": target.created_at.isoformat(),
         "updated_at": target.updated_at.isoformat(),
+        "status": "error" if target.status_reason else "ok",
+        "status_reason": target.status_reason,
     }
 
 
@@ -124,9 +126,15 @@ def keep_hidden_secrets(patch: dict[str, Any], stored: Target) -> dict[str, Any]
     """`patch` with values that are exactly what GET showed of a secret put back.
 
     A client that GETs a target, edits one field and sends the whole object back must not
-    overwrite `Authorization: Bearer s3cr3t` with the `***` it was shown.
+    overwrite `Authorization: Bearer s3cr3t` with the `***` it was shown; the read-only
+    `status` and `status_reason` it sends back as shown are dropped.
     """
-    patch = dict(patch)
+    shown_status = target_body(stored)
+    patch = {
+        k: v
+        for k, v in patch.items()
+        if k not in TargetSpec.ECHOED_READ_ONLY or v != shown_status[k]
+    }
     if "url" in patch and patch["url"] == redact(stored.url):
         patch["url"] = stored.url
     headers = patch.get("headers")

@@ -237,6 +237,8 @@ class Target:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     created_at: datetime = field(default_factory=utcnow)
     updated_at: datetime = field(default_factory=utcnow)
+    status_reason: str | None = None
+    """Why its stored definition can't be used (never stored: found when it is read)."""
 
     def status_ok(self, status: int) -> bool:
         """Whether a response status counts as success (2xx unless listed explicitly)."""

@@ -412,16 +412,25 @@ def _patch(components: _Components, spec: type[BaseModel]) -> Schema:
     """The body of a PATCH: any of the spec's fields, `null` resetting one to its default."""
     components.model(spec)
     props = components.schemas[spec.__name__]["properties"]
+    properties = {name: {"anyOf": [s, {"type": "null"}]} for name, s in props.items()}
     return {
         "type": "object",
         "description": f"A JSON merge patch of a {spec.__name__}; the result must be valid.",
-        "properties": {name: {"anyOf": [s, {"type": "null"}]} for name, s in props.items()},
+        "properties": properties,
         "additionalProperties": False,
     }
 
 
 def _resource_schemas(components: _Components) -> None:
     target_extra = components.properties(Target, ("id", "created_at", "updated_at"))
+    target_extra["status"] = {
+        "type": "string",
+        "enum": ["ok", "error"],
+        "description": "`error`: its stored definition can't be used (see status_reason).",
+    }
+    target_extra["status_reason"] = components.properties(Target, ("status_reason",))[
+        "status_reason"
+    ]
     target = _resource(components, TargetSpec, target_extra, "A target, secrets redacted.")
     target["properties"]["headers"] = {
         **target["properties"]["headers"],

@@ -7,7 +7,7 @@ import functools
 import re
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -195,24 +195,6 @@ _HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_HEADERS = 100
 MAX_HEADER_VALUE_CHARS = 8192
-# Names are checked by check_headers, which says what is wrong in words; the schema states
-# the same rule for clients and fuzzers.
-Headers = Annotated[
-    dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS)]],
-    Field(max_length=MAX_HEADERS),
-    WithJsonSchema(
-        {
-            "type": "object",
-            "maxProperties": MAX_HEADERS,
-            "propertyNames": {"pattern": _HEADER_NAME_PATTERN},
-            "additionalProperties": {
-                "type": "string",
-                "maxLength": MAX_HEADER_VALUE_CHARS,
-                "pattern": _HEADER_VALUE_PATTERN,
-            },
-        }
-    ),
-]
 TIMING_FIELDS = {
     ScheduleType.INTERVAL: "interval_seconds",
     ScheduleType.CRON: "cron_expression",
@@ -354,109 +336,6 @@ def _regex_problems(pattern: str) -> list[tuple[str, str]]:
     return []
 
 
-class TargetSpec(BaseModel):
-    """An HTTP target: the request to send and what counts as success.
-
-    Header values may reference secrets as `${env:NAME}`, resolved from the daemon's
-    environment at run time and never stored resolved. Responses show `${env:…}` references
-    as written and the values of credential headers (Authorization, Cookie, X-Api-Key,
-    Proxy-Authorization) as `***`; sending `***` back in a PATCH keeps the stored value.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: Text = Field(description="Unique; printable, 1-200 characters.", examples=["Example API"])
-    url: str = Field(
-        min_length=1,
-        max_length=4096,
-        description="Absolute http:// or https:// URL; may hold `${env:NAME}` references.",
-        examples=["https://httpbin.org/post"],
-    )
-    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
-        "GET", description="HTTP method; accepted in any case, stored upper case."
-    )
-    headers: Headers = Field(
-        default_factory=dict,
-        description="Request headers (at most 100); values may use `${env:NAME}`.",
-    )
-    body_template: str | None = Field(
-        None,
-        max_length=templating.MAX_TEMPLATE_CHARS,
-        description=(
-            "Request body, a sandboxed Jinja2 template rendered per attempt with run_id, "
-            "scheduled_for, attempt and now."
-        ),
-    )
-    timeout_seconds: float = Field(
-        _TARGET.timeout_seconds,
-        gt=0,
-        le=300,
-        allow_inf_nan=False,
-        description="Per attempt, the whole exchange (up to 300).",
-    )
-    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
-        default_factory=list,
-        max_length=100,
-        description="Statuses that count as success; empty: any 2xx.",
-    )
-    assertions: list[AssertionSpec] = Field(default_factory=list, max_length=50)
-    follow_redirects: bool = Field(_TARGET.follow_redirects, description="Follow 3xx answers.")
-    verify_tls: bool = Field(_TARGET.verify_tls, description="Check the server certificate.")
-    retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
-
-    @field_validator("method", mode="before")
-    @classmethod
-    def _upper(cls, value: Any) -> Any:
-        return value.upper() if isinstance(value, str) else value
-
-    @field_validator("url")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        return check_http_url(value)
-
-    @field_validator("headers")
-    @classmethod
-    def _headers(cls, value: dict[str, str]) -> dict[str, str]:
-        return check_headers(value)
-
-    @field_validator("body_template")
-    @classmethod
-    def _template(cls, value: str | None) -> str | None:
-        if value is not None:
-            check_template(value)
-        return value
-
-    def to_target(self, target_id: str, created_at: datetime | None = None) -> Target:
-        """The domain record with `target_id` (created now unless `created_at`)."""
-        now = utcnow()
-        return Target(
-            id=target_id,
-            **self.model_dump(exclude={"assertions", "retry", "expected_status"}),
-            expected_status=tuple(self.expected_status),
-            assertions=tuple(a.to_assertion() for a in self.assertions),
-            retry=self.retry.to_policy(),
-            created_at=created_at or now,
-            updated_at=now,
-        )
-
-    @classmethod
-    def fields_of(cls, target: Target) -> dict[str, Any]:
-        """A stored target's definition as this model's fields."""
-        fields = {name: getattr(target, name) for name in cls.model_fields}
-        fields.update(
-            headers=dict(target.headers),
-            expected_status=list(target.expected_status),
-            assertions=[a.as_dict() for a in target.assertions],
-            retry=target.retry.as_dict(),
-        )
-        return fields
-
-    @classmethod
-    def patched(cls, target: Target, patch: dict[str, Any]) -> dict[str, Any]:
-        """The stored definition with `patch` merged in, to be validated as a whole."""
-        return dict(merge_patch(cls.fields_of(target), patch))
-
-
 def check_http_url(value: str) -> str:
     """`value` if it is an absolute http(s) URL with a host; PydanticCustomError if not."""
     if any(c.isspace() or ord(c) < 32 for c in value):
@@ -495,6 +374,131 @@ def check_template(text: str) -> None:
         templating.check_template(text)
     except templating.TemplateProblem as exc:
         raise problem(str(exc), "template") from exc
+
+
+# Names are checked by check_headers, which says what is wrong in words; the schema states
+# the same rule for clients and fuzzers. Field rules live in the types, not in the model,
+# so that a stored target can be read back field by field through them (`field_problems`).
+Headers = Annotated[
+    dict[str, Annotated[str, Field(max_length=MAX_HEADER_VALUE_CHARS)]],
+    Field(max_length=MAX_HEADERS),
+    AfterValidator(check_headers),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "maxProperties": MAX_HEADERS,
+            "propertyNames": {"pattern": _HEADER_NAME_PATTERN},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": MAX_HEADER_VALUE_CHARS,
+                "pattern": _HEADER_VALUE_PATTERN,
+            },
+        }
+    ),
+]
+
+
+HttpUrl = Annotated[str, Field(min_length=1, max_length=4096), AfterValidator(check_http_url)]
+
+
+def _template_ok(text: str) -> str:
+    check_template(text)
+    return text
+
+
+BodyTemplate = Annotated[
+    str, Field(max_length=templating.MAX_TEMPLATE_CHARS), AfterValidator(_template_ok)
+]
+
+
+class TargetSpec(BaseModel):
+    """An HTTP target: the request to send and what counts as success.
+
+    Header values may reference secrets as `${env:NAME}`, resolved from the daemon's
+    environment at run time and never stored resolved. Responses show `${env:…}` references
+    as written and the values of credential headers (Authorization, Cookie, X-Api-Key,
+    Proxy-Authorization) as `***`; sending `***` back in a PATCH keeps the stored value.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    ECHOED_READ_ONLY: ClassVar[tuple[str, ...]] = ("status", "status_reason")
+    """Fields a GET shows that a PATCH ignores, so that a GET body can be sent back."""
+
+    name: Text = Field(description="Unique; printable, 1-200 characters.", examples=["Example API"])
+    url: HttpUrl = Field(
+        description="Absolute http:// or https:// URL; may hold `${env:NAME}` references.",
+        examples=["https://httpbin.org/post"],
+    )
+    method: Literal["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"] = Field(
+        "GET", description="HTTP method; accepted in any case, stored upper case."
+    )
+    headers: Headers = Field(
+        default_factory=dict,
+        description="Request headers (at most 100); values may use `${env:NAME}`.",
+    )
+    body_template: BodyTemplate | None = Field(
+        None,
+        description=(
+            "Request body, a sandboxed Jinja2 template rendered per attempt with run_id, "
+            "scheduled_for, attempt and now."
+        ),
+    )
+    timeout_seconds: float = Field(
+        _TARGET.timeout_seconds,
+        gt=0,
+        le=300,
+        allow_inf_nan=False,
+        description="Per attempt, the whole exchange (up to 300).",
+    )
+    expected_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Statuses that count as success; empty: any 2xx.",
+    )
+    assertions: list[AssertionSpec] = Field(default_factory=list, max_length=50)
+    follow_redirects: bool = Field(_TARGET.follow_redirects, description="Follow 3xx answers.")
+    verify_tls: bool = Field(_TARGET.verify_tls, description="Check the server certificate.")
+    retry: RetrySpec = Field(default_factory=lambda: RetrySpec())
+
+    @field_validator("method", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @classmethod
+    def field_problems(cls, target: Target) -> list[tuple[str, str]]:
+        """What breaks the field rules in a stored target's definition (each field alone)."""
+        return field_problems(cls, cls.fields_of(target))
+
+    def to_target(self, target_id: str, created_at: datetime | None = None) -> Target:
+        """The domain record with `target_id` (created now unless `created_at`)."""
+        now = utcnow()
+        return Target(
+            id=target_id,
+            **self.model_dump(exclude={"assertions", "retry", "expected_status"}),
+            expected_status=tuple(self.expected_status),
+            assertions=tuple(a.to_assertion() for a in self.assertions),
+            retry=self.retry.to_policy(),
+            created_at=created_at or now,
+            updated_at=now,
+        )
+
+    @classmethod
+    def fields_of(cls, target: Target) -> dict[str, Any]:
+        """A stored target's definition as this model's fields."""
+        fields = {name: getattr(target, name) for name in cls.model_fields}
+        fields.update(
+            headers=dict(target.headers),
+            expected_status=list(target.expected_status),
+            assertions=[a.as_dict() for a in target.assertions],
+            retry=target.retry.as_dict(),
+        )
+        return fields
+
+    @classmethod
+    def patched(cls, target: Target, patch: dict[str, Any]) -> dict[str, Any]:
+        """The stored definition with `patch` merged in, to be validated as a whole."""
+        return dict(merge_patch(cls.fields_of(target), patch))
 
 
 def _often_enough(value: float) -> float:
@@ -660,13 +664,7 @@ class ScheduleSpec(BaseModel):
     @classmethod
     def field_problems(cls, schedule: Schedule) -> list[tuple[str, str]]:
         """What breaks the field rules in a stored schedule's definition (each field alone)."""
-        problems: list[tuple[str, str]] = []
-        for name, adapter in _field_adapters(cls).items():
-            try:
-                adapter.validate_python(getattr(schedule, name))
-            except ValidationError as exc:
-                problems.extend((name, e["message"]) for e in field_errors(exc))
-        return problems
+        return field_problems(cls, cls.fields_of(schedule))
 
     def to_schedule(self, schedule_id: str) -> Schedule:
         """A new schedule with this definition."""
@@ -697,6 +695,21 @@ class ScheduleSpec(BaseModel):
             if patch.get(given) is not None:
                 base.pop(dropped)
         return dict(merge_patch(base, patch))
+
+
+def field_problems(model: type[BaseModel], values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """`(field, message)` for each of `values` that breaks its field's rules in `model`.
+
+    The rules of one field alone: those between fields concern how a request was written,
+    not whether the engine can compute with what was stored.
+    """
+    problems: list[tuple[str, str]] = []
+    for name, adapter in _field_adapters(model).items():
+        try:
+            adapter.validate_python(values[name])
+        except ValidationError as exc:
+            problems.extend((name, e["message"]) for e in field_errors(exc))
+    return problems
 
 
 @functools.cache

@@ -212,3 +212,31 @@ async def test_a_patch_that_fixes_a_bad_row_makes_it_active_again(
         client, "PATCH", f"/api/v1/schedules/{bad['id']}", 200, json={"duration_seconds": 600}
     )
     assert fixed["status"] == "active" and fixed["duration_seconds"] == 600
+
+
+@pytest.mark.parametrize(
+    ("sql", "params", "words"),
+    [
+        ("headers = ?", ("not json",), ["JSONDecodeError"]),
+        ("timeout_seconds = ?", (1e300,), ["timeout_seconds"]),
+        ("body_template = ?", (NESTED,), ["body_template", "nested"]),
+        ("url = ?", ("ftp://x",), ["url"]),
+    ],
+)
+async def test_a_stored_target_that_breaks_the_rules_reads_as_an_error_and_can_be_deleted(
+    client: Client, settings: Settings, sql: str, params: tuple[Any, ...], words: list[str]
+) -> None:
+    """The list answers 200; the bad target says `error` and why; DELETE removes it."""
+    good = await call(client, "POST", "/api/v1/targets", 201, json={**TARGET, "name": "good"})
+    bad = await call(client, "POST", "/api/v1/targets", 201, json={**TARGET, "name": "bad"})
+    assert good["status"] == "ok" and good["status_reason"] is None
+    with sqlite3.connect(settings.state_path / "cronmgr.db") as db:
+        db.execute(f"UPDATE targets SET {sql} WHERE id = ?", (*params, bad["id"]))
+    listed = {t["id"]: t for t in await call(client, "GET", "/api/v1/targets", 200)}
+    assert listed[good["id"]]["status"] == "ok"
+    shown = listed[bad["id"]]
+    assert shown["status"] == "error", shown
+    for word in words:
+        assert word in shown["status_reason"], shown["status_reason"]
+    await call(client, "DELETE", f"/api/v1/targets/{bad['id']}", 200)
+    assert [t["id"] for t in await call(client, "GET", "/api/v1/targets", 200)] == [good["id"]]

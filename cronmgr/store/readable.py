@@ -16,8 +16,8 @@ import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from cronmgr.models import Schedule, ScheduleStatus, ScheduleType, utcnow
-from cronmgr.payloads import ScheduleSpec
+from cronmgr.models import Schedule, ScheduleStatus, ScheduleType, Target, utcnow
+from cronmgr.payloads import ScheduleSpec, TargetSpec
 
 UNREADABLE = "its stored definition can't be used"
 """How the reason of an `error` schedule read from a bad row begins."""
@@ -47,10 +47,32 @@ def unreadable_schedule(row: Mapping[str, Any], exc: Exception) -> Schedule:
     return _in_error(placeholder, f"{type(exc).__name__}: {exc}")
 
 
+def checked_target(target: Target) -> Target:
+    """`target`, or a copy with `status_reason` set when its definition breaks a rule."""
+    problems = TargetSpec.field_problems(target)
+    if problems:
+        why = "; ".join(f"{name}: {message}" for name, message in problems)
+        return dataclasses.replace(target, status_reason=_reason(why))
+    return target
+
+
+def unreadable_target(row: Mapping[str, Any], exc: Exception) -> Target:
+    """The target of a row that can't even be mapped: its id, name and url, with the reason."""
+    return Target(
+        id=str(row.get("id")),
+        name=str(row.get("name") or row.get("id")),
+        url=str(row.get("url") or ""),
+        status_reason=_reason(f"{type(exc).__name__}: {exc}"),
+    )
+
+
+def _reason(why: str) -> str:
+    return f"{UNREADABLE} ({why}); fix it with PATCH or delete it"
+
+
 def _in_error(schedule: Schedule, why: str) -> Schedule:
-    reason = f"{UNREADABLE} ({why}); fix it with PATCH or delete it"
     return dataclasses.replace(
-        schedule, status=ScheduleStatus.ERROR, status_reason=reason, next_run_at=None
+        schedule, status=ScheduleStatus.ERROR, status_reason=_reason(why), next_run_at=None
     )
 
 

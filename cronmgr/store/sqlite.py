@@ -48,7 +48,12 @@ from cronmgr.store.base import (
 )
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
-from cronmgr.store.readable import checked_schedule, unreadable_schedule
+from cronmgr.store.readable import (
+    checked_schedule,
+    checked_target,
+    unreadable_schedule,
+    unreadable_target,
+)
 from cronmgr.store.writer import Statement, SyncWriter, apply_writes, rollback, run_many
 
 log = structlog.get_logger("cronmgr.store")
@@ -191,7 +196,15 @@ def _assertion(data: Mapping[str, Any]) -> Assertion:
 
 
 def target_from_row(row: Row) -> Target:
-    """A Target from a `targets` row."""
+    """A Target from a `targets` row; one that breaks the rules comes with its reason."""
+    try:
+        target = _mapped_target(row)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        return unreadable_target(dict(row), exc)
+    return checked_target(target)
+
+
+def _mapped_target(row: Row) -> Target:
     return Target(
         id=row["id"],
         name=row["name"],
@@ -212,6 +225,7 @@ def target_from_row(row: Row) -> Target:
 
 def _target_params(target: Target) -> dict[str, Any]:
     params = {f.name: _column(getattr(target, f.name)) for f in dataclasses.fields(target)}
+    del params["status_reason"]  # found when read, never stored
     params.update(
         headers=_json(target.headers),
         expected_status=_json(target.expected_status),
