@@ -194,7 +194,7 @@ _HEADER_NAME = re.compile(_HEADER_NAME_PATTERN)
 _HEADER_VALUE_PATTERN = r"^[^\x00-\x08\x0a-\x1f\x7f]*$"
 _HEADER_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_HEADERS = 100
-MAX_HEADER_VALUE_CHARS = 8192
+MAX_HEADER_VALUE_CHARS = 65536
 TIMING_FIELDS = {
     ScheduleType.INTERVAL: "interval_seconds",
     ScheduleType.CRON: "cron_expression",
