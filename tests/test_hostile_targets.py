@@ -11,16 +11,35 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+import itertools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 
+import aiohttp
 import psutil
 import pytest
+from support import Controller, until
 
+from cronmgr import pidfile
+from cronmgr.control import DaemonControl
 from cronmgr.http_runner import TRUNCATED_NOTE, HttpRunner, RequestContext
 from cronmgr.http_wire import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
-from cronmgr.models import ErrorType, RetryPolicy, RunStatus, StepResult, Target, utcnow
+from cronmgr.models import (
+    ErrorType,
+    FailurePolicy,
+    RetryPolicy,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleType,
+    StepResult,
+    Target,
+    new_id,
+    utcnow,
+)
+from cronmgr.store import open_store
 
 GIB = 1 << 30
 PIECE = 64 * 1024
@@ -255,3 +274,94 @@ async def test_a_broken_answer_is_classified_in_flat_memory(case: str) -> None:
     assert (result.status, result.error_type) == (RunStatus.FAILED, error_type)
     assert (result.error or "").startswith(message), result.error
     assert peak.growth < FLAT_BYTES, f"RSS grew {peak.growth >> 20} MiB"
+
+
+# --- through a real daemon ------------------------------------------------------------------
+
+
+async def start_daemon(controller: Controller) -> int:
+    """Start the daemon through the API; its pid."""
+    async with (
+        aiohttp.ClientSession(controller.url, headers=controller.headers) as http,
+        http.post("/api/cron/start", json={"interval_seconds": 600, "pipeline": "quick"}) as r,
+    ):
+        assert r.status == 200, await r.text()
+    found = pidfile.inspect(controller.settings.pid_file)
+    assert found.record is not None
+    return found.record.pid
+
+
+async def every_second(controller: Controller, url: str) -> str:
+    """Store a target and a 1 s interval schedule for it, tell the daemon; the schedule id."""
+    target = Target(
+        id=new_id(),
+        name=f"t-{new_id()}",
+        url=url,
+        timeout_seconds=2.0,
+        retry=RetryPolicy(max_attempts=1),
+    )
+    now = utcnow()
+    schedule = Schedule(
+        id=new_id(),
+        name=f"s-{target.name}",
+        schedule_type=ScheduleType.INTERVAL,
+        target_id=target.id,
+        interval_seconds=1.0,
+        failure_policy=FailurePolicy.NONE,  # the hostile one keeps failing, and running
+        start_at=now,
+        created_at=now,
+    )
+    async with open_store(controller.settings.store_url) as store:
+        await store.insert_target(target)
+        await store.insert_schedule(schedule)
+    DaemonControl(controller.settings).definitions_changed()
+    return schedule.id
+
+
+async def finished_runs(controller: Controller, schedule_id: str) -> list[Run]:
+    """The schedule's finished runs with their steps, oldest first."""
+    async with open_store(controller.settings.store_url) as store:
+        runs = await store.list_runs(schedule_id=schedule_id, limit=500)
+        found = [await store.get_run(r.id) for r in reversed(runs)]
+    return [run for run in found if run.status.finished]
+
+
+async def test_a_hostile_target_leaves_a_1_s_schedule_its_slots_and_the_daemon_its_memory(
+    controller: Controller,
+) -> None:
+    """A target answering with a gigabyte header every second, beside a 1 s schedule of a
+    plain target: the plain one runs every slot on time, the hostile one fails each run
+    as `connection`, and the daemon's RSS stays flat."""
+    plain = [OK_HEAD + b"Content-Length: 2\r\nConnection: close\r\n\r\nok"]
+    async with (
+        hostile_server(lambda: endless(OK_HEAD + b"X-Big: ")) as hostile,
+        hostile_server(lambda: plain) as ok,
+    ):
+        pid = await start_daemon(controller)
+        bad_id = await every_second(controller, hostile.url())
+        await until(lambda: finished_runs(controller, bad_id), what="a first hostile run")
+        ok_id = await every_second(controller, ok.url())
+        async with peak_rss(pid) as peak:
+            await until(lambda: _at_least(finished_runs(controller, ok_id), 5), what="5 plain runs")
+        bad = await finished_runs(controller, bad_id)
+        good = await finished_runs(controller, ok_id)
+    assert [run.status for run in good] == [RunStatus.SUCCEEDED] * len(good)
+    slots = [run.scheduled_for for run in good]
+    assert {(b - a).total_seconds() for a, b in itertools.pairwise(slots)} == {1.0}
+    assert all(run.started_at and run.started_at - run.scheduled_for < ON_TIME for run in good)
+    assert len(bad) >= len(good)
+    for run in bad:
+        (step,) = run.steps
+        assert (step.error_type, step.error) == (
+            ErrorType.CONNECTION,
+            f"{REFUSED}response head longer than {MAX_HEAD_BYTES} bytes",
+        )
+    assert peak.growth < FLAT_BYTES, f"the daemon's RSS grew {peak.growth >> 20} MiB"
+    assert max(hostile.sent) < CUT_OFF_BYTES
+
+
+ON_TIME = timedelta(seconds=0.5)
+
+
+async def _at_least(runs: Awaitable[list[Run]], count: int) -> bool:
+    return len(await runs) >= count
