@@ -99,6 +99,13 @@ class Settings(BaseModel):
     api_token: str | None = Field(None, min_length=16, description="Bearer token for the API.")
     auth: bool = Field(True, description="Require the bearer token (loopback only when off).")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="Largest request body.")
+    request_head_timeout_seconds: float = Field(
+        30.0,
+        ge=0.1,
+        le=3600,
+        description="A connection without a whole request head this long after it opened or"
+        " after its last answer is closed (slow headers; idle keep-alive).",
+    )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     log_max_bytes: int = Field(10 * 1024 * 1024, ge=4096, description="Rotate the log above.")
     log_backup_count: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
