@@ -803,6 +803,8 @@ def _connection_message(exc: BaseException, target: Target) -> str:
         return f"cannot connect to {exc.host}:{exc.port}: {reason}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | wire.Disconnected):
         return "the server closed the connection before a complete response"
+    if isinstance(exc, wire.Malformed):
+        return f"the answer is not HTTP: {exc}"
     if isinstance(exc, aiohttp.ClientPayloadError | wire.BodyBroken):
         return f"the response body broke off: {_reason(exc)}"
     if isinstance(exc, wire.HeadTooLarge):

@@ -109,6 +109,10 @@ class BodyBroken(WireError):
     """The response could not be read to its end (bad framing, bad encoding)."""
 
 
+class Malformed(BodyBroken):
+    """The status line or headers could not be parsed: whatever answered is not HTTP."""
+
+
 class HeadTooLarge(WireError):
     """The response's status line or headers went over a limit (`MAX_LINE_BYTES`,
     `MAX_HEADERS`, `MAX_HEAD_BYTES`)."""
@@ -602,7 +606,10 @@ class _Connection(asyncio.Protocol):
             parser.feed_data(piece)
         except httptools.HttpParserError as exc:
             if self._response is not None and not response.stopped:
-                self._fail(BodyBroken(f"malformed response: {exc}"))
+                if response.headers_complete:
+                    self._fail(BodyBroken(f"malformed response: {exc}"))
+                else:
+                    self._fail(Malformed(str(exc)))
         self._quiet = 0 if response.progress else self._quiet + len(piece)
 
     def _quiet_error(self) -> HeadTooLarge:

@@ -241,7 +241,7 @@ BROKEN: dict[str, tuple[Script, bool, ErrorType, str]] = {
         lambda: endless(b"\x00\xff\x13garbage", b"\x00\xff\x13"),
         False,
         ErrorType.CONNECTION,
-        "the response body broke off: malformed response: ",
+        "the answer is not HTTP: Expected HTTP/",
     ),
     "no answer": (lambda: [], True, ErrorType.TIMEOUT, "timed out after 0.5 s"),
     "half a head, then nothing": (
