@@ -292,9 +292,13 @@ async def _serve(settings: Settings) -> None:
         # aiohttp has no header-read timeout. Its keep-alive timer is the bound: armed when
         # a connection opens and again after each answer, not pushed back by the bytes that
         # trickle in, it closes a connection still waiting for a whole request head (a
-        # slowloris client). A handler at work is never cut. The request line and each
-        # header are capped by aiohttp's defaults (8190 bytes, 128 headers).
+        # slowloris client). A handler at work is never cut.
         keepalive_timeout=settings.request_head_timeout_seconds,
+        # What a client may push before the body: aiohttp's defaults today, pinned here
+        # rather than left to whichever release is installed.
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=128,
     )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)

@@ -54,8 +54,9 @@ HEAD_CACHE_SIZE = 4096
 # What a target may send before its body. httptools keeps a header's value in memory
 # until its line ends and this client keeps every header, so without these a target
 # sending `X-Big: ` and then a gigabyte with no line end would be held whole. The figures
-# are the usual servers' (nginx, Node and aiohttp take 8 KiB a line, Apache 100 headers);
-# a response over one is a failed attempt and its connection is dropped.
+# are what servers themselves accept (nginx and aiohttp take 8 KiB a line, Apache 100
+# headers of 8 KiB), so no sane answer is refused; one over a limit is a failed attempt
+# and its connection is dropped.
 MAX_LINE_BYTES = 8 * 1024
 """Longest status line or header line (name, colon and value)."""
 MAX_HEADERS = 100
