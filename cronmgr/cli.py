@@ -283,8 +283,23 @@ async def _serve(settings: Settings) -> None:
     # must still be a clean one (STOPPING=1, connections closed), not a death by signal.
     stop = _stop_on_signals()
     app = create_app(settings)
-    # A short shutdown timeout: open log-follow streams must not hold up a service stop.
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    runner = web.AppRunner(
+        app,
+        access_log=None,
+        handle_signals=False,
+        # A short shutdown timeout: open log-follow streams must not hold up a service stop.
+        shutdown_timeout=5.0,
+        # aiohttp has no header-read timeout. Its keep-alive timer is the bound: armed when
+        # a connection opens and again after each answer, not pushed back by the bytes that
+        # trickle in, it closes a connection still waiting for a whole request head (a
+        # slowloris client). A handler at work is never cut.
+        keepalive_timeout=settings.request_head_timeout_seconds,
+        # What a client may push before the body: aiohttp's defaults today, pinned here
+        # rather than left to whichever release is installed.
+        max_line_size=8190,
+        max_field_size=8190,
+        max_headers=128,
+    )
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
     await site.start()

@@ -108,6 +108,13 @@ class Settings(BaseModel):
     max_body_bytes: int = Field(
         1024 * 1024, ge=1024, le=1024**3, description="Largest request body."
     )
+    request_head_timeout_seconds: float = Field(
+        30.0,
+        ge=0.1,
+        le=3600,
+        description="A connection without a whole request head this long after it opened or"
+        " after its last answer is closed (slow headers; idle keep-alive).",
+    )
     log_level: str = Field("info", pattern="^(debug|info|warning|error)$")
     log_max_bytes: int = Field(
         10 * 1024 * 1024, ge=4096, le=1024**4, description="Rotate the log above."

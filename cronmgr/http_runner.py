@@ -803,8 +803,12 @@ def _connection_message(exc: BaseException, target: Target) -> str:
         return f"cannot connect to {exc.host}:{exc.port}: {reason}"
     if isinstance(exc, aiohttp.ServerDisconnectedError | wire.Disconnected):
         return "the server closed the connection before a complete response"
+    if isinstance(exc, wire.Malformed):
+        return f"the answer is not HTTP: {exc}"
     if isinstance(exc, aiohttp.ClientPayloadError | wire.BodyBroken):
         return f"the response body broke off: {_reason(exc)}"
+    if isinstance(exc, wire.HeadTooLarge):
+        return f"response refused, connection dropped: {exc}"
     return f"connection failed: {_reason(exc)}"
 
 
@@ -840,6 +844,9 @@ _CLASSES: tuple[
             wire.ConnectFailed,
             wire.Disconnected,
             wire.BodyBroken,
+            # As a malformed response is: the target did not answer in HTTP this client
+            # takes, which says no more about the service than a broken connection does.
+            wire.HeadTooLarge,
         ),
         ErrorType.CONNECTION,
         _connection_message,

@@ -51,6 +51,20 @@ REDIRECT_BODY_BYTES = 64 * 1024
 HEAD_CACHE_SIZE = 4096
 """Request heads kept built (one per target, as a rule); all dropped when it fills."""
 
+# What a target may send before its body. httptools keeps a header's value in memory
+# until its line ends and this client keeps every header, so without these a target
+# sending `X-Big: ` and then a gigabyte with no line end would be held whole. The figures
+# are what servers themselves accept (nginx and aiohttp take 8 KiB a line, Apache 100
+# headers of 8 KiB), so no sane answer is refused; one over a limit is a failed attempt
+# and its connection is dropped.
+MAX_LINE_BYTES = 8 * 1024
+"""Longest status line or header line (name, colon and value)."""
+MAX_HEADERS = 100
+"""Most header lines in a response (its trailers counted too)."""
+MAX_HEAD_BYTES = 64 * 1024
+"""Most bytes of a response's head, and most bytes in a row without a byte of body after
+it (chunk framing, trailers): what the parser may hold of a line not yet ended."""
+
 
 # --- errors ---------------------------------------------------------------------------------
 
@@ -94,6 +108,15 @@ class Disconnected(WireError):
 
 class BodyBroken(WireError):
     """The response could not be read to its end (bad framing, bad encoding)."""
+
+
+class Malformed(BodyBroken):
+    """The status line or headers could not be parsed: whatever answered is not HTTP."""
+
+
+class HeadTooLarge(WireError):
+    """The response's status line or headers went over a limit (`MAX_LINE_BYTES`,
+    `MAX_HEADERS`, `MAX_HEAD_BYTES`)."""
 
 
 class TooManyRedirects(WireError):
@@ -480,6 +503,9 @@ class _Response:
     until_eof: bool = False
     headers_complete: bool = False
     stopped: bool = False
+    header_lines: int = 0
+    progress: bool = False
+    """Whether the head ended or a body byte arrived in the bytes fed last."""
 
 
 class _Connection(asyncio.Protocol):
@@ -499,6 +525,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = False
         self._response: _Response | None = None
         self._parser: httptools.HttpResponseParser | None = None
+        self._quiet = 0  # bytes fed since the head ended or a body byte last arrived
 
     # --- what the pool asks
 
@@ -530,7 +557,7 @@ class _Connection(asyncio.Protocol):
         done = response.done
         self._response = response
         self._parser = httptools.HttpResponseParser(self)
-        self._keep_alive, self.answered = False, False
+        self._keep_alive, self.answered, self._quiet = False, False, 0
         self.transport.write(head + body if body else head)
         try:
             return await done
@@ -560,11 +587,42 @@ class _Connection(asyncio.Protocol):
             self.drop()  # bytes nobody asked for: the connection cannot be trusted
             return
         self.answered = True
+        view = memoryview(data)
+        # Fed at most what is left of MAX_HEAD_BYTES at a time, so that a head (or a run
+        # of framing) that never ends is refused once it has that much, whatever the
+        # size of the reads. Each turn feeds a byte at least: the loop ends.
+        while view and self._response is not None:
+            room = MAX_HEAD_BYTES - self._quiet
+            if room <= 0:
+                self._refuse(self._quiet_error())
+                return
+            piece, view = view[:room], view[room:]
+            self._feed(piece)
+
+    def _feed(self, piece: memoryview) -> None:
+        response, parser = self._response, self._parser
+        assert response is not None and parser is not None
+        response.progress = False
         try:
-            self._parser.feed_data(data)
+            parser.feed_data(piece)
         except httptools.HttpParserError as exc:
-            if self._response is not None and not self._response.stopped:
-                self._fail(BodyBroken(f"malformed response: {exc}"))
+            if self._response is not None and not response.stopped:
+                if response.headers_complete:
+                    self._fail(BodyBroken(f"malformed response: {exc}"))
+                else:
+                    self._fail(Malformed(str(exc)))
+        self._quiet = 0 if response.progress else self._quiet + len(piece)
+
+    def _quiet_error(self) -> HeadTooLarge:
+        response = self._response
+        if response is None or not response.headers_complete:
+            return HeadTooLarge(f"response head longer than {MAX_HEAD_BYTES} bytes")
+        return HeadTooLarge(f"more than {MAX_HEAD_BYTES} bytes of chunk framing or trailers")
+
+    def _refuse(self, exc: HeadTooLarge) -> None:
+        """Fail the response with `exc` and drop the connection: nothing more is read."""
+        self.drop()
+        self._fail(exc)
 
     def eof_received(self) -> bool | None:
         self._ended()
@@ -587,19 +645,30 @@ class _Connection(asyncio.Protocol):
     # --- httptools callbacks
 
     def on_status(self, status: bytes) -> None:
-        if self._response is not None:
-            self._response.reason += status
+        response = self._response
+        if response is not None:
+            response.reason += status
+            if len(response.reason) + len(b"HTTP/1.1 200 ") > MAX_LINE_BYTES:
+                self._refuse(HeadTooLarge(f"status line longer than {MAX_LINE_BYTES} bytes"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        if self._response is not None:
-            self._response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
+        response = self._response
+        if response is None:
+            return
+        response.header_lines += 1
+        if len(name) + len(value) + 1 > MAX_LINE_BYTES:
+            self._refuse(HeadTooLarge(f"a header line longer than {MAX_LINE_BYTES} bytes"))
+        elif response.header_lines > MAX_HEADERS:
+            self._refuse(HeadTooLarge(f"more than {MAX_HEADERS} header lines"))
+        else:
+            response.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         response, parser = self._response, self._parser
         if response is None or parser is None:
             return
         response.status = parser.get_status_code()
-        response.headers_complete = True
+        response.headers_complete = response.progress = True
         self._keep_alive = parser.should_keep_alive()
         headers = response.headers
         response.until_eof = (
@@ -624,6 +693,7 @@ class _Connection(asyncio.Protocol):
         response = self._response
         if response is None or response.stopped:
             return
+        response.progress = True
         try:
             chunks = response.decoder(body) if response.decoder else (body,)
             for chunk in chunks:

@@ -128,7 +128,11 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        return error_response(_translate_http(exc, request))
+        response = error_response(_translate_http(exc, request))
+        if isinstance(exc, web.HTTPMethodNotAllowed):
+            # RFC 9110 §15.5.6: a 405 says in Allow which methods the resource takes.
+            response.headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
+        return response
     except asyncio.CancelledError:
         raise
     except Exception as exc:
