@@ -49,9 +49,8 @@ import jinja2
 import orjson
 import structlog
 from aiohttp.abc import AbstractResolver
-from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from cronmgr import __version__
+from cronmgr import __version__, templating
 from cronmgr import http_wire as wire
 from cronmgr.http_wire import Request as WireRequest
 from cronmgr.http_wire import WireClient
@@ -405,11 +404,9 @@ class _TemplateCache:
     def __init__(self, size: int) -> None:
         self._size = size
         self._compiled: OrderedDict[str, jinja2.Template] = OrderedDict()
-        # Sandboxed: a template may not reach attributes like __class__ or call methods
-        # that mutate; StrictUndefined: a misspelt variable is an error, not "".
-        self._env = ImmutableSandboxedEnvironment(
-            autoescape=False, undefined=jinja2.StrictUndefined
-        )
+        # The environment templates were checked in when saved: sandboxed (no __class__, no
+        # mutating methods), StrictUndefined, and `*`/`**` bounded.
+        self._env = templating.environment()
 
     def render(self, source: str, variables: Mapping[str, Any]) -> str:
         """`source` rendered with `variables`; _Unsendable says what went wrong."""

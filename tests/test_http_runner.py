@@ -732,6 +732,8 @@ async def test_the_body_template_sees_the_run_context_and_the_attempt(
         ("{{ run_id.__class__.__mro__ }}", "body template: access to attribute '__class__'"),
         ("{% set l = [1] %}{{ l.append(2) }}", "body template: access to attribute 'append'"),
         ("{{ 1 / 0 }}", "body template: ZeroDivisionError: division by zero"),
+        ("{{ 'x' * 10**9 }}", "body template: a repeated value of more than 1048576 items"),
+        ("{{ 7 ** 100000 }}", "body template: a power of more than 4096 bits is refused"),
     ],
 )
 async def test_a_broken_or_unsafe_template_fails_without_sending_or_retrying(
@@ -961,3 +963,4 @@ async def test_the_runner_must_be_opened_before_use(context: RequestContext) -> 
     idle = HttpRunner()
     with pytest.raises(RuntimeError, match="async with"):
         await idle.run_target(target("http://127.0.0.1:9/"), context=context)
+
