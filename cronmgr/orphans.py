@@ -102,10 +102,11 @@ def _is_leader(member: Seen, group: StepGroup) -> bool:
 
 
 def find_orphans(
-    recorded: Sequence[StepGroup], unrecorded_runs: set[str], seen: Sequence[Seen]
+    recorded: Sequence[StepGroup], unfinished_runs: set[str], seen: Sequence[Seen]
 ) -> list[OrphanGroup]:
-    """The groups to end: recorded ones that are provably the step's, and the groups of
-    processes carrying the id of an unfinished run whose group went unrecorded."""
+    """The groups to end: recorded ones that are provably the step's, and the sessions of
+    processes carrying the id of an unfinished run (a group that went unrecorded, or a
+    process that left its step's session)."""
     groups: dict[int, OrphanGroup] = {}
     for group in recorded:
         members = members_of(group.pgid, seen)
@@ -114,7 +115,7 @@ def find_orphans(
     for member in seen:
         run_id = member.run_id
         # By session: every step leads one, which its processes stay in unless they setsid.
-        if run_id is not None and run_id in unrecorded_runs and member.sid not in groups:
+        if run_id is not None and run_id in unfinished_runs and member.sid not in groups:
             members = members_of(member.sid, seen)
             groups[member.sid] = OrphanGroup(run_id, member.sid, None, members)
     return list(groups.values())
@@ -171,8 +172,8 @@ async def end_orphans(store: Store, grace: float) -> list[OrphanGroup]:
     recorded = await store.list_step_groups()
     seen = await asyncio.to_thread(scan)
     known = {group.run_id for group in recorded}
-    unrecorded = {r for r in carried_run_ids(seen) - known if await _unfinished(store, r)}
-    groups = find_orphans(recorded, unrecorded, seen)
+    unfinished = known | {r for r in carried_run_ids(seen) - known if await _unfinished(store, r)}
+    groups = find_orphans(recorded, unfinished, seen)
     await asyncio.gather(*(_end_and_log(group, grace) for group in groups))
     for run_id in dict.fromkeys(group.run_id for group in groups):
         await store.update_run(run_id, RunStatus.FAILED, finished_at=utcnow(), error=ORPHAN_REASON)
