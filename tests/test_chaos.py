@@ -17,6 +17,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,8 @@ async def add_schedules(
                 schedule_type=ScheduleType.INTERVAL,
                 target_id=target.id,
                 interval_seconds=1.0,
-                start_at=now,
+                # Spread over the second, so that a kill always finds slots under way.
+                start_at=now + timedelta(seconds=index / count),
                 created_at=now,
                 **fields,
             )
@@ -236,6 +238,8 @@ async def test_kill_9_and_restart_cycles_run_no_slot_twice_and_lose_none(
         "lost": len(lost),
         "arrived_unrecorded": len(unknown),
         "killed_in_flight": len(unrecorded),
+        "failed_by_kills": sum(r.error in KILLED_REASONS for r in runs),
+        "skipped": collections.Counter(r.error for r in runs if r.status is RunStatus.SKIPPED),
         "seconds": round(time.monotonic() - began, 1),
     }
     print(f"\nchaos figures: {figures}")
