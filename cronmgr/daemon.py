@@ -51,6 +51,7 @@ from cronmgr.models import (
     utcnow,
 )
 from cronmgr.notify import Notifier
+from cronmgr.orphans import OrphanGroup, end_orphans, end_remaining
 from cronmgr.pidfile import AlreadyRunning, PidFile
 from cronmgr.pipeline_sync import sync_pipeline_schedules
 from cronmgr.pipelines import PipelineSet, load_pipelines
@@ -71,6 +72,8 @@ CLAIMED_ORPHAN_REASON = (
     " its request went out is not known"
 )
 """Why a slot claimed ahead by a daemon that died is failed (and never run again)."""
+ORPHAN_GRACE_SECONDS = 2.0
+"""At most this long from SIGTERM to SIGKILL for steps a dead daemon left: it delays the start."""
 
 
 class ReadyPipe:
@@ -232,6 +235,7 @@ class Daemon:
         self._manual: ManualRuns | None = None
         self._sync_wanted = asyncio.Event()  # pipeline files re-read: sync their schedules
         self._metrics = EngineMetrics()  # schedule lag and firing rate, for the state file
+        self._inherited: list[OrphanGroup] = []  # step groups a dead daemon left, ended
         # Webhooks for incidents and auto-disabled schedules; delivered off the engine's path.
         self.notifier = Notifier(settings.webhooks, queue_size=settings.notify_queue_size)
 
@@ -244,6 +248,8 @@ class Daemon:
             open_store(self.settings.store_url) as store,
             HttpRunner(environ=environ) as http,
         ):
+            # Before their runs are failed, which forgets their groups.
+            self._inherited = await end_orphans(store, self._orphan_grace())
             recovered = await store.fail_orphaned_runs(
                 "the daemon stopped before this run finished",
                 claimed_reason=CLAIMED_ORPHAN_REASON,
@@ -276,7 +282,7 @@ class Daemon:
             ready.ok()
             log.info(
                 "daemon_ready",
-                orphaned_runs_failed=recovered,
+                orphaned_runs_failed=recovered + len({g.run_id for g in self._inherited}),
                 run_counts_raised=recounted,
                 **spec_fields(self.spec),
             )
@@ -284,6 +290,9 @@ class Daemon:
             async with self.notifier:
                 await self._serve(store)
                 await incidents.drain()
+            # Whatever of the inherited groups outlived their ending at start (a member
+            # that was stuck, or slipped out between the scan and the signals).
+            await end_remaining(self._inherited, self._orphan_grace())
         log.info("daemon_stopped")
 
     async def _serve(self, store: Store) -> None:
@@ -309,6 +318,9 @@ class Daemon:
                 task.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             await self._engine.flush_progress()
+
+    def _orphan_grace(self) -> float:
+        return min(self.settings.step_kill_grace_seconds, ORPHAN_GRACE_SECONDS)
 
     def _load_pipelines(self) -> PipelineSet:
         pipelines = load_pipelines(self.settings.pipelines_path)

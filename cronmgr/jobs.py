@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -468,6 +469,7 @@ class JobRunner:
                 on_step_finished=self._step_recorder(run),
                 http=self.http,
                 resolve_target=self.store.get_target_by_name,
+                on_step_spawned=functools.partial(self.store.record_step_group, run.id),
             )
         return run_status(pipeline, results), first_error(results), []
 

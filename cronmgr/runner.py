@@ -69,6 +69,8 @@ _POLL_FIRST, _POLL_MAX = 0.01, 0.1
 
 StepCallback = Callable[[StepResult], None]
 PipelineCallback = Callable[[int, StepResult], Awaitable[None] | None]
+SpawnCallback = Callable[[int, float | None], Awaitable[None] | None]
+"""Told (pgid, the leader's create time or None) when a command step's process started."""
 TargetResolver = Callable[[str], Awaitable[Target]]
 
 
@@ -112,17 +114,21 @@ async def run_step(
     kill_grace: float = 5.0,
     keep_lines: int = 50,
     on_finished: StepCallback | None = None,
+    on_spawned: SpawnCallback | None = None,
 ) -> StepResult:
     """Run one attempt of a command step; on cancellation stop it, report it, re-raise.
 
     `on_finished` gets the result in every case, including the `cancelled` result of an
-    interrupted step just before CancelledError propagates.
+    interrupted step just before CancelledError propagates. `on_spawned` (plain or
+    async) is told the step's process group once its process started, and is awaited
+    before the step's output is read; an exception from it is logged, never the step's.
     """
     if step.kind is not StepKind.COMMAND:
         raise ValueError(f"run_step runs command steps; {step.name!r} is a {step.kind} step")
     log = structlog.get_logger().bind(run_id=context.run_id, step=step.name)
     with bound_fields(run_id=context.run_id, step=step.name):
         execution = _Execution(step, context, log, kill_grace, keep_lines)
+        execution.on_spawned = on_spawned
         try:
             result = await execution.run()
         except asyncio.CancelledError:
@@ -141,6 +147,7 @@ async def run_pipeline(
     on_step_finished: PipelineCallback | None = None,
     http: HttpRunner | None = None,
     resolve_target: TargetResolver | None = None,
+    on_step_spawned: SpawnCallback | None = None,
 ) -> list[StepResult]:
     """Run the pipeline's steps; the outcome of each (its last attempt), in file order.
 
@@ -153,6 +160,7 @@ async def run_pipeline(
     HTTP steps are sent through `http`, target steps look their target up by name with
     `resolve_target` (which raises `NotFound` or `LookupError` for an unknown name);
     without them such steps fail. `on_step_finished` (plain or async) gets every attempt;
+    `on_step_spawned` the process group of every command attempt (see `run_step`);
     on cancellation running steps are stopped and reported `cancelled`, the ones not
     started `skipped`, before CancelledError propagates.
     """
@@ -160,7 +168,9 @@ async def run_pipeline(
     started = time.monotonic()
     with bound_fields(run_id=context.run_id, pipeline=pipeline.name):
         async with _work_dir(context) as work_dir:
-            options = _Options(kill_grace, keep_lines, on_step_finished, http, resolve_target)
+            options = _Options(
+                kill_grace, keep_lines, on_step_finished, http, resolve_target, on_step_spawned
+            )
             run = _PipelineRun(pipeline, replace(context, work_dir=work_dir), log, options)
             await run.run(started)
     return run.results()
@@ -233,6 +243,7 @@ class _Options:
     on_step_finished: PipelineCallback | None
     http: HttpRunner | None
     resolve_target: TargetResolver | None
+    on_step_spawned: SpawnCallback | None = None
 
 
 class _PipelineRun:
@@ -365,6 +376,7 @@ class _PipelineRun:
                     kill_grace=self.options.kill_grace,
                     keep_lines=self.options.keep_lines,
                     on_finished=finished.append,
+                    on_spawned=self.options.on_step_spawned,
                 )
         finally:
             # Also on cancellation: run_step has reported the interrupted attempt.
@@ -500,6 +512,8 @@ class _Execution:
         self.kill_grace = kill_grace
         self.output = _Output(log, keep_lines)
         self.proc: asyncio.subprocess.Process | None = None
+        self.on_spawned: SpawnCallback | None = None
+        self.leader_created: float | None = None
         self.started_at = utcnow()
         self._started = time.monotonic()
 
@@ -537,6 +551,9 @@ class _Execution:
             )
         finally:
             self.output.close_child_ends()  # the child has its own copies now
+        # At once, before the loop runs anything else: a leader that exits at once is
+        # reaped by the loop, and its create time is then gone with it.
+        self.leader_created = _create_time(self.proc.pid)
         self.log.info(
             "step_started", pid=self.proc.pid, cwd=str(self.step.cwd), **_command(self.step)
         )
@@ -547,6 +564,7 @@ class _Execution:
         wound_down = False
         try:
             try:
+                await self._announce(proc)
                 await self.output.start()
                 timed_out = await _wait_exit(proc, self.step.timeout_seconds)
             except asyncio.CancelledError:
@@ -560,6 +578,16 @@ class _Execution:
             if not wound_down:
                 # Interrupted while winding down (a second cancellation): no grace left.
                 _signal_group(proc.pid, signal.SIGKILL)
+
+    async def _announce(self, proc: asyncio.subprocess.Process) -> None:
+        if self.on_spawned is None:
+            return
+        try:
+            outcome = self.on_spawned(proc.pid, self.leader_created)
+            if inspect.isawaitable(outcome):
+                await outcome
+        except Exception as exc:  # the step runs all the same; only its record is missing
+            self.log.error("step_group_not_recorded", pgid=proc.pid, error=repr(exc))
 
     async def _wind_down(
         self, proc: asyncio.subprocess.Process, *, timed_out: bool = False
@@ -641,6 +669,13 @@ async def _wait_reaped(proc: asyncio.subprocess.Process) -> None:
 
 
 # --- process groups ------------------------------------------------------------------------
+
+
+def _create_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except psutil.Error:
+        return None
 
 
 async def stop_process_group(pgid: int, grace: float) -> bool:

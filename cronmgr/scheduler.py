@@ -47,6 +47,10 @@ log = structlog.get_logger("cronmgr.scheduler")
 
 QUEUE_LIMIT = 10
 """Most slots an `overlap_policy = queue` schedule keeps waiting behind a running one."""
+OVERLAP_REASON = "previous run still running"
+"""Why an `overlap_policy = skip` slot is skipped when it came on time."""
+MISSED_DOWN_REASON = "missed: the daemon was not running"
+"""Why a slot that fell before this daemon started and came behind a run is skipped."""
 STALE_SLACK = 1024
 """Heap items of edited or deleted schedules tolerated beyond one per schedule: past it,
 a heap is rebuilt without them (they are skipped when due, but wait until then)."""
@@ -166,6 +170,7 @@ class Scheduler:
         self._publish = publish
         self._save_progress = save_progress
         self._clock = clock
+        self._started = clock()  # slots before this fell while no daemon was running
         self._entries: dict[str, Entry] = {}
         self._heap: list[HeapItem] = []
         self._seq = itertools.count()
@@ -482,7 +487,7 @@ class Scheduler:
         if not busy or policy is OverlapPolicy.ALLOW:
             self._fire(entry, slot)
         elif policy is OverlapPolicy.SKIP:
-            self._skip(entry, slot, "previous run still running")
+            self._skip(entry, slot, self._missed_reason(entry, slot) or OVERLAP_REASON)
         elif policy is OverlapPolicy.QUEUE:
             self._enqueue(entry, slot)
         else:  # REPLACE
@@ -490,6 +495,17 @@ class Scheduler:
                 task.cancel("replaced by a newer run")
             self._jobs.cancel(entry.schedule.job, "replaced by a newer run")
             self._fire(entry, slot)
+
+    def _missed_reason(self, entry: Entry, slot: datetime) -> str | None:
+        """Why a slot the daemon got to late is not run, if it was late: not that a run was
+        going (it would have been run at its time), but what made it late."""
+        if _ts(slot) < self._started:
+            return MISSED_DOWN_REASON
+        late = self._clock() - entry.fire_at
+        grace = entry.schedule.misfire_grace_seconds
+        if late <= grace:
+            return None
+        return f"missed: {late:.1f} s late, beyond the misfire grace of {grace:g} s"
 
     def _enqueue(self, entry: Entry, slot: datetime) -> None:
         if len(entry.queued) >= QUEUE_LIMIT:

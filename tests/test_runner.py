@@ -331,6 +331,56 @@ async def test_a_sleeper_left_by_a_successful_step_is_stopped(
     assert events(logs, "step_left_processes")
 
 
+async def test_a_step_tells_its_group_and_leader_create_time_while_it_runs(
+    tmp_path: Path, context: StepContext, logs: list[EventDict]
+) -> None:
+    """`on_spawned` gets the step's pgid (its leader's pid) and the leader's create time,
+    while the step is still running: what a daemon records to find the group after a kill."""
+    told: list[tuple[int, float | None, list[int]]] = []
+
+    async def spawned(pgid: int, created: float | None) -> None:
+        told.append((pgid, created, live_group_members(pgid)))
+
+    step = shell_step(tmp_path, "sleep 1000 & echo $!; sleep 0.2")
+    result = await run_step(step, context=context, kill_grace=GRACE, on_spawned=spawned)
+    assert result.status is RunStatus.SUCCEEDED
+    ((pgid, created, members),) = told
+    assert pgid == started_pid(logs) and pgid in members
+    assert created is not None and abs(created - time.time()) < 30
+    await assert_group_gone(pgid, int(output_lines(logs)[0]))
+
+
+async def test_a_failing_spawn_callback_is_logged_and_the_step_still_runs(
+    tmp_path: Path, context: StepContext, logs: list[EventDict]
+) -> None:
+    """A group that cannot be recorded (a store refusing the write) costs the record only."""
+
+    def spawned(pgid: int, created: float | None) -> None:
+        raise OSError("the disk is full")
+
+    step = shell_step(tmp_path, "echo hi")
+    result = await run_step(step, context=context, kill_grace=GRACE, on_spawned=spawned)
+    assert (result.status, result.output_tail) == (RunStatus.SUCCEEDED, ("stdout: hi",))
+    (event,) = events(logs, "step_group_not_recorded")
+    assert "the disk is full" in event["error"]
+
+
+async def test_a_pipeline_tells_the_group_of_every_command_attempt(
+    tmp_path: Path, context: StepContext
+) -> None:
+    """`on_step_spawned` is told each attempt's group, retries included."""
+    told: list[int] = []
+    steps = (
+        shell_step(tmp_path, "true", name="a"),
+        shell_step(tmp_path, "exit 3", name="b", retries=1, retry_backoff_seconds=0),
+    )
+    pipeline = Pipeline(name="p", path=tmp_path / "p.toml", steps=steps)
+    await run_pipeline(
+        pipeline, context=context, kill_grace=GRACE, on_step_spawned=lambda g, _: told.append(g)
+    )
+    assert len(told) == 3 and len(set(told)) == 3
+
+
 async def test_cancellation_stops_the_group_reports_cancelled_and_reraises(
     tmp_path: Path, context: StepContext, logs: list[EventDict]
 ) -> None:

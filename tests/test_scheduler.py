@@ -28,7 +28,13 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.scheduler import QUEUE_LIMIT, STALE_SLACK, Scheduler
+from cronmgr.scheduler import (
+    MISSED_DOWN_REASON,
+    OVERLAP_REASON,
+    QUEUE_LIMIT,
+    STALE_SLACK,
+    Scheduler,
+)
 from cronmgr.store.base import Progress, ScheduleChanges
 from cronmgr.triggers import jitter_offset
 
@@ -262,6 +268,21 @@ async def test_replace_cancels_a_manual_run_of_the_job_too(engine: Engine) -> No
     engine.add(interval(0.05, overlap_policy=OverlapPolicy.REPLACE))
     await until(lambda: len(engine.jobs.runs) >= 1)
     assert engine.jobs.cancelled_elsewhere == [("pipeline:p", "replaced by a newer run")]
+
+
+async def test_a_slot_skipped_late_says_how_late_not_overlap(engine: Engine) -> None:
+    """A slot the engine gets to beyond its misfire grace while a run is going (a stalled
+    loop) is skipped saying how late it was; on-time slots behind the run say overlap."""
+    engine.jobs.gate = asyncio.Event()
+    engine.add(interval(0.05, misfire_grace_seconds=0.1))
+    await until(lambda: len(engine.jobs.runs) == 1)
+    time.sleep(0.4)  # the stall itself, not a wait: the loop runs nothing meanwhile
+    await until(lambda: any(reason == OVERLAP_REASON for *_, reason in engine.jobs.skips))
+    reasons = [reason for *_, reason in engine.jobs.skips]
+    late = [r for r in reasons if r != OVERLAP_REASON]
+    assert late and all(r.startswith("missed: ") for r in late)
+    assert all(r.endswith(" s late, beyond the misfire grace of 0.1 s") for r in late)
+    assert MISSED_DOWN_REASON not in reasons  # every slot came after the engine started
 
 
 @pytest.mark.parametrize(

@@ -36,8 +36,8 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.store.base import Progress
-from cronmgr.store.queries import load_queries
+from cronmgr.store.base import Progress, StepGroup
+from cronmgr.store.queries import load_queries, migrations
 from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore, _ts
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
@@ -931,6 +931,30 @@ async def test_purge_of_100k_runs(store: SQLiteStore, db_path: Path) -> None:
     db.close()
 
 
+# Step process groups
+
+
+async def test_step_groups_are_listed_while_their_run_is_unfinished(store: SQLiteStore) -> None:
+    """A step's recorded group is listed (with its leader's create time) while its run is
+    pending or running, and forgotten once the run ends, however it ends."""
+    running = make_run("s1", T0, RunStatus.RUNNING)
+    ending = make_run("s1", T0 + timedelta(seconds=1), RunStatus.RUNNING)
+    for run in (running, ending):
+        assert await store.insert_run(run)
+    await store.record_step_group(running.id, 4321, 1234.56)
+    await store.record_step_group(ending.id, 4322, None)
+    await store.record_step_group(running.id, 4323, 1240.5)
+    assert await store.list_step_groups() == [
+        StepGroup(running.id, 4321, 1234.56),
+        StepGroup(ending.id, 4322, None),
+        StepGroup(running.id, 4323, 1240.5),
+    ]
+    await store.update_run(ending.id, RunStatus.SUCCEEDED, finished_at=T0)
+    assert [g.run_id for g in await store.list_step_groups()] == [running.id] * 2
+    await store.fail_orphaned_runs("died")
+    assert await store.list_step_groups() == []
+
+
 # Schema upgrade and concurrency
 
 
@@ -953,7 +977,9 @@ async def test_a_version_1_database_is_upgraded_keeping_its_runs(db_path: Path) 
     finally:
         await store.close()
     with sqlite3.connect(db_path) as db:
-        assert db.execute("PRAGMA user_version").fetchone() == (4,)
+        # The newest schema version, whichever migration that is.
+        latest = migrations(load_queries("sqlite"))[-1][0]
+        assert db.execute("PRAGMA user_version").fetchone() == (latest,)
     db.close()
 
 

@@ -720,6 +720,33 @@ BEGIN
         END;
 END;
 
+-- name: migration_5
+-- The process group of each command step a run started (its leader's pid, which is the
+-- group's id, and the leader's start time), so that a daemon started after a kill -9 can
+-- end the groups the dead one left running, and never a group whose pid was recycled.
+-- A run's groups go once it ends: only unfinished runs have any.
+CREATE TABLE step_groups (
+    run_id TEXT NOT NULL,
+    pgid INTEGER NOT NULL,
+    leader_created REAL,              -- the leader's create time (psutil); NULL if unread
+    recorded_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, pgid)
+);
+CREATE TRIGGER step_groups_run_ended AFTER UPDATE OF status ON runs
+WHEN NEW.status NOT IN ('pending', 'running')
+BEGIN
+    DELETE FROM step_groups WHERE run_id = NEW.id;
+END;
+
+-- name: record_step_group
+INSERT OR REPLACE INTO step_groups (run_id, pgid, leader_created, recorded_at)
+VALUES (:run_id, :pgid, :leader_created, :recorded_at);
+
+-- name: list_step_groups
+SELECT g.run_id, g.pgid, g.leader_created FROM step_groups AS g JOIN runs AS r ON r.id = g.run_id
+WHERE r.status IN ('pending', 'running')
+ORDER BY g.recorded_at;
+
 -- name: fold_run_stats
 -- Add the hours from the last fold up to :before to the lifetime rows; then
 -- advance_run_stats_fold, in the same transaction, so that no hour is added twice.

@@ -41,6 +41,18 @@ class Progress(NamedTuple):
     revision: int | None = None
 
 
+class StepGroup(NamedTuple):
+    """The process group a command step of an unfinished run was started in.
+
+    `pgid` is also the leader's pid; `leader_created` its create time (psutil), which tells
+    the leader from a later process given the same pid (None when it could not be read).
+    """
+
+    run_id: str
+    pgid: int
+    leader_created: float | None
+
+
 DURATION_BOUNDS: tuple[float, ...] = (
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0
 )  # fmt: skip
@@ -273,6 +285,15 @@ class Store(Protocol):
 
     async def insert_step_result(self, run_id: str, position: int, result: StepResult) -> None:
         """Record one attempt of one step of a run."""
+        ...
+
+    async def record_step_group(self, run_id: str, pgid: int, leader_created: float | None) -> None:
+        """Record the process group a step of run `run_id` was started in; committed once
+        this returns. Forgotten when the run ends."""
+        ...
+
+    async def list_step_groups(self) -> list[StepGroup]:
+        """The recorded process groups of runs still pending or running, oldest first."""
         ...
 
     def finish_run(

@@ -45,6 +45,7 @@ from cronmgr.store.base import (
     Progress,
     RunStats,
     ScheduleChanges,
+    StepGroup,
 )
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
@@ -74,8 +75,9 @@ _WRITE_ORDER = {
     "start_run": 0,
     "release_claim": 1,
     "insert_run": 2,
-    "insert_step_result": 3,
-    "update_run": 4,
+    "record_step_group": 3,
+    "insert_step_result": 4,
+    "update_run": 5,
 }
 
 _KEYS = {"update_run": "id", "start_run": "id", "record_progress": "schedule_id"}
@@ -752,6 +754,25 @@ class SQLiteStore:
     async def insert_step_result(self, run_id: str, position: int, result: StepResult) -> None:
         """Record one attempt of one step of a run."""
         await self._batcher.write("insert_step_result", _step_params(run_id, position, result))
+
+    async def record_step_group(self, run_id: str, pgid: int, leader_created: float | None) -> None:
+        """Record the process group a step of run `run_id` was started in; committed once
+        this returns. Forgotten when the run ends (a trigger of migration 5)."""
+        # With the run writes, so it shares their transactions, but not lingering: the step
+        # is already running, and until this commits a kill -9 leaves it to be found by
+        # its environment alone (see cronmgr/orphans.py).
+        params = {
+            "run_id": run_id,
+            "pgid": pgid,
+            "leader_created": leader_created,
+            "recorded_at": _ts(utcnow()),
+        }
+        await self._batcher.write("record_step_group", params)
+
+    async def list_step_groups(self) -> list[StepGroup]:
+        """The recorded process groups of runs still pending or running, oldest first."""
+        rows = await self._read("list_step_groups", {})
+        return [StepGroup(r["run_id"], r["pgid"], r["leader_created"]) for r in rows]
 
     def finish_run(
         self,
