@@ -69,7 +69,7 @@ def fuzz(root: Path, args: argparse.Namespace) -> int:
         _wait_healthy(base, controller)
         token = (home / "var" / "api-token").read_text().strip()
         _seed(base, token)
-        status = _schemathesis(base, token, args)
+        status = _schemathesis(base, token, args, cwd=root)
         problems = _aftermath(base, token, root / "controller.log")
     finally:
         _call(base, "POST", "/api/cron/stop", _token_of(home))
@@ -154,7 +154,7 @@ def _seed(base: str, token: str) -> None:
     )
 
 
-def _schemathesis(base: str, token: str, args: argparse.Namespace) -> int:
+def _schemathesis(base: str, token: str, args: argparse.Namespace, cwd: Path) -> int:
     command = [
         str(Path(sys.executable).with_name("schemathesis")),
         "--config-file",
@@ -183,7 +183,8 @@ def _schemathesis(base: str, token: str, args: argparse.Namespace) -> int:
     ]
     if args.seed is not None:
         command += ["--seed", str(args.seed)]
-    return subprocess.call(command)
+    # Run in the temporary root: schemathesis keeps its cache in the working directory.
+    return subprocess.call(command, cwd=cwd)
 
 
 def _aftermath(base: str, token: str, log: Path) -> list[str]:
