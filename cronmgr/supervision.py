@@ -37,6 +37,7 @@ class Faults:
     def __init__(
         self,
         name: str,
+        /,
         *,
         log_every: float = LOG_EVERY_SECONDS,
         clock: Callable[[], float] = time.monotonic,
@@ -79,7 +80,9 @@ class Faults:
         self.failing, self.pause = False, PAUSE_FIRST_SECONDS
 
 
-async def supervised(name: str, step: Callable[[], Awaitable[object]], **context: Any) -> NoReturn:
+async def supervised(
+    name: str, step: Callable[[], Awaitable[object]], /, **context: Any
+) -> NoReturn:
     """Run `step()` over and over until cancelled; a step that raises is logged (see
     `Faults`) and, after a pause, the next one runs."""
     faults = Faults(name, **context)
@@ -110,7 +113,9 @@ def report_death(task: asyncio.Future[Any]) -> None:
 
 
 def describe(exc: BaseException) -> str:
-    """An exception in one line: its message, or its type when it has none."""
+    """An exception in one line: its type, its message and what its notes add."""
     text = " ".join(str(exc).split())
     kind = type(exc).__name__
-    return f"{kind}: {text}" if text else kind
+    notes = "; ".join(getattr(exc, "__notes__", ()))
+    said = f"{kind}: {text}" if text else kind
+    return f"{said} ({notes})" if notes else said

@@ -49,6 +49,7 @@ from cronmgr.payloads import (
     validate_query,
 )
 from cronmgr.store import Store, open_store
+from cronmgr.supervision import spawn
 
 log = structlog.get_logger("cronmgr.web")
 
@@ -565,7 +566,7 @@ async def supervision(app: web.Application) -> AsyncIterator[None]:
     """Attach to (or resume) the daemon at start-up and watch it until shutdown."""
     control = app[CONTROL]
     await control.attach()
-    task = asyncio.create_task(control.supervise())
+    task = spawn("daemon supervisor", control.supervise())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
