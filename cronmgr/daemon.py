@@ -151,8 +151,20 @@ def _describe_failure(exc: BaseException) -> str:
         return exc.detail
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror}: {exc.filename}"
-    last = traceback.format_exception_only(exc)[-1].strip()
-    return last or type(exc).__name__
+    last = traceback.format_exception_only(exc)[-1].strip() or type(exc).__name__
+    # Not one of ours: a bug. Where it happened tells a report from another.
+    where = _where(exc)
+    return f"an unexpected error{f' in {where}' if where else ''}: {last} (see the log)"
+
+
+def _where(exc: BaseException) -> str | None:
+    """The innermost cronmgr function the exception passed through, as module.function."""
+    found = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        if module == "cronmgr" or module.startswith("cronmgr."):
+            found = f"{module}.{frame.f_code.co_name}"
+    return found
 
 
 def _record_exit(settings: Settings, reason: str) -> None:

@@ -141,6 +141,9 @@ NO_SLOTS: Trigger = _NoSlots()
 NOT_ACCOUNTED = "its run's result could not be accounted for"
 """The error reason of a schedule whose bookkeeping failed after a run."""
 
+LAST_MOMENT = datetime.max.replace(tzinfo=UTC).timestamp() - 1.0
+"""The latest fire moment a datetime can still show."""
+
 HeapItem = tuple[float, int, str, int]
 """(fire at, sequence, schedule id, entry version): one planned firing in the timer heap."""
 
@@ -375,6 +378,8 @@ class Scheduler:
         fire_at = _ts(slot)
         if schedule.jitter_seconds:
             fire_at += jitter_offset(schedule.id, slot, schedule.jitter_seconds)
+            if fire_at > LAST_MOMENT:  # status could not even show when it fires
+                raise ValueError(f"jitter puts slot {slot.isoformat()} past the year 9999")
         item = (fire_at, next(self._seq), schedule.id, entry.version)
         heapq.heappush(self._heap, item)
         entry.fire_at = fire_at

@@ -22,9 +22,11 @@ from aiohttp.test_utils import TestServer
 from support import Controller, until
 
 from cronmgr.control import DaemonControl
+from cronmgr.daemon import _describe_failure as describe_failure
 from cronmgr.models import RetryPolicy, Schedule, ScheduleType, Target, new_id, utcnow
 from cronmgr.store import open_store
 from cronmgr.supervision import PAUSE_FIRST_SECONDS, Faults, spawn, supervised
+from cronmgr.triggers import IntervalTrigger
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 
@@ -213,6 +215,10 @@ BAD_ROWS: list[tuple[dict[str, Any], str]] = [
         {"schedule_type": "cron", "cron_expression": "* * * * *", "timezone": "Mars/Olympus"},
         "unknown timezone 'Mars/Olympus'",
     ),
+    (
+        {"start_at": "9999-12-31T23:00:00.000000+00:00", "jitter_seconds": 1e10},
+        "jitter puts slot 9999-12-31T23:00:00+00:00 past the year 9999",
+    ),
 ]
 
 
@@ -286,5 +292,43 @@ async def test_a_schedule_whose_slot_overflows_while_firing_is_set_aside(
         "its next time can't be computed: a time out of range (date value out of range)"
     )
     assert await run_count(http, late.id) == 1
+    await keeps_firing(http, healthy.id)
+    assert await truly_running(http)
+
+
+def test_a_start_refused_by_a_bug_says_where_and_what() -> None:
+    """An exception that is none of cronmgr's own errors (a bug) reaches the ready pipe
+    as "an unexpected error in <module.function>: <type>: <message>", not a bare type."""
+    try:
+        IntervalTrigger(float("nan"), utcnow())
+    except ValueError as exc:
+        reason = describe_failure(exc)
+    assert reason == (
+        "an unexpected error in cronmgr.triggers.__post_init__:"
+        " ValueError: interval must be positive, got nan seconds (see the log)"
+    )
+
+
+async def test_a_row_that_cant_be_read_while_running_never_stops_the_rest(
+    controller: Controller, http: aiohttp.ClientSession, ok_server: TestServer
+) -> None:
+    """An unknown enum value written into a row while the daemon runs: the healthy
+    schedule keeps firing and status says running; the fault is not silent (the store sets
+    the row aside as `error`, or the refresher logs `task_failed` and tries again)."""
+    healthy = await add_schedule(controller, ok_server)
+    odd = await add_schedule(controller, ok_server)
+    async with http.post("/api/cron/start", json={"interval_seconds": 600}) as resp:
+        assert resp.status == 200, await resp.text()
+    write_row(controller, odd.id, misfire_policy="sometimes")
+    DaemonControl(controller.settings).definitions_changed()
+
+    async def told() -> bool:
+        failed = [e for e in log_events(controller, "task_failed") if e["task"] == "refresher"]
+        if failed:
+            return True
+        async with http.get(f"/api/v1/schedules/{odd.id}") as resp:
+            return resp.status == 200 and (await resp.json())["status"] == "error"
+
+    await until(told, timeout=15, what="the unreadable row to be reported")
     await keeps_firing(http, healthy.id)
     assert await truly_running(http)
