@@ -505,7 +505,12 @@ class Scheduler:
 
     def _on_timer(self) -> None:
         self._timer_at = float("inf")
-        now = self._clock()
+        try:
+            self._fire_due(self._clock())
+        finally:  # whatever broke, the next slot is still waited for
+            self._arm()
+
+    def _fire_due(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
             item = heapq.heappop(self._heap)
             if self._is_current(item):
@@ -515,7 +520,6 @@ class Scheduler:
                     self._due(entry)
                 except Exception as exc:  # one schedule's fault must not stop the timer
                     self._fault(entry.schedule, fault_reason(CANT_COMPUTE, exc), exc)
-        self._arm()
 
     def _due(self, entry: Entry) -> None:
         slot = entry.slot
