@@ -35,7 +35,7 @@ from cronmgr.control import (
     spec_fields,
     write_json_atomic,
 )
-from cronmgr.errors import CronmgrError, NotFound
+from cronmgr.errors import CronmgrError, InvalidInput, NotFound
 from cronmgr.http_runner import HttpRunner
 from cronmgr.incidents import IncidentTracker
 from cronmgr.jobs import JobRunner
@@ -56,10 +56,12 @@ from cronmgr.pidfile import AlreadyRunning, PidFile
 from cronmgr.pipeline_sync import sync_pipeline_schedules
 from cronmgr.pipelines import PipelineSet, load_pipelines
 from cronmgr.runner import purge_work_dirs
+from cronmgr.schedule_faults import check_spans, explain
 from cronmgr.scheduler import Scheduler
 from cronmgr.store import Store, open_store
 from cronmgr.store.base import Progress
 from cronmgr.supervision import spawn, supervised
+from cronmgr.triggers import build_trigger
 
 log = structlog.get_logger("cronmgr.daemon")
 
@@ -163,7 +165,7 @@ def _where(exc: BaseException) -> str | None:
     for frame, _ in traceback.walk_tb(exc.__traceback__):
         module = frame.f_globals.get("__name__", "")
         if module == "cronmgr" or module.startswith("cronmgr."):
-            found = f"{module}.{frame.f_code.co_name}"
+            found = f"{module}.{frame.f_code.co_qualname}"
     return found
 
 
@@ -219,7 +221,12 @@ def start_schedule(spec: LaunchSpec, now: datetime) -> Schedule:
 async def ensure_start_schedule(store: Store, spec: LaunchSpec) -> None:
     """Create or reset the start schedule: first slot now, counters from zero."""
     now = utcnow()
-    schedule = start_schedule(spec, now)
+    try:  # the one schedule asked for with the start: refuse it, rather than set it aside
+        schedule = start_schedule(spec, now)
+        check_spans(schedule)
+        build_trigger(schedule)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"the start interval can't be used: {explain(exc)}") from exc
     try:
         await store.get_schedule(START_SCHEDULE_ID)
     except NotFound:

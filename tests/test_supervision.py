@@ -304,7 +304,7 @@ def test_a_start_refused_by_a_bug_says_where_and_what() -> None:
     except ValueError as exc:
         reason = describe_failure(exc)
     assert reason == (
-        "an unexpected error in cronmgr.triggers.__post_init__:"
+        "an unexpected error in cronmgr.triggers.IntervalTrigger.__post_init__:"
         " ValueError: interval must be positive, got nan seconds (see the log)"
     )
 
@@ -332,3 +332,21 @@ async def test_a_row_that_cant_be_read_while_running_never_stops_the_rest(
     await until(told, timeout=15, what="the unreadable row to be reported")
     await keeps_firing(http, healthy.id)
     assert await truly_running(http)
+
+
+async def test_a_start_interval_that_cant_be_used_refuses_the_start_in_words(
+    http: aiohttp.ClientSession,
+) -> None:
+    """The start's own schedule is the one thing asked for: past what a date can be moved
+    by, the start is refused naming the interval (by the API's bounds, or else by the
+    daemon: 503 "Failed to start daemon: the start interval can't be used: ...")."""
+    for seconds in (10**15, 10**20):
+        async with http.post("/api/cron/start", json={"interval_seconds": seconds}) as resp:
+            body = await resp.json()
+        assert resp.status in (422, 503), body
+        assert "interval" in body["detail"]
+        if resp.status == 503:
+            assert body["detail"].startswith(
+                "Failed to start daemon: the start interval can't be used: "
+            ), body
+    assert not (await api(http, "GET", "/api/cron/status"))["is_running"]
