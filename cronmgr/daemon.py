@@ -389,15 +389,23 @@ class Daemon:
             self._changed.set()
 
     async def _refresh(self, store: Store) -> None:
-        assert self._engine is not None and self._jobs is not None and self._manual is not None
+        assert self._manual is not None
+        try:
+            await self._take_changes(store)
+        except Exception:
+            await self._manual.pick_up()  # a schedule fault doesn't hold manual runs up
+            raise
+        await self._manual.pick_up()
+        await self._forget_removed_jobs(store)
+
+    async def _take_changes(self, store: Store) -> None:
+        assert self._engine is not None and self._jobs is not None
         if self._sync_wanted.is_set():
             self._sync_wanted.clear()
             await sync_pipeline_schedules(store, self._current_pipelines())
         changes = await store.changed_schedules(self._engine.revision)
         self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
         self._engine.apply(changes)
-        await self._manual.pick_up()
-        await self._forget_removed_jobs(store)
 
     async def _forget_removed_jobs(self, store: Store) -> None:
         """End the streaks and incidents of pipelines whose file is gone and of deleted
