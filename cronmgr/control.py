@@ -27,6 +27,7 @@ from cronmgr.config import ENV_PREFIX, Settings, webhooks_env
 from cronmgr.errors import Conflict, DaemonError
 from cronmgr.models import utcnow
 from cronmgr.notify import Notifier
+from cronmgr.supervision import supervised
 
 log = structlog.get_logger("cronmgr.control")
 
@@ -424,10 +425,13 @@ class DaemonControl:
                 await self.start(spec)
 
     async def supervise(self) -> None:
-        """Watch the daemon for as long as the controller runs; restart it when it dies."""
-        while True:
-            await asyncio.sleep(self.settings.supervise_poll_seconds)
-            await self.check_once()
+        """Watch the daemon for as long as the controller runs; restart it when it dies.
+        A check that breaks is logged and the watch goes on."""
+        await supervised("daemon_supervisor", self._watch_once)
+
+    async def _watch_once(self) -> None:
+        await asyncio.sleep(self.settings.supervise_poll_seconds)
+        await self.check_once()
 
     async def check_once(self) -> None:
         """One supervision step: notice an unexpected death and relaunch with backoff."""

@@ -14,9 +14,10 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 import daemon as pydaemon
@@ -34,7 +35,7 @@ from cronmgr.control import (
     spec_fields,
     write_json_atomic,
 )
-from cronmgr.errors import CronmgrError, NotFound
+from cronmgr.errors import CronmgrError, InvalidInput, NotFound
 from cronmgr.http_runner import HttpRunner
 from cronmgr.incidents import IncidentTracker
 from cronmgr.jobs import JobRunner
@@ -56,9 +57,12 @@ from cronmgr.pidfile import AlreadyRunning, PidFile
 from cronmgr.pipeline_sync import sync_pipeline_schedules
 from cronmgr.pipelines import PipelineSet, load_pipelines
 from cronmgr.runner import purge_work_dirs
+from cronmgr.schedule_faults import check_spans, explain
 from cronmgr.scheduler import Scheduler
 from cronmgr.store import Store, open_store
 from cronmgr.store.base import Progress
+from cronmgr.supervision import spawn, supervised
+from cronmgr.triggers import build_trigger
 
 log = structlog.get_logger("cronmgr.daemon")
 
@@ -152,8 +156,20 @@ def _describe_failure(exc: BaseException) -> str:
         return exc.detail
     if isinstance(exc, OSError) and exc.filename:
         return f"{exc.strerror}: {exc.filename}"
-    last = traceback.format_exception_only(exc)[-1].strip()
-    return last or type(exc).__name__
+    last = traceback.format_exception_only(exc)[-1].strip() or type(exc).__name__
+    # Not one of ours: a bug. Where it happened tells a report from another.
+    where = _where(exc)
+    return f"an unexpected error{f' in {where}' if where else ''}: {last} (see the log)"
+
+
+def _where(exc: BaseException) -> str | None:
+    """The innermost cronmgr function the exception passed through, as module.function."""
+    found = None
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        module = frame.f_globals.get("__name__", "")
+        if module == "cronmgr" or module.startswith("cronmgr."):
+            found = f"{module}.{frame.f_code.co_qualname}"
+    return found
 
 
 def _record_exit(settings: Settings, reason: str) -> None:
@@ -208,7 +224,12 @@ def start_schedule(spec: LaunchSpec, now: datetime) -> Schedule:
 async def ensure_start_schedule(store: Store, spec: LaunchSpec) -> None:
     """Create or reset the start schedule: first slot now, counters from zero."""
     now = utcnow()
-    schedule = start_schedule(spec, now)
+    try:  # the one schedule asked for with the start: refuse it, rather than set it aside
+        schedule = start_schedule(spec, now)
+        check_spans(schedule)
+        build_trigger(schedule)
+    except (ValueError, OverflowError) as exc:
+        raise InvalidInput(f"the start interval can't be used: {explain(exc)}") from exc
     try:
         await store.get_schedule(START_SCHEDULE_ID)
     except NotFound:
@@ -236,6 +257,7 @@ class Daemon:
         self._sync_wanted = asyncio.Event()  # pipeline files re-read: sync their schedules
         self._metrics = EngineMetrics()  # schedule lag and firing rate, for the state file
         self._inherited: list[OrphanGroup] = []  # step groups a dead daemon left, ended
+        self._state_unwritten = False  # the state file's last write failed (a full disk)
         # Webhooks for incidents and auto-disabled schedules; delivered off the engine's path.
         self.notifier = Notifier(settings.webhooks, queue_size=settings.notify_queue_size)
 
@@ -297,13 +319,7 @@ class Daemon:
 
     async def _serve(self, store: Store) -> None:
         assert self._engine is not None
-        helpers = [
-            asyncio.create_task(self._heartbeat()),
-            asyncio.create_task(self._engine.progress_writer()),
-            asyncio.create_task(self._refresher(store)),
-            asyncio.create_task(self._retention(store)),
-            asyncio.create_task(self._compact_run_stats(store)),
-        ]
+        helpers = [spawn(name, supervised(name, step)) for name, step in self._steps(store)]
         try:
             await self._stopping.wait()
             self._engine.stop_firing()
@@ -321,6 +337,20 @@ class Daemon:
 
     def _orphan_grace(self) -> float:
         return min(self.settings.step_kill_grace_seconds, ORPHAN_GRACE_SECONDS)
+
+    def _steps(self, store: Store) -> list[tuple[str, Callable[[], Awaitable[object]]]]:
+        """The daemon's long-lived tasks, each as the step `supervised` repeats."""
+        assert self._engine is not None
+        steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
+            ("heartbeat", self._heartbeat),
+            ("progress_writer", self._engine.progress_writer),
+            ("refresher", partial(self._refresher, store)),
+            ("stats_compaction", partial(self._compact_run_stats, store)),
+        ]
+        settings = self.settings
+        if settings.retention_runs_per_schedule is not None or settings.retention_days is not None:
+            steps.append(("retention", partial(self._retention, store)))
+        return steps
 
     def _load_pipelines(self) -> PipelineSet:
         pipelines = load_pipelines(self.settings.pipelines_path)
@@ -358,25 +388,36 @@ class Daemon:
     async def _refresher(self, store: Store) -> None:
         # Signals only set a flag; one task fetches what changed, so a burst of API edits
         # costs one query, never one per signal.
-        while True:
-            await self._refresh_wanted.wait()
-            self._refresh_wanted.clear()
-            try:
-                await self._refresh(store)
-            except CronmgrError as exc:
-                log.error("schedules_refresh_failed", error=exc.detail)
+        await self._refresh_wanted.wait()
+        self._refresh_wanted.clear()
+        try:
+            await self._refresh(store)
+        except CronmgrError as exc:
+            log.error("schedules_refresh_failed", error=exc.detail)
+        except Exception:
+            self._refresh_wanted.set()  # tried again once the supervisor's pause is over
+            raise
+        finally:
             self._changed.set()
 
     async def _refresh(self, store: Store) -> None:
-        assert self._engine is not None and self._jobs is not None and self._manual is not None
+        assert self._manual is not None
+        try:
+            await self._take_changes(store)
+        except Exception:
+            await self._manual.pick_up()  # a schedule fault doesn't hold manual runs up
+            raise
+        await self._manual.pick_up()
+        await self._forget_removed_jobs(store)
+
+    async def _take_changes(self, store: Store) -> None:
+        assert self._engine is not None and self._jobs is not None
         if self._sync_wanted.is_set():
             self._sync_wanted.clear()
             await sync_pipeline_schedules(store, self._current_pipelines())
         changes = await store.changed_schedules(self._engine.revision)
         self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
         self._engine.apply(changes)
-        await self._manual.pick_up()
-        await self._forget_removed_jobs(store)
 
     async def _forget_removed_jobs(self, store: Store) -> None:
         """End the streaks and incidents of pipelines whose file is gone and of deleted
@@ -403,36 +444,35 @@ class Daemon:
         tracker.forget(deleted, "its target was deleted")
 
     async def _retention(self, store: Store) -> None:
+        await self._purge_runs(store)
+        await asyncio.sleep(self.settings.retention_interval_seconds)
+
+    async def _purge_runs(self, store: Store) -> None:
         settings = self.settings
-        if settings.retention_runs_per_schedule is None and settings.retention_days is None:
-            return
-        while True:
-            older = None
-            if settings.retention_days is not None:
-                older = utcnow() - timedelta(days=settings.retention_days)
-            try:
-                purged = await store.purge_runs(
-                    keep_per_schedule=settings.retention_runs_per_schedule, older_than=older
-                )
-            except CronmgrError as exc:
-                log.error("retention_failed", error=exc.detail)
-            else:
-                if purged:
-                    log.info("runs_purged", count=purged)
-            if older is not None:
-                await self._purge_work_dirs(older)
-            await asyncio.sleep(settings.retention_interval_seconds)
+        older = None
+        if settings.retention_days is not None:
+            older = utcnow() - timedelta(days=settings.retention_days)
+        try:
+            purged = await store.purge_runs(
+                keep_per_schedule=settings.retention_runs_per_schedule, older_than=older
+            )
+        except CronmgrError as exc:
+            log.error("retention_failed", error=exc.detail)
+        else:
+            if purged:
+                log.info("runs_purged", count=purged)
+        if older is not None:
+            await self._purge_work_dirs(older)
 
     async def _compact_run_stats(self, store: Store) -> None:
         # Complete hours into the lifetime totals (which keeps reading them cheap), and
         # away once older than any metrics window. Not tied to retention being on.
-        while True:
-            now = utcnow()
-            try:
-                await store.compact_run_stats(now, now - timedelta(hours=STATS_KEPT_HOURS))
-            except CronmgrError as exc:
-                log.error("run_stats_compaction_failed", error=exc.detail)
-            await asyncio.sleep(STATS_COMPACT_SECONDS)
+        now = utcnow()
+        try:
+            await store.compact_run_stats(now, now - timedelta(hours=STATS_KEPT_HOURS))
+        except CronmgrError as exc:
+            log.error("run_stats_compaction_failed", error=exc.detail)
+        await asyncio.sleep(STATS_COMPACT_SECONDS)
 
     async def _purge_work_dirs(self, older: datetime) -> None:
         assert self._jobs is not None
@@ -449,21 +489,19 @@ class Daemon:
 
     async def _heartbeat(self) -> None:
         path = self.settings.state_path / STATE_FILENAME
-        failing = False
-        while True:
-            self._changed.clear()
-            try:
-                await asyncio.to_thread(write_json_atomic, path, self._state())
-            except OSError as exc:  # a full disk: say so once, and keep beating
-                if not failing:
-                    log.error("state_file_write_failed", path=str(path), error=str(exc))
-                failing = True
-            else:
-                if failing:
-                    log.info("state_file_write_resumed", path=str(path))
-                failing = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), HEARTBEAT_SECONDS)
+        self._changed.clear()
+        try:
+            await asyncio.to_thread(write_json_atomic, path, self._state())
+        except OSError as exc:  # a full disk: say so once, and keep beating
+            if not self._state_unwritten:
+                log.error("state_file_write_failed", path=str(path), error=str(exc))
+            self._state_unwritten = True
+        else:
+            if self._state_unwritten:
+                log.info("state_file_write_resumed", path=str(path))
+            self._state_unwritten = False
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), HEARTBEAT_SECONDS)
 
     def _queued_run_ids(self) -> list[str]:
         jobs, manual = self._jobs, self._manual

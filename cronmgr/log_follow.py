@@ -39,6 +39,7 @@ import orjson
 
 from cronmgr import logs
 from cronmgr.payloads import LOG_CURSOR_PATTERN, LogLevel
+from cronmgr.supervision import Faults, describe
 
 PAGE_MAX_BYTES = 1024 * 1024
 """Most bytes of log one page reads, whether its lines pass the filter or not."""
@@ -498,15 +499,19 @@ async def stream(spec: StreamSpec, closing: asyncio.Event) -> AsyncGenerator[byt
     (`rotated`, `cleared`) where it happened. When lines that the filter drops move the
     cursor past the last event, an event with only an `id` follows, which a client takes
     as its new position without showing anything. A comment keeps a quiet stream alive.
+    A log that can't be read makes one `unreadable` event (and one `task_failed` line a
+    minute); the stream stays open and goes on once it can be read again.
     """
     cursor, last_id, quiet_since = spec.start, None, time.monotonic()
     retry = f"retry: {STREAM_RETRY_MS}\n\n".encode()
+    faults = Faults("log_stream", path=str(spec.path))
     while True:
-        page = await asyncio.to_thread(
-            read_page, spec.path, cursor, spec.keep, initial_lines=spec.initial_lines
-        )
-        cursor = page.cursor
-        chunk, last_id = encode_page(page, last_id)
+        page = await _read_or_report(spec, cursor, faults)
+        if isinstance(page, LogPage):
+            cursor = page.cursor
+            chunk, last_id = encode_page(page, last_id)
+        else:
+            chunk = page
         chunk, retry = retry + chunk, b""  # the first chunk: the first page, read at once
         if not chunk and time.monotonic() - quiet_since >= spec.keepalive_seconds:
             chunk = b": keep-alive\n\n"
@@ -515,8 +520,27 @@ async def stream(spec: StreamSpec, closing: asyncio.Event) -> AsyncGenerator[byt
             quiet_since = time.monotonic()
         if closing.is_set():  # checked after a read: what was written until then is sent
             return
-        if not page.more:
-            await _pause(closing, min(spec.poll_seconds, spec.keepalive_seconds))
+        if not isinstance(page, LogPage) or not page.more:
+            wait = faults.pause if faults.failing else spec.poll_seconds
+            await _pause(closing, min(wait, spec.keepalive_seconds))
+
+
+async def _read_or_report(
+    spec: StreamSpec, cursor: Cursor | None, faults: Faults
+) -> LogPage | bytes:
+    """The next page; when the log can't be read, an `unreadable` event the first time."""
+    try:
+        page = await asyncio.to_thread(
+            read_page, spec.path, cursor, spec.keep, initial_lines=spec.initial_lines
+        )
+    except Exception as exc:  # a log made unreadable: the stream waits for it to heal
+        first = not faults.failing
+        faults.failed(exc)
+        if not first:
+            return b""
+        return b"event: unreadable\ndata: " + orjson.dumps({"error": describe(exc)}) + b"\n\n"
+    faults.succeeded()
+    return page
 
 
 def encode_page(page: LogPage, last_id: str | None) -> tuple[bytes, str | None]:

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import urlsplit, urlunsplit
@@ -41,6 +42,7 @@ from cronmgr.config import EVENT_KINDS, WebhookConfig
 from cronmgr.models import RetryPolicy, utcnow
 from cronmgr.retry import retry_after_seconds, retry_delay, should_retry
 from cronmgr.secret_refs import REDACTED, MissingSecret, SecretResolver, redact
+from cronmgr.supervision import spawn, supervised
 
 log = structlog.get_logger("cronmgr.notify")
 
@@ -217,20 +219,24 @@ class Webhook:
         self.wake.set()
 
     async def work(self, session: aiohttp.ClientSession) -> None:
-        """Deliver queued events one after the other, for as long as the notifier runs."""
-        while True:
-            while not self.queue:
-                self.idle.set()
-                self.wake.clear()
-                await self.wake.wait()
-            event = self.queue.popleft()
-            self.busy = True
-            try:
-                await self.deliver(session, event)
-            except Exception:  # a bug here must not end the worker for good
-                log.exception("notification_failed", event_kind=event.kind, **self._fields())
-            finally:
-                self.busy = False
+        """Deliver queued events one after the other, for as long as the notifier runs; a
+        delivery that breaks (a bug, not a refused webhook) is logged and the next goes."""
+        await supervised("notifier", partial(self._deliver_next, session), **self._fields())
+
+    async def _deliver_next(self, session: aiohttp.ClientSession) -> None:
+        while not self.queue:
+            self.idle.set()
+            self.wake.clear()
+            await self.wake.wait()
+        event = self.queue.popleft()
+        self.busy = True
+        try:
+            await self.deliver(session, event)
+        except Exception as exc:
+            exc.add_note(f"while delivering the {event.kind} event {event.id}")
+            raise
+        finally:
+            self.busy = False
 
     async def deliver(
         self, session: aiohttp.ClientSession, event: Event, within: float | None = None
@@ -402,7 +408,9 @@ class Notifier:
             trust_env=False,
             headers={"User-Agent": f"cronmgr/{__version__}"},
         )
-        self._workers = [asyncio.create_task(hook.work(self._session)) for hook in self.webhooks]
+        self._workers = [
+            spawn(f"notifier {hook.index}", hook.work(self._session)) for hook in self.webhooks
+        ]
 
     async def aclose(self) -> None:
         """Give queued events a short grace to go out, then stop the workers and the session."""

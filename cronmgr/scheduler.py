@@ -39,7 +39,9 @@ from cronmgr.models import (
     ScheduleStatus,
     utcnow,
 )
+from cronmgr.schedule_faults import CANT_COMPUTE, check_spans, fault_reason
 from cronmgr.store.base import Progress, ScheduleChanges
+from cronmgr.supervision import Faults, report_death
 from cronmgr.triggers import Trigger, build_trigger, jitter_offset
 from cronmgr.wake import Alarm, wake_moment
 
@@ -123,6 +125,29 @@ class Entry:
     queued: list[datetime] = field(default_factory=list)
 
 
+class _NoSlots:
+    """The trigger of a schedule set aside (status `error`): it never fires."""
+
+    def after(self, moment: datetime) -> datetime | None:
+        """None: no slot."""
+        return None
+
+    def at_or_after(self, moment: datetime) -> datetime | None:
+        """None: no slot."""
+        return None
+
+    def upcoming(self, moment: datetime, count: int) -> list[datetime]:
+        """No slots."""
+        return []
+
+
+NO_SLOTS: Trigger = _NoSlots()
+NOT_ACCOUNTED = "its run's result could not be accounted for"
+"""The error reason of a schedule whose bookkeeping failed after a run."""
+
+LAST_MOMENT = datetime.max.replace(tzinfo=UTC).timestamp() - 1.0
+"""The latest fire moment a datetime can still show."""
+
 HeapItem = tuple[float, int, str, int]
 """(fire at, sequence, schedule id, entry version): one planned firing in the timer heap."""
 
@@ -182,6 +207,7 @@ class Scheduler:
         self._claim_timer: asyncio.TimerHandle | None = None
         self._claim_at = float("inf")
         self._claims: dict[str, dict[datetime, Any]] = {}
+        self._claim_faults = Faults("claimer")
         # Schedules that had slots queued (overlap queue); `queued_slots` prunes the rest,
         # so the status counts them without walking every entry.
         self._queueing: set[str] = set()
@@ -220,10 +246,13 @@ class Scheduler:
                 old.queued.clear()
             return
         try:
-            trigger = build_trigger(schedule)
-        except ValueError as exc:
-            log.error("schedule_invalid", schedule_id=schedule.id, error=str(exc))
-            return
+            self._take_active(schedule, old, now)
+        except Exception as exc:  # this schedule's fault alone: the others go on firing
+            self._fault(schedule, fault_reason(CANT_COMPUTE, exc), exc)
+
+    def _take_active(self, schedule: Schedule, old: Entry | None, now: datetime) -> None:
+        check_spans(schedule)
+        trigger = build_trigger(schedule)
         entry = Entry(schedule, trigger, saved_next=schedule.next_run_at)
         resumed = old is not None and old.schedule.status is not ScheduleStatus.ACTIVE
         if old is not None:
@@ -234,6 +263,20 @@ class Scheduler:
             self._plan(entry, trigger.at_or_after(now))
         else:
             self._plan_first(entry, now)
+
+    def _fault(self, schedule: Schedule, reason: str, exc: BaseException) -> None:
+        """Set `schedule` aside with status `error` and why: it alone stops firing (its
+        runs in flight finish), until a resume or an edit brings it back."""
+        old = self._entries.get(schedule.id)
+        failed = dataclasses.replace(schedule, status=ScheduleStatus.ERROR, status_reason=reason)
+        entry = Entry(failed, NO_SLOTS, saved_next=schedule.next_run_at)
+        if old is not None:
+            entry.running, entry.version = old.running, old.version + 1
+            old.queued.clear()
+        self._entries[schedule.id] = entry
+        self._release(schedule.id)
+        self._progress(entry, status=ScheduleStatus.ERROR, reason=reason, next_run_at=None)
+        log.error("schedule_error", schedule_id=schedule.id, reason=reason, exc_info=exc)
 
     def _drop_stale_items(self) -> None:
         # Each edit leaves its schedule's old items in both heaps, to be skipped when
@@ -340,6 +383,8 @@ class Scheduler:
         fire_at = _ts(slot)
         if schedule.jitter_seconds:
             fire_at += jitter_offset(schedule.id, slot, schedule.jitter_seconds)
+            if fire_at > LAST_MOMENT:  # status could not even show when it fires
+                raise ValueError(f"jitter puts slot {slot.isoformat()} past the year 9999")
         item = (fire_at, next(self._seq), schedule.id, entry.version)
         heapq.heappush(self._heap, item)
         entry.fire_at = fire_at
@@ -420,10 +465,19 @@ class Scheduler:
             if slot is not None:
                 due.append((self._entries[item[2]].schedule, slot))
         if due:
-            for (schedule, slot), claim in zip(due, self._jobs.claim_ahead(due), strict=True):
-                self._claims.setdefault(schedule.id, {})[slot] = claim
+            self._claim(due)
         if heap:
             self._want_claim(heap[0][0])
+
+    def _claim(self, due: list[tuple[Schedule, datetime]]) -> None:
+        try:
+            claims = self._jobs.claim_ahead(due)
+        except Exception as exc:  # unclaimed, each run claims its own slot when it fires
+            self._claim_faults.failed(exc, slots=len(due))
+            return
+        self._claim_faults.succeeded()
+        for (schedule, slot), claim in zip(due, claims, strict=True):
+            self._claims.setdefault(schedule.id, {})[slot] = claim
 
     def _claimable(self, item: HeapItem) -> datetime | None:
         """The slot to claim for a claim-heap item: the one its entry still plans, not one
@@ -456,13 +510,21 @@ class Scheduler:
 
     def _on_timer(self) -> None:
         self._timer_at = float("inf")
-        now = self._clock()
+        try:
+            self._fire_due(self._clock())
+        finally:  # whatever broke, the next slot is still waited for
+            self._arm()
+
+    def _fire_due(self, now: float) -> None:
         while self._heap and self._heap[0][0] <= now:
             item = heapq.heappop(self._heap)
             if self._is_current(item):
                 self.metrics.fired(self._clock() - item[0])
-                self._due(self._entries[item[2]])
-        self._arm()
+                entry = self._entries[item[2]]
+                try:
+                    self._due(entry)
+                except Exception as exc:  # one schedule's fault must not stop the timer
+                    self._fault(entry.schedule, fault_reason(CANT_COMPUTE, exc), exc)
 
     def _due(self, entry: Entry) -> None:
         slot = entry.slot
@@ -532,6 +594,14 @@ class Scheduler:
         entry = self._entries.get(schedule_id)
         if entry is None:
             return
+        try:
+            self._settle_run(entry, slot, task)
+        except Exception as exc:  # a done-callback's exception would only reach asyncio
+            self._fault(entry.schedule, fault_reason(NOT_ACCOUNTED, exc), exc)
+
+    def _settle_run(
+        self, entry: Entry, slot: datetime, task: asyncio.Task[RunStatus | None]
+    ) -> None:
         entry.running.pop(slot, None)
         status = None if task.cancelled() or task.exception() else task.result()
         if status is not None:
@@ -666,6 +736,7 @@ class Scheduler:
         task = asyncio.ensure_future(coroutine)
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+        task.add_done_callback(report_death)  # a skip or release that failed says so
 
     # --- shutdown --------------------------------------------------------------------
 

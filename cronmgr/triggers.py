@@ -59,6 +59,7 @@ datetime nor croniter can: there is no slot there."""
 _NAIVE_EPOCH = datetime(1970, 1, 1)
 _HOUR_FIELD = 1  # croniter's index of the hour field, whatever the field count
 _MEMO_SIZE = 16  # recent answers kept per expression
+_MAX_SPAN_SECONDS = timedelta.max.total_seconds()  # the most a datetime can be moved by
 
 _FIELD_NAMES = ("minute", "hour", "day-of-month", "month", "day-of-week")
 _FIELD_NAMES_WITH_SECONDS = ("second", *_FIELD_NAMES)
@@ -111,6 +112,8 @@ class IntervalTrigger:
     def __post_init__(self) -> None:
         if not math.isfinite(self.seconds) or self.seconds <= 0:
             raise ValueError(f"interval must be positive, got {self.seconds!r} seconds")
+        if self.seconds > _MAX_SPAN_SECONDS:  # no slot past the anchor could be reached
+            raise ValueError(f"interval {self.seconds:g} s is out of range")
         step = round(self.seconds * 1_000_000)
         if step < 1:
             raise ValueError(f"interval must be at least one microsecond, got {self.seconds!r}")

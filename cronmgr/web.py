@@ -50,6 +50,7 @@ from cronmgr.payloads import (
     validate_query,
 )
 from cronmgr.store import Store, open_store
+from cronmgr.supervision import describe, spawn
 
 log = structlog.get_logger("cronmgr.web")
 
@@ -293,9 +294,13 @@ async def follow_logs(request: web.Request) -> web.Response:
     query = validate_query(FollowQuery, request.query)
     path = request.app[SETTINGS].log_file
     cursor = Cursor.parse(query.cursor) if query.cursor else None
-    page = await asyncio.to_thread(
-        read_page, path, cursor, _log_filter(query), initial_lines=query.lines
-    )
+    try:
+        page = await asyncio.to_thread(
+            read_page, path, cursor, _log_filter(query), initial_lines=query.lines
+        )
+    except OSError as exc:  # not a bug of ours: say what, rather than "internal error"
+        log.error("log_unreadable", path=str(path), error=describe(exc))
+        raise CronmgrError(f"the log file can't be read: {describe(exc)}") from exc
     return json_response(page.as_dict())
 
 
@@ -583,7 +588,7 @@ async def supervision(app: web.Application) -> AsyncIterator[None]:
     """Attach to (or resume) the daemon at start-up and watch it until shutdown."""
     control = app[CONTROL]
     await control.attach()
-    task = asyncio.create_task(control.supervise())
+    task = spawn("daemon supervisor", control.supervise())
     yield
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):

@@ -34,7 +34,7 @@ from cronmgr.models import (
 )
 from cronmgr.sessions import SessionKeeper
 from cronmgr.store import Store
-from cronmgr.store.base import Incident
+from cronmgr.store.base import Incident, Progress
 from cronmgr.ui_format import duration, relative, size, when
 from cronmgr.web import STORE, create_app
 
@@ -398,6 +398,30 @@ async def test_schedules_show_status_next_run_last_result_and_a_sparkline(
     assert row.count("<rect") == 4 and row.count('class="s-failed"') == 2
     assert "2/4 ok" in row and 'aria-label="last 4 runs: 2 succeeded"' in row
     assert "Pause" in row and "pipeline quick" in row
+
+
+async def test_a_schedule_in_error_shows_its_reason_in_red_and_can_be_resumed(
+    client: Client, settings: Settings
+) -> None:
+    """A schedule the engine set aside: an `error` badge (styled as a failure), the reason
+    in words, a Resume button that makes it active again."""
+    csrf = await logged_in(client, settings)
+    schedule = await new_schedule(client, settings, pipeline="quick", interval_seconds=30)
+    reason = "its next time can't be computed: interval 1e+308 s is out of range"
+    error = Progress(schedule["id"], 0, 0, None, None, status=ScheduleStatus.ERROR,
+                     status_reason=reason)  # fmt: skip
+    await store_of(client).record_progress([error])  # as the engine writes it
+    html = await page(client, "/ui/schedules")
+    row = html[html.index(f'id="schedule-{schedule["id"]}"') :]
+    row = row[: row.index("</tr>")]
+    assert 'class="badge s-error"' in row and "interval 1e+308 s is out of range" in row
+    assert "/resume" in row and "/pause" not in row
+    css = await page(client, "/ui/static/dashboard.css")
+    assert ".s-error" in css.split("{ background: var(--fail); }")[0].splitlines()[-1]
+    resume = f"/ui/schedules/{schedule['id']}/resume"
+    async with client.post(resume, data={"csrf_token": csrf}, allow_redirects=False) as resp:
+        assert resp.status == 303
+    assert (await store_of(client).get_schedule(schedule["id"])).status is ScheduleStatus.ACTIVE
 
 
 async def test_a_run_page_shows_steps_attempts_codes_and_output(

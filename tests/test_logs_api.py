@@ -591,3 +591,30 @@ async def test_the_log_endpoints_are_described_by_the_models_that_validate_them(
     schema = document["components"]["schemas"]["LogChunk"]
     answer = await get_page(http, lines=1)
     assert set(answer) == set(schema["properties"]) == set(schema["required"])
+
+
+async def test_the_stream_says_when_the_log_cant_be_read_and_goes_on_once_it_can(
+    controller: Controller, http: aiohttp.ClientSession
+) -> None:
+    """A log file turned into a directory (reads fail with EISDIR): one `unreadable` event
+    naming the error, the stream stays open, and lines written once the file is back come.
+    A one-shot read meanwhile answers with what failed, not "internal error"."""
+    path = controller.settings.log_file
+    append_raw(controller, {"event": "numbered", "n": 0})
+    async with open_stream(http, keepalive_seconds=30) as resp:
+        assert (await next_event(resp)).retry == "1000"
+        path.unlink()
+        path.mkdir()
+        event = await next_event(resp)
+        while event.event != "unreadable":
+            event = await next_event(resp)
+        assert "IsADirectoryError" in orjson.loads(event.data[0])["error"]
+        async with http.get("/api/v1/logs") as page:  # a one-shot read says it in words
+            body = await page.json()
+            assert page.status == 500
+            assert body["detail"].startswith("the log file can't be read: IsADirectoryError")
+        path.rmdir()
+        append_raw(controller, {"event": "numbered", "n": 1})
+        lines, events = await collect(resp, 1)
+    assert [line["n"] for line in lines] == [1]
+    assert [e.event for e in events if e.event == "unreadable"] == []

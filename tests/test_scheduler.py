@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+import structlog
 
 from cronmgr.models import (
     FailurePolicy,
@@ -569,3 +570,34 @@ async def test_a_skipped_slot_ends_its_claim(engine: Engine) -> None:
     await until(lambda: len(engine.jobs.skips) >= 3)
     skipped = [(schedule_id, slot) for schedule_id, slot, _ in engine.jobs.skips]
     assert set(skipped) <= set(engine.jobs.used)
+
+
+async def test_a_schedule_whose_times_cant_be_computed_goes_to_error_alone(
+    engine: Engine,
+) -> None:
+    """Each bad schedule is set aside with status `error` and its reason, and logged once;
+    the good one fires on. Resumed still broken, it goes back to error; fixed, it fires."""
+    good = interval(0.1)
+    huge = interval(1e308)
+    late = interval(0.1, misfire_grace_seconds=1e300)
+    with structlog.testing.capture_logs() as logs:
+        engine.add(good, huge, late)
+        await until(lambda: len(engine.jobs.runs) >= 3)
+        await until(lambda: engine.last_progress(late.id) is not None)
+    assert {schedule_id for schedule_id, _ in engine.jobs.runs} == {good.id}
+    errors = {e["schedule_id"]: e["reason"] for e in logs if e["event"] == "schedule_error"}
+    assert errors == {
+        huge.id: "its next time can't be computed: interval 1e+308 s is out of range",
+        late.id: "its next time can't be computed: misfire grace 1e+300 s is out of range",
+    }
+    for schedule_id, reason in errors.items():
+        saved = engine.last_progress(schedule_id)
+        assert saved is not None and saved.status is ScheduleStatus.ERROR
+        assert saved.status_reason == reason and saved.next_run_at is None
+    engine.progress.clear()
+    engine.scheduler.apply(ScheduleChanges([replace(late, revision=2)], [], 2))  # resumed
+    await until(lambda: engine.last_progress(late.id) is not None)
+    again = engine.last_progress(late.id)
+    assert again is not None and again.status is ScheduleStatus.ERROR
+    engine.scheduler.apply(ScheduleChanges([replace(late, misfire_grace_seconds=60)], [], 3))
+    await until(lambda: late.id in {schedule_id for schedule_id, _ in engine.jobs.runs})

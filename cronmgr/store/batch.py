@@ -27,6 +27,8 @@ from typing import Any
 
 import structlog
 
+from cronmgr.supervision import report_death
+
 log = structlog.get_logger("cronmgr.store")
 
 RESOLVE_CHUNK = 8
@@ -175,6 +177,7 @@ class WriteBatcher:
             self._timer = None
         if self._drainer is None and self._queue:
             self._drainer = asyncio.create_task(self._drain(), name="store write batcher")
+            self._drainer.add_done_callback(report_death)  # its writes fail; it says why
 
     async def _drain(self) -> None:
         try:

@@ -26,8 +26,12 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
+import structlog
+
+from cronmgr.supervision import describe
 
 T = TypeVar("T")
+log = structlog.get_logger("cronmgr.store")
 
 WRITER_NICENESS = 5
 """How much nicer than the event loop the writer thread runs (Linux, where a thread has a
@@ -51,6 +55,7 @@ class SyncWriter:
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._opened: asyncio.Future[None] | None = None
         self._thread: threading.Thread | None = None
+        self._death: RuntimeError | None = None  # why the thread stopped, if it did
         self.native_id: int | None = None
         """The writer thread's id in the kernel, once it runs."""
 
@@ -68,6 +73,8 @@ class SyncWriter:
         """`fn(connection)` on the writer thread; its result or its exception."""
         if self._thread is None:
             raise RuntimeError("the store writer is not open")
+        if self._death is not None:
+            raise self._death
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._jobs.put((fn, future))
         return await future
@@ -95,17 +102,30 @@ class SyncWriter:
             return
         loop.call_soon_threadsafe(_settle, self._opened, None, None)
         try:
-            while (job := self._jobs.get()) is not _STOP:
-                fn, future = job
-                try:
-                    result, error = fn(connection), None
-                except BaseException as exc:
-                    result, error = None, exc
-                # A closed loop raises RuntimeError: nobody is left to tell.
-                with contextlib.suppress(RuntimeError):
-                    loop.call_soon_threadsafe(_settle, future, result, error)
+            self._run_jobs(loop, connection)
+        except BaseException as exc:  # a bug of this loop: no call may wait on it forever
+            self._died(loop, exc)
         finally:
             connection.close()
+
+    def _run_jobs(self, loop: asyncio.AbstractEventLoop, connection: sqlite3.Connection) -> None:
+        while (job := self._jobs.get()) is not _STOP:
+            fn, future = job
+            try:
+                result, error = fn(connection), None
+            except BaseException as exc:
+                result, error = None, exc
+            # A closed loop raises RuntimeError: nobody is left to tell.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(_settle, future, result, error)
+
+    def _died(self, loop: asyncio.AbstractEventLoop, exc: BaseException) -> None:
+        """Say so, and fail the calls waiting and every later one with the reason."""
+        self._death = RuntimeError(f"the store writer thread stopped: {describe(exc)}")
+        log.critical("task_died", task="store writer", error=describe(exc), exc_info=exc)
+        with contextlib.suppress(queue.Empty, RuntimeError):
+            while (job := self._jobs.get_nowait()) is not _STOP:
+                loop.call_soon_threadsafe(_settle, job[1], None, self._death)
 
 
 def _be_nicer(thread_id: int) -> None:

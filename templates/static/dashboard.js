@@ -96,6 +96,11 @@ function followLog() {
     for (const kind of ["rotated", "cleared"]) {
       source.addEventListener(kind, () => body.appendChild(logRow("— the log was " + kind + " —")));
     }
+    source.addEventListener("unreadable", (event) => {
+      let why = "";
+      try { why = JSON.parse(event.data).error || ""; } catch (error) { why = ""; }
+      body.appendChild(logRow("— the log can't be read (" + why + "); still trying —"));
+    });
   };
   controls.hidden = false;
   toggle.addEventListener("click", () => {
