@@ -24,9 +24,10 @@ import structlog
 
 from cronmgr import pidfile
 from cronmgr.config import ENV_PREFIX, Settings, webhooks_env
-from cronmgr.errors import Conflict, DaemonError
+from cronmgr.errors import Conflict, DaemonError, InvalidInput, NotFound
 from cronmgr.models import utcnow
 from cronmgr.notify import Notifier
+from cronmgr.pipelines import load_pipelines
 from cronmgr.supervision import supervised
 
 log = structlog.get_logger("cronmgr.control")
@@ -305,8 +306,21 @@ class DaemonControl:
             return None
         return LaunchSpec(int(data["interval_seconds"]), str(data["pipeline"]))
 
+    async def check(self, spec: LaunchSpec) -> None:
+        """422 naming the pipeline when `spec` names one that can't be run."""
+        pipelines = await asyncio.to_thread(load_pipelines, self.settings.pipelines_path)
+        try:
+            pipelines.get(spec.pipeline)
+        except NotFound as exc:
+            message = exc.detail
+            raise InvalidInput(
+                f"invalid request body: pipeline: {message}",
+                errors=[{"field": "pipeline", "message": message, "type": "not_found"}],
+            ) from exc
+
     async def start(self, spec: LaunchSpec) -> int:
-        """Launch the daemon; 409 when one is running already."""
+        """Launch the daemon; 422 for an unknown pipeline, 409 when one runs already."""
+        await self.check(spec)
         async with self._lock:
             found = self.inspect()
             if found.liveness in (pidfile.Liveness.RUNNING, pidfile.Liveness.STARTING):

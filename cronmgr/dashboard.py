@@ -525,6 +525,7 @@ async def _stop(request: web.Request, form: Form) -> str:
 async def _restart(request: web.Request, form: Form) -> str:
     spec = _launch_spec(request, form)  # before the stop, which forgets the last spec
     control = request.app[CONTROL]
+    await control.check(spec)
     await control.stop()
     pid = await control.start(spec)
     return (

@@ -241,6 +241,11 @@ class Scheduler:
         old = self._entries.get(schedule.id)
         self._release(schedule.id)  # claimed under the old definition
         if schedule.status is not ScheduleStatus.ACTIVE:
+            if schedule.status is ScheduleStatus.ERROR and (
+                old is None or old.schedule.revision != schedule.revision
+            ):
+                # Set aside by the store (a row that breaks the rules): told once a revision.
+                log.error("schedule_error", schedule_id=schedule.id, reason=schedule.status_reason)
             if old is not None:
                 old.schedule, old.version = schedule, old.version + 1
                 old.queued.clear()

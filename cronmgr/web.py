@@ -230,6 +230,7 @@ async def restart_daemon(request: web.Request) -> web.Response:
     body = validate(StartRequest, await read_body(request), "request body")
     control = request.app[CONTROL]
     spec = _spec(request.app[SETTINGS], body, control.desired_spec())
+    await control.check(spec)  # before the stop: a restart that can't start stops nothing
     await control.stop()
     pid = await control.start(spec)
     data = _started(spec, pid)

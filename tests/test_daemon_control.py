@@ -238,10 +238,11 @@ async def test_controller_restart_reattaches_to_the_running_daemon(
 async def test_start_failure_reports_the_daemons_own_error(
     http: aiohttp.ClientSession,
 ) -> None:
-    """A pipeline that does not exist makes start fail with that reason, not 'started'."""
+    """A pipeline that does not exist makes start fail with that reason, not 'started': a
+    422 naming the field, since it is the request's fault (checked before any launch)."""
     async with http.post("/api/cron/start", json={"pipeline": "no-such-pipeline"}) as resp:
         body = await resp.json()
-        assert resp.status == 503
+        assert resp.status == 422
         assert "no-such-pipeline" in body["detail"]
     assert (await status(http))["is_running"] is False
 

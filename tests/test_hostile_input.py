@@ -240,3 +240,15 @@ async def test_a_stored_target_that_breaks_the_rules_reads_as_an_error_and_can_b
         assert word in shown["status_reason"], shown["status_reason"]
     await call(client, "DELETE", f"/api/v1/targets/{bad['id']}", 200)
     assert [t["id"] for t in await call(client, "GET", "/api/v1/targets", 200)] == [good["id"]]
+
+
+async def test_a_start_or_restart_naming_an_unknown_pipeline_is_422_and_starts_nothing(
+    client: Client, settings: Settings
+) -> None:
+    """Checked before anything is launched or stopped: 422 naming `pipeline`, no daemon."""
+    for path in ("/api/cron/start", "/api/cron/restart"):
+        await refused(
+            client, "POST", path, "pipeline", "unknown pipeline 'nope'", json={"pipeline": "nope"}
+        )
+    status = await call(client, "GET", "/api/cron/status", 200)
+    assert status["is_running"] is False

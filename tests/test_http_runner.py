@@ -963,4 +963,3 @@ async def test_the_runner_must_be_opened_before_use(context: RequestContext) -> 
     idle = HttpRunner()
     with pytest.raises(RuntimeError, match="async with"):
         await idle.run_target(target("http://127.0.0.1:9/"), context=context)
-
