@@ -294,6 +294,8 @@ class HttpRunner:
     ) -> StepResult:
         target = exchange.target
         try:
+            if target.status_reason is not None:  # a stored row that breaks the rules
+                raise _Unsendable(f"the target can't be used: {target.status_reason}")
             if self._wire is not None:
                 prepared = self._wire_request(target, context, secrets)
                 await self._send_wire(self._wire, prepared, exchange)

@@ -753,6 +753,20 @@ async def test_a_broken_or_unsafe_template_fails_without_sending_or_retrying(
     assert seen(server).arrivals == []
 
 
+async def test_a_target_the_store_set_aside_fails_without_sending_or_retrying(
+    runner: HttpRunner, server: TestServer, context: RequestContext
+) -> None:
+    """A target read back with a status_reason (its row breaks the rules) is never sent."""
+    probe = dataclasses.replace(
+        target(server.make_url("/echo")), status_reason="timeout_seconds: too big"
+    )
+    results, _ = await run(runner, probe, context)
+    (result,) = results
+    assert (result.status, result.error_type) == (RunStatus.FAILED, ErrorType.UNKNOWN)
+    assert result.error == "the target can't be used: timeout_seconds: too big"
+    assert seen(server).arrivals == []
+
+
 async def test_env_secrets_reach_the_server_but_never_the_logs_the_results_or_redact(
     runner: HttpRunner,
     server: TestServer,
