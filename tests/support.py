@@ -24,10 +24,13 @@ from typing import Any
 import aiohttp
 import psutil
 import pytest
+from aiohttp.test_utils import TestServer
 
 from cronmgr.config import Settings, load_settings
-from cronmgr.control import process_tree, settings_env
+from cronmgr.control import DaemonControl, process_tree, settings_env
+from cronmgr.models import RetryPolicy, Schedule, ScheduleType, Target, new_id, utcnow
 from cronmgr.pidfile import inspect
+from cronmgr.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent
 TEST_PIPELINES = Path(__file__).resolve().parent / "pipelines"
@@ -197,3 +200,31 @@ async def http(controller: Controller) -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP session that talks to the controller with its token."""
     async with aiohttp.ClientSession(controller.url, headers=controller.headers) as session:
         yield session
+
+
+async def add_target_schedule(
+    controller: Controller, server: TestServer, path: str, *, tell: bool = True, **fields: Any
+) -> Schedule:
+    """Store a target on `path` and a 1 s interval schedule of it; tell the daemon if `tell`."""
+    target = Target(
+        id=new_id(),
+        name=f"t-{path.strip('/')}-{new_id()[-6:]}",
+        url=str(server.make_url(path)),
+        retry=fields.pop("retry", RetryPolicy(max_attempts=1)),
+    )
+    now = utcnow()
+    values: dict[str, Any] = {"interval_seconds": 1.0, "start_at": now, "created_at": now}
+    values.update(fields)
+    schedule = Schedule(
+        id=new_id(),
+        name=f"s-{target.name}",
+        schedule_type=values.pop("schedule_type", ScheduleType.INTERVAL),
+        target_id=target.id,
+        **values,
+    )
+    async with open_store(controller.settings.store_url) as store:
+        await store.insert_target(target)
+        await store.insert_schedule(schedule)
+    if tell:
+        DaemonControl(controller.settings).definitions_changed()
+    return schedule

@@ -18,7 +18,7 @@ import psutil
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import Controller, until
+from support import Controller, add_target_schedule, until
 
 from cronmgr import pidfile
 from cronmgr.control import DaemonControl
@@ -32,8 +32,6 @@ from cronmgr.models import (
     RunStatus,
     Schedule,
     ScheduleStatus,
-    ScheduleType,
-    Target,
     Trigger,
     new_id,
     utcnow,
@@ -104,33 +102,6 @@ async def start_daemon(controller: Controller) -> None:
         http.post("/api/cron/start", json={"interval_seconds": 600, "pipeline": "quick"}) as r,
     ):
         assert r.status == 200, await r.text()
-
-
-async def add_target_schedule(
-    controller: Controller, server: TestServer, path: str, **fields: Any
-) -> Schedule:
-    """Store a target and an interval schedule for it, then tell the daemon."""
-    target = Target(
-        id=new_id(),
-        name=f"t-{path.strip('/')}-{new_id()[-6:]}",
-        url=str(server.make_url(path)),
-        retry=fields.pop("retry", RetryPolicy(max_attempts=1)),
-    )
-    now = utcnow()
-    values: dict[str, Any] = {"interval_seconds": 1.0, "start_at": now, "created_at": now}
-    values.update(fields)
-    schedule = Schedule(
-        id=new_id(),
-        name=f"s-{target.name}",
-        schedule_type=values.pop("schedule_type", ScheduleType.INTERVAL),
-        target_id=target.id,
-        **values,
-    )
-    async with open_store(controller.settings.store_url) as store:
-        await store.insert_target(target)
-        await store.insert_schedule(schedule)
-    DaemonControl(controller.settings).definitions_changed()
-    return schedule
 
 
 async def runs_of(controller: Controller, schedule_id: str) -> list[Run]:

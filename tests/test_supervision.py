@@ -19,12 +19,11 @@ import pytest
 import structlog
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from support import Controller, until
+from support import Controller, add_target_schedule, until
 
 from cronmgr.control import DaemonControl
 from cronmgr.daemon import _describe_failure as describe_failure
-from cronmgr.models import RetryPolicy, Schedule, ScheduleType, Target, new_id, utcnow
-from cronmgr.store import open_store
+from cronmgr.models import Schedule, utcnow
 from cronmgr.supervision import PAUSE_FIRST_SECONDS, Faults, spawn, supervised
 from cronmgr.triggers import IntervalTrigger
 
@@ -120,26 +119,7 @@ async def ok_server(aiohttp_server: ServerFactory) -> AsyncIterator[TestServer]:
 
 async def add_schedule(controller: Controller, server: TestServer, **fields: Any) -> Schedule:
     """A target on /ok and a 1 s interval schedule of it, stored (the daemon not told)."""
-    target = Target(
-        id=new_id(),
-        name=f"t-{new_id()[-8:]}",
-        url=str(server.make_url("/ok")),
-        retry=RetryPolicy(max_attempts=1),
-    )
-    now = utcnow()
-    values: dict[str, Any] = {"interval_seconds": 1.0, "start_at": now, "created_at": now}
-    values.update(fields)
-    schedule = Schedule(
-        id=new_id(),
-        name=f"s-{target.name}",
-        schedule_type=values.pop("schedule_type", ScheduleType.INTERVAL),
-        target_id=target.id,
-        **values,
-    )
-    async with open_store(controller.settings.store_url) as store:
-        await store.insert_target(target)
-        await store.insert_schedule(schedule)
-    return schedule
+    return await add_target_schedule(controller, server, "/ok", tell=False, **fields)
 
 
 def write_row(controller: Controller, schedule_id: str, **columns: Any) -> None:
