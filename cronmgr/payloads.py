@@ -18,9 +18,9 @@ from pydantic import (
     ConfigDict,
     Field,
     JsonValue,
-    TypeAdapter,
     ValidationError,
     WithJsonSchema,
+    create_model,
     field_validator,
     model_validator,
 )
@@ -703,21 +703,21 @@ def field_problems(model: type[BaseModel], values: Mapping[str, Any]) -> list[tu
     The rules of one field alone: those between fields concern how a request was written,
     not whether the engine can compute with what was stored.
     """
-    problems: list[tuple[str, str]] = []
-    for name, adapter in _field_adapters(model).items():
-        try:
-            adapter.validate_python(values[name])
-        except ValidationError as exc:
-            problems.extend((name, e["message"]) for e in field_errors(exc))
-    return problems
+    try:
+        _fields_only(model).model_validate(values)
+    except ValidationError as exc:
+        return [(str(e["loc"][0]), e["msg"]) for e in exc.errors(include_url=False)]
+    return []
 
 
 @functools.cache
-def _field_adapters(model: type[BaseModel]) -> dict[str, TypeAdapter[Any]]:
-    return {
-        name: TypeAdapter(Annotated[info.annotation, info])  # type: ignore[arg-type]
-        for name, info in model.model_fields.items()
+def _fields_only(model: type[BaseModel]) -> type[BaseModel]:
+    # The model's fields with their own rules, without its validators across fields: one
+    # validation call for a whole stored row (the engine reads 100,000 at a start).
+    fields: dict[str, Any] = {
+        name: (info.annotation, info) for name, info in model.model_fields.items()
     }
+    return create_model(f"{model.__name__}Fields", **fields)
 
 
 def _check(validator: Callable[[str], object], value: str) -> None:

@@ -14,12 +14,29 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from enum import StrEnum
 from typing import Any
 
-from cronmgr.models import Schedule, ScheduleStatus, ScheduleType, Target, utcnow
+from cronmgr.models import (
+    FailurePolicy,
+    MisfirePolicy,
+    OverlapPolicy,
+    Schedule,
+    ScheduleStatus,
+    ScheduleType,
+    Target,
+    utcnow,
+)
 from cronmgr.payloads import ScheduleSpec, TargetSpec
 
 UNREADABLE = "its stored definition can't be used"
+_ENUM_COLUMNS: dict[str, type[StrEnum]] = {
+    "schedule_type": ScheduleType,
+    "misfire_policy": MisfirePolicy,
+    "overlap_policy": OverlapPolicy,
+    "failure_policy": FailurePolicy,
+    "status": ScheduleStatus,
+}
 """How the reason of an `error` schedule read from a bad row begins."""
 
 
@@ -44,7 +61,16 @@ def unreadable_schedule(row: Mapping[str, Any], exc: Exception) -> Schedule:
         pipeline=_or_none(str, row.get("pipeline")),
         created_at=utcnow(),
     )
-    return _in_error(placeholder, f"{type(exc).__name__}: {exc}")
+    return _in_error(placeholder, _why_unmapped(row, exc))
+
+
+def _why_unmapped(row: Mapping[str, Any], exc: Exception) -> str:
+    # The mapping fails on the first bad column with a bare KeyError('x'): name the column.
+    for column, kind in _ENUM_COLUMNS.items():
+        values = [member.value for member in kind]
+        if row.get(column) not in values:
+            return f"{column}: {row.get(column)!r} is not one of {', '.join(values)}"
+    return f"{type(exc).__name__}: {exc}"
 
 
 def checked_target(target: Target) -> Target:
