@@ -17,7 +17,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from cronmgr.config import Settings, load_settings
-from cronmgr.web import create_app
+from cronmgr.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.web import STORE, create_app
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]
@@ -252,3 +253,23 @@ async def test_a_start_or_restart_naming_an_unknown_pipeline_is_422_and_starts_n
         )
     status = await call(client, "GET", "/api/cron/status", 200)
     assert status["is_running"] is False
+
+
+async def test_a_stored_run_that_cant_be_read_lists_as_failed_saying_why(
+    client: Client, settings: Settings
+) -> None:
+    """A run row with an unknown status, a step row with broken output: 200, failed, why."""
+    store = client.app[STORE]
+    now = utcnow()
+    run = Run(new_id(), "pipeline:nightly", now, Trigger.SCHEDULE, status=RunStatus.SUCCEEDED)
+    await store.insert_run(run)
+    await store.insert_step_result(run.id, 0, StepResult("a", RunStatus.SUCCEEDED, now, 3))
+    with sqlite3.connect(settings.state_path / "cronmgr.db") as db:
+        db.execute("UPDATE runs SET status = 'weird' WHERE id = ?", (run.id,))
+        db.execute("UPDATE step_results SET output_tail = 'not json' WHERE run_id = ?", (run.id,))
+    (listed,) = await call(client, "GET", "/api/v1/runs", 200)
+    assert listed["id"] == run.id and listed["status"] == "failed"
+    assert listed["error"].startswith("its stored row can't be read") and "weird" in listed["error"]
+    detail = await call(client, "GET", f"/api/v1/runs/{run.id}", 200)
+    (attempt,) = detail["steps"][0]["attempts"]
+    assert attempt["status"] == "failed" and "can't be read" in attempt["error"]

@@ -7,24 +7,32 @@ the engine can compute with it). A row that an older version wrote, or that
 was edited by hand, and that breaks a rule (a value out of range, an unknown policy, a time
 that can't be parsed) is not an error of the reader: it comes back as a schedule in status
 `error`, its reason in `status_reason`, so a list still answers, the dashboard still shows
-it, the engine never fires it, and it can be fixed with a PATCH or deleted.
+it, the engine never fires it, and it can be fixed with a PATCH or deleted. A target is
+read back the same way (with `status_reason` set; its runs fail without sending), and a
+run or step row that can't be mapped comes back failed, its error saying why.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from cronmgr.bounds import FIRST_MOMENT
 from cronmgr.models import (
     FailurePolicy,
     MisfirePolicy,
     OverlapPolicy,
+    Run,
+    RunStatus,
     Schedule,
     ScheduleStatus,
     ScheduleType,
+    StepResult,
     Target,
+    Trigger,
     utcnow,
 )
 from cronmgr.payloads import ScheduleSpec, TargetSpec
@@ -90,6 +98,41 @@ def unreadable_target(row: Mapping[str, Any], exc: Exception) -> Target:
         url=str(row.get("url") or ""),
         status_reason=_reason(f"{type(exc).__name__}: {exc}"),
     )
+
+
+def unreadable_run(
+    row: Mapping[str, Any], exc: Exception, steps: tuple[StepResult, ...] = ()
+) -> Run:
+    """The run of a row that can't be mapped: failed, its error saying why, so a list of runs
+    still answers (runs have no `error` status: what can't be read did not succeed)."""
+    return Run(
+        id=str(row.get("id")),
+        job=str(row.get("job") or ""),
+        scheduled_for=_moment(row.get("scheduled_for")),
+        trigger=_or_none(Trigger, row.get("trigger")) or Trigger.SCHEDULE,
+        status=RunStatus.FAILED,
+        schedule_id=_or_none(str, row.get("schedule_id")),
+        error=f"its stored row can't be read ({type(exc).__name__}: {exc})",
+        steps=steps,
+    )
+
+
+def unreadable_step(row: Mapping[str, Any], exc: Exception) -> StepResult:
+    """The step result of a row that can't be mapped: failed, saying why."""
+    return StepResult(
+        step=str(row.get("step") or "?"),
+        status=RunStatus.FAILED,
+        started_at=_moment(row.get("started_at")),
+        duration_ms=0,
+        attempt=_or_none(int, row.get("attempt")) or 1,
+        position=_or_none(int, row.get("position")) or 0,
+        error=f"its stored row can't be read ({type(exc).__name__}: {exc})",
+    )
+
+
+def _moment(value: Any) -> datetime:
+    parsed = _or_none(datetime.fromisoformat, value)
+    return parsed if isinstance(parsed, datetime) else FIRST_MOMENT
 
 
 def _reason(why: str) -> str:

@@ -52,7 +52,9 @@ from cronmgr.store.queries import load_queries, migrations
 from cronmgr.store.readable import (
     checked_schedule,
     checked_target,
+    unreadable_run,
     unreadable_schedule,
+    unreadable_step,
     unreadable_target,
 )
 from cronmgr.store.writer import Statement, SyncWriter, apply_writes, rollback, run_many
@@ -159,7 +161,15 @@ def split_statements(script: str) -> list[str]:
 
 
 def run_from_row(row: Row, steps: Iterable[StepResult] = ()) -> Run:
-    """A Run from a `runs` row."""
+    """A Run from a `runs` row; one that can't be mapped comes back failed, saying why."""
+    steps = tuple(steps)
+    try:
+        return _mapped_run(row, steps)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        return unreadable_run(dict(row), exc, steps)
+
+
+def _mapped_run(row: Row, steps: Iterable[StepResult]) -> Run:
     return Run(
         id=row["id"],
         job=row["job"],
@@ -175,7 +185,14 @@ def run_from_row(row: Row, steps: Iterable[StepResult] = ()) -> Run:
 
 
 def step_from_row(row: Row) -> StepResult:
-    """A StepResult from a `step_results` row."""
+    """A StepResult from a `step_results` row; one that can't be mapped is failed, saying why."""
+    try:
+        return _mapped_step(row)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        return unreadable_step(dict(row), exc)
+
+
+def _mapped_step(row: Row) -> StepResult:
     return StepResult(
         step=row["step"],
         status=RunStatus(row["status"]),
