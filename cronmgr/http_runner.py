@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import functools
-import inspect
 import logging
 import os
 import random
@@ -58,6 +57,7 @@ from cronmgr.logs import bound_fields
 from cronmgr.models import Assertion, ErrorType, RunStatus, StepResult, Target, utcnow
 from cronmgr.retry import retry_after_seconds, retry_delay, should_retry
 from cronmgr.secret_refs import MissingSecret, SecretResolver, redact
+from cronmgr.step_reports import elapsed_ms, report
 
 # One module-level logger, bound per run: binding a fresh get_logger() each time would
 # resolve the configuration anew for every run.
@@ -237,7 +237,7 @@ class HttpRunner:
                 elif _log.is_enabled_for(logging.DEBUG):  # not even its fields otherwise
                     _log_finished(_log.debug, result, target)
                 if handed_over:
-                    await _notify(on_attempt, result)
+                    await report(on_attempt, result)
                 if delay is None:
                     break
                 _log.info(
@@ -281,7 +281,7 @@ class HttpRunner:
         except asyncio.CancelledError:
             result = exchange.cancelled()
             _log_finished(_log.info, result, target)
-            await _notify(on_attempt, result)
+            await report(on_attempt, result)
             raise
         return result, exchange.retry_after()
 
@@ -466,7 +466,7 @@ class _Exchange:
 
     def stop_clock(self) -> None:
         """The response is complete: its duration is fixed now."""
-        self._duration_ms = _elapsed_ms(self._started)
+        self._duration_ms = elapsed_ms(self._started)
 
     def retry_after(self) -> float | None:
         """Seconds the server asked us to wait, if it did."""
@@ -502,7 +502,7 @@ class _Exchange:
 
     def _elapsed(self) -> int:
         if self._duration_ms is None:
-            return _elapsed_ms(self._started)
+            return elapsed_ms(self._started)
         return self._duration_ms
 
     def _result(
@@ -617,18 +617,6 @@ def _log_finished(emit: Callable[..., Any], result: StepResult, target: Target) 
         error=result.error,
         **attempt_fields(result, target),
     )
-
-
-async def _notify(callback: AttemptCallback | None, result: StepResult) -> None:
-    if callback is None:
-        return
-    outcome = callback(result)
-    if inspect.isawaitable(outcome):
-        await outcome
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
 
 
 # --- assertions -----------------------------------------------------------------------------

@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import inspect
 import os
 import shutil
 import signal
@@ -53,6 +52,7 @@ from cronmgr.logs import bound_fields
 from cronmgr.models import ErrorType, RunStatus, StepResult, Target, utcnow
 from cronmgr.pipelines import Pipeline, Step, StepKind
 from cronmgr.retry import backoff_delay
+from cronmgr.step_reports import elapsed_ms, report
 
 MAX_LINE_CHARS = 8192
 LINE_CUT_MARKER = " …[cut: line was {size} bytes]"
@@ -339,7 +339,7 @@ class _PipelineRun:
     async def _report(self, position: int, result: StepResult) -> None:
         result = replace(result, step=self.pipeline.steps[position].name, position=position)
         self.latest[position] = result
-        await _notify(self.options.on_step_finished, position, result)
+        await report(self.options.on_step_finished, position, result)
 
     # --- one step, by kind
 
@@ -450,14 +450,6 @@ def _reason(exc: Exception) -> str:
     return str(exc) or type(exc).__name__
 
 
-async def _notify(callback: PipelineCallback | None, position: int, result: StepResult) -> None:
-    if callback is None:
-        return
-    outcome = callback(position, result)
-    if inspect.isawaitable(outcome):
-        await outcome
-
-
 def _log_pipeline_finished(
     log: FilteringBoundLogger, status: RunStatus, results: list[StepResult], started: float
 ) -> None:
@@ -467,7 +459,7 @@ def _log_pipeline_finished(
     log.info(
         "pipeline_finished",
         status=status.value,
-        duration_ms=_elapsed_ms(started),
+        duration_ms=elapsed_ms(started),
         steps=counts,
     )
 
@@ -486,10 +478,6 @@ def _report(
     )
     if on_finished is not None:
         on_finished(result)
-
-
-def _elapsed_ms(started: float) -> int:
-    return int((time.monotonic() - started) * 1000)
 
 
 # --- one step ------------------------------------------------------------------------------
@@ -580,12 +568,8 @@ class _Execution:
                 _signal_group(proc.pid, signal.SIGKILL)
 
     async def _announce(self, proc: asyncio.subprocess.Process) -> None:
-        if self.on_spawned is None:
-            return
         try:
-            outcome = self.on_spawned(proc.pid, self.leader_created)
-            if inspect.isawaitable(outcome):
-                await outcome
+            await report(self.on_spawned, proc.pid, self.leader_created)
         except Exception as exc:  # the step runs all the same; only its record is missing
             self.log.error("step_group_not_recorded", pgid=proc.pid, error=repr(exc))
 
@@ -624,7 +608,7 @@ class _Execution:
             step=self.step.name,
             status=status,
             started_at=self.started_at,
-            duration_ms=_elapsed_ms(self._started),
+            duration_ms=elapsed_ms(self._started),
             exit_code=code if code is not None and code >= 0 else None,
             signal=-code if code is not None and code < 0 else None,
             error_type=error_type,
