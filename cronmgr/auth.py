@@ -10,6 +10,7 @@ import secrets
 import structlog
 
 from cronmgr.config import Settings
+from cronmgr.locate import read_token as read_token
 
 log = structlog.get_logger("cronmgr.auth")
 
@@ -31,17 +32,6 @@ def ensure_token(settings: Settings) -> str | None:
     token = read_token(settings)
     assert token is not None
     return token
-
-
-def read_token(settings: Settings) -> str | None:
-    """The token a local client should send: configured, or read from the token file."""
-    if settings.api_token:
-        return settings.api_token
-    try:
-        token = settings.token_file.read_text().strip()
-    except (FileNotFoundError, PermissionError):
-        return None
-    return token or None
 
 
 def token_matches(expected: str, header: str | None) -> bool:

@@ -56,8 +56,6 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
-from cronmgr.auth import read_token
-from cronmgr.config import Settings, is_loopback, load_settings
 from cronmgr.errors import (
     ConfigError,
     ControllerUnreachable,
@@ -65,9 +63,12 @@ from cronmgr.errors import (
     TooManyRequests,
     error_for_status,
 )
+from cronmgr.locate import Located, is_loopback, load_location, read_token
 
 if TYPE_CHECKING:
     import aiohttp
+
+    from cronmgr.config import Settings
 
 __all__ = ["AsyncClient", "Call", "Client", "CronAPIClient"]
 
@@ -387,8 +388,9 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
 class Client(_Endpoints[dict[str, Any], list[Any], str, Generator[Item, None, None]]):
     """A blocking client of the controller's API.
 
-    `base_url` defaults to the configured controller (`settings.base_url`, with settings
-    from `load_settings()` when not given); the token to an explicit `token`, else the
+    `base_url` defaults to the configured controller (`settings.base_url`; without
+    `settings`, the same file and `CRONMGR_*` variables `load_settings()` reads, through
+    `cronmgr.locate.load_location()`); the token to an explicit `token`, else the
     configured `CRONMGR_API_TOKEN`, else the controller's token file.
     """
 
@@ -717,14 +719,16 @@ def _isoformat(value: object) -> str:
 def _resolve(
     base_url: str | None, token: str | None, settings: Settings | None
 ) -> tuple[str, str | None]:
-    """The base URL and token to use; settings are only loaded when something is missing."""
+    """The base URL and token to use; settings are only read when something is missing."""
     if base_url is None or token is None:
-        settings = settings if settings is not None else load_settings()
+        # Without settings given, only the few the client needs are read (see
+        # cronmgr.locate), so that the client never loads pydantic.
+        located: Located = settings if settings is not None else load_location()
         local = base_url is None or _is_local(base_url)
-        base_url = base_url if base_url is not None else settings.base_url
+        base_url = base_url if base_url is not None else located.base_url
         if token is None:
             # The token file belongs to this machine's controller: never send it elsewhere.
-            token = read_token(settings) if local else settings.api_token
+            token = read_token(located) if local else located.api_token
     return _checked_url(base_url), token or None
 
 

@@ -8,10 +8,8 @@ under `home`. Nothing here runs at import time: callers build a `Settings` with
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -27,10 +25,25 @@ from pydantic import (
 )
 
 from cronmgr.errors import ConfigError
+from cronmgr.locate import (
+    DEFAULT_HOST,
+    DEFAULT_PORT,
+    MAX_PORT,
+    MIN_TOKEN_LENGTH,
+    absolute,
+    controller_url,
+    from_env,
+    is_loopback,
+    named_config,
+    read_toml,
+    state_path,
+    token_file,
+)
+from cronmgr.locate import (
+    ENV_PREFIX as ENV_PREFIX,
+)
 from cronmgr.payloads import check_http_url
 
-ENV_PREFIX = "CRONMGR_"
-TOKEN_FILENAME = "api-token"
 PID_FILENAME = "cronmgr.pid"
 LOG_FILENAME = "cronmgr.log"
 
@@ -93,10 +106,14 @@ class Settings(BaseModel):
     pipelines_dir: Path | None = Field(None, description="Pipeline files; default home/pipelines.")
     log_dir: Path | None = Field(None, description="Log directory; default home/logs.")
     state_dir: Path | None = Field(None, description="PID file, token, store; default home/var.")
-    host: str = Field("127.0.0.1", description="Address the controller listens on.")
-    port: int = Field(8000, ge=0, le=65535, description="Port the controller listens on.")
+    host: str = Field(DEFAULT_HOST, description="Address the controller listens on.")
+    port: int = Field(
+        DEFAULT_PORT, ge=0, le=MAX_PORT, description="Port the controller listens on."
+    )
     database_url: str | None = Field(None, description="Store URL; default SQLite in state_dir.")
-    api_token: str | None = Field(None, min_length=16, description="Bearer token for the API.")
+    api_token: str | None = Field(
+        None, min_length=MIN_TOKEN_LENGTH, description="Bearer token for the API."
+    )
     auth: bool = Field(True, description="Require the bearer token (loopback only when off).")
     lockout_failures: int = Field(
         20,
@@ -176,7 +193,7 @@ class Settings(BaseModel):
     @classmethod
     def _absolute(cls, value: Path | None) -> Path | None:
         # The daemon changes its working directory; relative paths would move with it.
-        return value.expanduser().absolute() if value is not None else None
+        return absolute(value) if value is not None else None
 
     @model_validator(mode="after")
     def _listen_safely(self) -> Settings:
@@ -214,7 +231,7 @@ class Settings(BaseModel):
     @property
     def state_path(self) -> Path:
         """Directory of the PID file, the token file and the SQLite store."""
-        return self.state_dir or self.home / "var"
+        return state_path(self.home, self.state_dir)
 
     @property
     def log_file(self) -> Path:
@@ -229,7 +246,7 @@ class Settings(BaseModel):
     @property
     def token_file(self) -> Path:
         """Where the generated API token lives (mode 0600)."""
-        return self.state_path / TOKEN_FILENAME
+        return token_file(self.state_path)
 
     @property
     def store_url(self) -> str:
@@ -239,10 +256,7 @@ class Settings(BaseModel):
     @property
     def base_url(self) -> str:
         """The controller's own URL, as a client on this machine reaches it."""
-        host = "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
-        if ":" in host:
-            host = f"[{host}]"
-        return f"http://{host}:{self.port}"
+        return controller_url(self.host, self.port)
 
 
 def bundled_path(kind: str) -> Path:
@@ -256,16 +270,6 @@ def bundled_path(kind: str) -> Path:
     return inside if inside.is_dir() else package.parent / kind
 
 
-def is_loopback(host: str) -> bool:
-    """Whether `host` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def load_settings(
     config_file: Path | str | None = None,
     env: Mapping[str, str] | None = None,
@@ -274,9 +278,9 @@ def load_settings(
     """Build the settings from defaults, the TOML file, the environment and overrides."""
     env = os.environ if env is None else env
     values: dict[str, Any] = {}
-    config_file = config_file or env.get(f"{ENV_PREFIX}CONFIG")
+    config_file = config_file or named_config(env)
     if config_file:
-        values.update(_read_toml(Path(config_file)))
+        values.update(read_toml(Path(config_file)))
     values.update(_from_env(env))
     values.update({k: v for k, v in overrides.items() if v is not None})
     try:
@@ -285,23 +289,8 @@ def load_settings(
         raise ConfigError(_describe(exc, config_file)) from exc
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except OSError as exc:
-        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
-
-
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
-    fields = Settings.model_fields
-    found: dict[str, Any] = {}
-    for name in fields:
-        value = env.get(ENV_PREFIX + name.upper())
-        if value is not None and value != "":
-            found[name] = value
+    found: dict[str, Any] = dict(from_env(env, Settings.model_fields))
     if "webhooks" in found:
         found["webhooks"] = _webhooks_from_env(found["webhooks"])
     return found
