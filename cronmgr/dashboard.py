@@ -40,7 +40,7 @@ from multidict import MultiDictProxy
 from cronmgr import __version__, ui_format
 from cronmgr.api_v1 import request_pipeline_run
 from cronmgr.config import bundled_path
-from cronmgr.control import LaunchSpec
+from cronmgr.control import LaunchSpec, launch_spec
 from cronmgr.errors import (
     Conflict,
     CronmgrError,
@@ -500,12 +500,8 @@ def _launch_spec(request: web.Request, form: Form) -> LaunchSpec:
     if pipeline:
         data["pipeline"] = pipeline
     body = validate(StartRequest, data, "form")
-    settings, last = request.app[SETTINGS], request.app[CONTROL].desired_spec()
-    return LaunchSpec(
-        body.interval_seconds
-        or (last.interval_seconds if last else settings.default_interval_seconds),
-        body.pipeline or (last.pipeline if last else settings.default_pipeline),
-    )
+    last = request.app[CONTROL].desired_spec()
+    return launch_spec(request.app[SETTINGS], last, body.interval_seconds, body.pipeline)
 
 
 async def _start(request: web.Request, form: Form) -> str:
