@@ -470,12 +470,12 @@ async def overview(request: web.Request) -> web.Response:
     control, settings, store = request.app[CONTROL], request.app[SETTINGS], request.app[STORE]
     status = await asyncio.to_thread(control.status)
     names = Names(store)
-    last = control.desired_spec()
+    start = launch_spec(settings, control.desired_spec())  # what a bare Start would run
     context = {
         "status": status,
         "pipelines": sorted(p.name for p in await read_pipelines(request)),
-        "start_pipeline": status.get("pipeline") or settings.default_pipeline,
-        "start_interval": (last.interval_seconds if last else settings.default_interval_seconds),
+        "start_pipeline": start.pipeline,
+        "start_interval": start.interval_seconds,
         "next_runs": await _next_runs(names, status.get("next_runs", [])),
         "recent": await run_rows(names, await store.list_runs(limit=10)),
         "incidents": await _incident_rows(store, names, IncidentStatus.OPEN, 10, 0),
