@@ -202,7 +202,7 @@ async def _check_references(request: web.Request, spec: ScheduleSpec) -> None:
             raise invalid("target_id", message, "not_found") from exc
     if spec.pipeline is not None:
         try:
-            (await _pipelines(request)).get(spec.pipeline)
+            (await read_pipelines(request)).get(spec.pipeline)
         except NotFound as exc:
             raise invalid("pipeline", exc.detail, "not_found") from exc
 
@@ -349,9 +349,12 @@ async def get_run(request: web.Request) -> web.Response:
 # --- pipelines ----------------------------------------------------------------------------
 
 
-async def _pipelines(request: web.Request) -> PipelineSet:
-    # Read per request: the files are the source of truth and small; a cache would need
-    # invalidation on every edit for no measurable gain.
+async def read_pipelines(request: web.Request) -> PipelineSet:
+    """The pipelines as their files say now, loaded in a worker thread (API and dashboard).
+
+    Read per request: the files are the source of truth and small; a cache would need
+    invalidation on every edit for no measurable gain.
+    """
     return await asyncio.to_thread(load_pipelines, request.app[SETTINGS].pipelines_path)
 
 
@@ -387,7 +390,7 @@ def pipeline_body(pipeline: Pipeline) -> dict[str, Any]:
 
 async def list_pipelines(request: web.Request) -> web.Response:
     """GET /api/v1/pipelines: every pipeline that loaded (not paged: they are files)."""
-    found = await _pipelines(request)
+    found = await read_pipelines(request)
     return json_response([pipeline_summary(p) for p in found])
 
 
@@ -396,7 +399,7 @@ async def get_pipeline(request: web.Request) -> web.Response:
 
     404 says why: an unknown name, or the file that failed to load.
     """
-    pipeline = (await _pipelines(request)).get(request.match_info["name"])
+    pipeline = (await read_pipelines(request)).get(request.match_info["name"])
     store = _store(request)
     body = pipeline_body(pipeline)
     body["schedule"] = await _schedule_state(store, pipeline)
@@ -436,7 +439,7 @@ async def run_pipeline(request: web.Request) -> web.Response:
     409 when the daemon is not running, or when the pipeline's overlap policy is `skip`
     (the default without a schedule) and a run of it is in flight or waiting.
     """
-    pipeline = (await _pipelines(request)).get(request.match_info["name"])
+    pipeline = (await read_pipelines(request)).get(request.match_info["name"])
     run = await request_pipeline_run(
         _store(request), request.app[CONTROL], pipeline, "POST /api/cron/start"
     )

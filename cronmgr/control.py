@@ -67,6 +67,25 @@ class LaunchSpec:
         ]
 
 
+def launch_spec(
+    settings: Settings,
+    last: LaunchSpec | None,
+    interval_seconds: int | None = None,
+    pipeline: str | None = None,
+) -> LaunchSpec:
+    """What a start or restart launches: each field as asked, else as the last start had it,
+    else the configured default.
+
+    `last` is `Control.desired_spec()`: it outlives a daemon that died and supervision that
+    gave up (only a stop forgets it), so a bare start after `fatal` brings back the daemon
+    that was wanted, whether it comes from the API, the CLI or the dashboard.
+    """
+    return LaunchSpec(
+        interval_seconds or (last.interval_seconds if last else settings.default_interval_seconds),
+        pipeline or (last.pipeline if last else settings.default_pipeline),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class StopOutcome:
     """What `stop` found and did."""

@@ -38,9 +38,9 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from cronmgr import __version__, ui_format
-from cronmgr.api_v1 import request_pipeline_run
+from cronmgr.api_v1 import read_pipelines, request_pipeline_run
 from cronmgr.config import bundled_path
-from cronmgr.control import LaunchSpec
+from cronmgr.control import LaunchSpec, launch_spec
 from cronmgr.errors import (
     Conflict,
     CronmgrError,
@@ -60,7 +60,7 @@ from cronmgr.models import (
 )
 from cronmgr.payloads import FollowQuery, StartRequest, validate, validate_query
 from cronmgr.pipeline_sync import file_schedule_id
-from cronmgr.pipelines import Pipeline, PipelineSet, load_pipelines
+from cronmgr.pipelines import Pipeline
 from cronmgr.secret_refs import redact
 from cronmgr.sessions import Session, SessionKeeper, tokens_match
 from cronmgr.store import Store
@@ -454,11 +454,6 @@ def sparkline(runs: list[Run]) -> list[Bar]:
 # --- overview ---------------------------------------------------------------------------------
 
 
-async def _pipelines(request: web.Request) -> PipelineSet:
-    # Read per request, as the API does: the files are the source of truth, and small.
-    return await asyncio.to_thread(load_pipelines, request.app[SETTINGS].pipelines_path)
-
-
 async def _next_runs(names: Names, planned: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [
         {
@@ -475,12 +470,12 @@ async def overview(request: web.Request) -> web.Response:
     control, settings, store = request.app[CONTROL], request.app[SETTINGS], request.app[STORE]
     status = await asyncio.to_thread(control.status)
     names = Names(store)
-    last = control.desired_spec()
+    start = launch_spec(settings, control.desired_spec())  # what a bare Start would run
     context = {
         "status": status,
-        "pipelines": sorted(p.name for p in await _pipelines(request)),
-        "start_pipeline": status.get("pipeline") or settings.default_pipeline,
-        "start_interval": (last.interval_seconds if last else settings.default_interval_seconds),
+        "pipelines": sorted(p.name for p in await read_pipelines(request)),
+        "start_pipeline": start.pipeline,
+        "start_interval": start.interval_seconds,
         "next_runs": await _next_runs(names, status.get("next_runs", [])),
         "recent": await run_rows(names, await store.list_runs(limit=10)),
         "incidents": await _incident_rows(store, names, IncidentStatus.OPEN, 10, 0),
@@ -500,12 +495,8 @@ def _launch_spec(request: web.Request, form: Form) -> LaunchSpec:
     if pipeline:
         data["pipeline"] = pipeline
     body = validate(StartRequest, data, "form")
-    settings, last = request.app[SETTINGS], request.app[CONTROL].desired_spec()
-    return LaunchSpec(
-        body.interval_seconds
-        or (last.interval_seconds if last else settings.default_interval_seconds),
-        body.pipeline or (last.pipeline if last else settings.default_pipeline),
-    )
+    last = request.app[CONTROL].desired_spec()
+    return launch_spec(request.app[SETTINGS], last, body.interval_seconds, body.pipeline)
 
 
 async def _start(request: web.Request, form: Form) -> str:
@@ -679,7 +670,7 @@ async def _pipeline_row(store: Store, pipeline: Pipeline) -> dict[str, Any]:
 
 async def pipelines_page(request: web.Request) -> web.Response:
     """GET /ui/pipelines: every pipeline with its schedule and last run; the broken files."""
-    store, found = request.app[STORE], await _pipelines(request)
+    store, found = request.app[STORE], await read_pipelines(request)
     rows = [await _pipeline_row(store, p) for p in sorted(found, key=lambda p: p.name)]
     context = {"rows": rows, "errors": found.errors}
     return render(request, "ui_pipelines.html", context)
@@ -688,7 +679,7 @@ async def pipelines_page(request: web.Request) -> web.Response:
 async def pipeline_page(request: web.Request) -> web.Response:
     """GET /ui/pipelines/{name}: steps, schedule, recent runs, run now."""
     store = request.app[STORE]
-    pipeline = (await _pipelines(request)).get(request.match_info["name"])
+    pipeline = (await read_pipelines(request)).get(request.match_info["name"])
     row = await _pipeline_row(store, pipeline)
     names = Names(store)
     context = {**row, "recent": await run_rows(names, row["runs"])}
@@ -696,7 +687,7 @@ async def pipeline_page(request: web.Request) -> web.Response:
 
 
 async def _run_now(request: web.Request, form: Form) -> str:
-    pipeline = (await _pipelines(request)).get(request.match_info["name"])
+    pipeline = (await read_pipelines(request)).get(request.match_info["name"])
     store, control = request.app[STORE], request.app[CONTROL]
     run = await request_pipeline_run(store, control, pipeline, "the Start button above")
     return f"Run {run.id} of pipeline {pipeline.name} asked for"

@@ -17,7 +17,7 @@ from aiohttp import web
 from cronmgr import __version__, logs
 from cronmgr.auth import ensure_token, token_matches
 from cronmgr.config import Settings, bundled_path
-from cronmgr.control import DaemonControl, LaunchSpec
+from cronmgr.control import DaemonControl, LaunchSpec, launch_spec
 from cronmgr.errors import (
     BadRequest,
     CronmgrError,
@@ -180,19 +180,16 @@ async def read_body(request: web.Request, *, required: bool = False) -> dict[str
 # --- daemon control -------------------------------------------------------------------
 
 
-def _spec(settings: Settings, body: StartRequest, last: LaunchSpec | None) -> LaunchSpec:
-    interval = body.interval_seconds or (last.interval_seconds if last else None)
-    pipeline = body.pipeline or (last.pipeline if last else None)
-    return LaunchSpec(
-        interval or settings.default_interval_seconds, pipeline or settings.default_pipeline
-    )
+def _spec(request: web.Request, body: StartRequest) -> LaunchSpec:
+    # The rule the dashboard's controls use too: asked, else the last start's, else defaults.
+    last = request.app[CONTROL].desired_spec()
+    return launch_spec(request.app[SETTINGS], last, body.interval_seconds, body.pipeline)
 
 
 async def start_daemon(request: web.Request) -> web.Response:
-    """POST /api/cron/start: launch the daemon; 409 when it runs already."""
+    """POST /api/cron/start: launch the daemon (see `launch_spec`); 409 when it runs already."""
     body = validate(StartRequest, await read_body(request), "request body")
-    settings = request.app[SETTINGS]
-    spec = _spec(settings, body, None)
+    spec = _spec(request, body)
     pid = await request.app[CONTROL].start(spec)
     return json_response(_started(spec, pid))
 
@@ -229,7 +226,7 @@ async def restart_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/restart: stop, then start with the given or the last settings."""
     body = validate(StartRequest, await read_body(request), "request body")
     control = request.app[CONTROL]
-    spec = _spec(request.app[SETTINGS], body, control.desired_spec())
+    spec = _spec(request, body)  # before the stop, which forgets the last spec
     await control.check(spec)  # before the stop: a restart that can't start stops nothing
     await control.stop()
     pid = await control.start(spec)

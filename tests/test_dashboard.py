@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 import pytest
 from aiohttp.test_utils import TestClient
-from support import Controller, make_home
+from support import Controller, make_home, until
 
 from cronmgr.config import Settings, load_settings
 from cronmgr.models import (
@@ -32,6 +32,7 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
+from cronmgr.pidfile import inspect
 from cronmgr.sessions import SessionKeeper
 from cronmgr.store import Store
 from cronmgr.store.base import Incident, Progress
@@ -619,3 +620,63 @@ async def async_wait_for(check: Callable[[], Awaitable[bool]], what: str) -> Non
         if loop.time() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.1)
+
+
+async def _give_up(api: aiohttp.ClientSession, controller: Controller) -> None:
+    """Kill the daemon while its pipeline file is away: the relaunch fails, supervision gives
+    up into `fatal`; then the file comes back, so only the last spec decides what starts."""
+    quick = controller.settings.pipelines_path / "quick.toml"
+    text = quick.read_text()
+    quick.unlink()
+    found = inspect(controller.settings.pid_file)
+    assert found.process is not None
+    found.process.kill()
+
+    async def fatal() -> bool:
+        async with api.get("/api/cron/status") as resp:
+            return (await resp.json())["state"] == "fatal"
+
+    await until(fatal, what="supervision to give up")
+    quick.write_text(text)
+
+
+async def test_after_supervision_gave_up_api_and_dashboard_start_the_same_daemon(
+    controller_factory: Callable[..., Controller],
+) -> None:
+    """A bare POST /api/cron/start and the dashboard's Start, as its form comes, both bring
+    back the last start's pipeline and interval, not the configured defaults."""
+    controller = controller_factory(
+        supervise=True,
+        supervise_poll_seconds=0.1,
+        restart_backoff_seconds=0.1,
+        restart_max_quick_failures=1,
+    )
+    async with (
+        aiohttp.ClientSession(controller.url, headers=controller.headers) as api,
+        _session(controller) as ui,
+    ):
+        body = {"pipeline": "quick", "interval_seconds": 45}
+        async with api.post("/api/cron/start", json=body) as resp:
+            assert resp.status == 200, await resp.text()
+        await _give_up(api, controller)
+        async with api.post("/api/cron/start") as resp:
+            started = await resp.json()
+            assert resp.status == 200, started
+        assert (started["pipeline"], started["interval_seconds"]) == ("quick", 45)
+
+        await _give_up(api, controller)
+        async with ui.get("/ui/login") as resp:
+            nonce = csrf_of(await resp.text())
+        form = {"csrf_token": nonce, "token": controller.token}
+        async with ui.post("/ui/login", data=form) as resp:
+            html = await resp.text()
+        assert 'id="daemon-state">fatal<' in html
+        assert '<option value="quick" selected>' in html and 'value="45"' in html
+        html = await _submit(
+            ui, "/ui/daemon/start", csrf_of(html), pipeline="quick", interval_seconds="45"
+        )
+        assert "pipeline quick every 45 s" in html, html[:2000]
+        # An empty form field falls back the same way (the API's empty body, field by field).
+        await _give_up(api, controller)
+        html = await _submit(ui, "/ui/daemon/start", csrf_of(html), interval_seconds="")
+        assert "pipeline quick every 45 s" in html, html[:2000]
