@@ -253,11 +253,13 @@ async def test_a_bad_edit_while_running_goes_to_its_schedule_and_resume_recovers
     write_row(controller, victim.id, misfire_grace_seconds=1e300)
     await api(http, "POST", f"/api/v1/schedules/{victim.id}/resume")
     assert "misfire_grace_seconds: Input should be" in await error_of(http, victim.id)
+    # The API shows the error at once (the read path); the daemon's line follows. Waited
+    # for before the next resume, so that the two changes can't reach it as one.
+    await until(lambda: len(log_events(controller, "schedule_error")) == 1, what="a schedule_error")
     await keeps_firing(http, healthy.id)
 
     await api(http, "POST", f"/api/v1/schedules/{victim.id}/resume")  # still broken
     assert "misfire_grace_seconds" in await error_of(http, victim.id)
-    # The API shows the error at once (the read path); the daemon's line follows.
     await until(
         lambda: len(log_events(controller, "schedule_error")) == 2, what="a second schedule_error"
     )
