@@ -1,4 +1,4 @@
-"""Running HTTP targets: one shared session, bounded reads, assertions, classified retries.
+"""Running HTTP targets: one pooled client, bounded reads, assertions, classified retries.
 
 Conventions a caller relies on:
 
@@ -41,13 +41,11 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, NamedTuple, Self
+from typing import Any, NamedTuple, Protocol, Self
 
-import aiohttp
 import jinja2
 import orjson
 import structlog
-from aiohttp.abc import AbstractResolver
 
 from cronmgr import __version__, templating
 from cronmgr import http_wire as wire
@@ -74,7 +72,6 @@ MAX_REDIRECTS = 10
 CONNECT_TIMEOUT_SECONDS = 10.0
 TRUNCATED_NOTE = "[body cut after {size} bytes; the rest was not read]"
 
-_READ_CHUNK = 64 * 1024
 _TEMPLATE_CACHE_SIZE = 256
 _STATIC_CACHE_SIZE = 4096
 """Static targets whose prepared request is kept; past it the cache starts over."""
@@ -82,6 +79,16 @@ _SHOWN_CHARS = 120  # of a found value or body start, in an assertion message
 
 AttemptCallback = Callable[[StepResult], Awaitable[None] | None]
 _Describe = Callable[[BaseException, Target], str]
+
+
+class Resolver(Protocol):
+    """Looks up a host's addresses, as aiohttp's `AbstractResolver` does (one fits)."""
+
+    async def resolve(
+        self, host: str, port: int = ..., family: socket.AddressFamily = ...
+    ) -> Sequence[Mapping[str, Any]]:
+        """The addresses of `host`, each a mapping with at least "host" and "port"."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,56 +115,42 @@ class RequestContext:
 
 
 class HttpRunner:
-    """Runs HTTP targets over one pooled session; use as `async with HttpRunner() as r`."""
+    """Runs HTTP targets over one pooled lean client (`http_wire.py`); use as
+    `async with HttpRunner() as r`."""
 
     def __init__(
         self,
         *,
-        connector: aiohttp.BaseConnector | None = None,
-        resolver: AbstractResolver | None = None,
+        resolver: Resolver | None = None,
         limit: int = 1000,
-        limit_per_host: int = 0,
         max_response_bytes: int = MAX_RESPONSE_BYTES,
         environ: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
     ) -> None:
-        """`connector` (kept open: the caller owns it) or `resolver`, never both.
+        """`resolver` looks up host names (the system's resolver by default); `limit`
+        bounds the connections held at once, to all hosts together.
 
         `environ` is where `${env:NAME}` is looked up, the live `os.environ` by default.
         """
-        if connector is not None and resolver is not None:
-            raise ValueError("pass a connector or a resolver, not both")
-        self._connector = connector
         self._resolver = resolver
-        self._limits = (limit, limit_per_host)
+        self._limit = limit
         self._max_response_bytes = max_response_bytes
         self._environ = environ
         self._rng = rng
-        self._session: aiohttp.ClientSession | None = None
         self._wire: WireClient | None = None
         self._templates = _TemplateCache(_TEMPLATE_CACHE_SIZE)
         # Requests of static targets by id(target), with the target kept alive beside
         # its request so that its id cannot be reused while the entry stands.
-        self._static: dict[int, tuple[Target, _WireSend]] = {}
+        self._static: dict[int, tuple[Target, _Prepared]] = {}
 
     async def __aenter__(self) -> Self:
-        self._session = aiohttp.ClientSession(
-            connector=self._connector or self._make_connector(),
-            connector_owner=self._connector is None,
-            # Targets are independent: no cookie set by one may reach another.
-            cookie_jar=aiohttp.DummyCookieJar(),
-            # The daemon's proxy variables are not the targets' business, and a .netrc
-            # must not add credentials behind the definition's back.
-            trust_env=False,
-            headers={"User-Agent": f"cronmgr/{__version__}"},
+        # No cookies, no proxy variables, no .netrc: the lean client knows none of them,
+        # so no target's request can pick up what another target or the daemon holds.
+        self._wire = WireClient(
+            limit=self._limit,
+            user_agent=f"cronmgr/{__version__}",
+            resolve=_resolve_with(self._resolver) if self._resolver else None,
         )
-        if self._connector is None:
-            # Requests go the lean way; aiohttp keeps a caller's connector.
-            self._wire = WireClient(
-                limit=self._limits[0],
-                user_agent=f"cronmgr/{__version__}",
-                resolve=_resolve_with(self._resolver) if self._resolver else None,
-            )
         return self
 
     async def __aexit__(
@@ -166,31 +159,15 @@ class HttpRunner:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
         if self._wire is not None:
             await self._wire.close()
             self._wire = None
 
-    def _make_connector(self) -> aiohttp.TCPConnector:
-        limit, limit_per_host = self._limits
-        # No per-host limit by default: many schedules may rightly hit one host at once,
-        # and the total limit already bounds the sockets the daemon holds.
-        return aiohttp.TCPConnector(
-            limit=limit,
-            limit_per_host=limit_per_host,
-            ttl_dns_cache=300,
-            keepalive_timeout=30,
-            resolver=self._resolver,
-        )
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        """The shared session; only inside `async with`."""
-        if self._session is None:
+    def _client(self) -> WireClient:
+        """The pooled client; only inside `async with`."""
+        if self._wire is None:
             raise RuntimeError("HttpRunner is not open: use `async with HttpRunner() as runner`")
-        return self._session
+        return self._wire
 
     def prewarm(self, due: Sequence[tuple[Target, datetime]]) -> int:
         """Open connections ahead for targets due at the same moments (slots claimed
@@ -217,7 +194,7 @@ class HttpRunner:
         and says how it went in its own log line (its `http_attempt_finished` is debug).
         An attempt cut short by cancellation is always handed over and logged.
         """
-        session = self.session  # not open: fail here, not as a recorded attempt
+        client = self._client()  # not open: fail here, not as a recorded attempt
         results: list[StepResult] = []
         with bound_fields(run_id=context.run_id, target=target.name):
             for attempt in range(1, max(target.retry.max_attempts, 1) + 1):
@@ -228,7 +205,7 @@ class HttpRunner:
                     attempt=attempt,
                     now=utcnow(),
                 )
-                result, retry_after = await self._attempt(session, target, this, on_attempt)
+                result, retry_after = await self._attempt(client, target, this, on_attempt)
                 results.append(result)
                 delay = self._delay_before_next(target, result, retry_after)
                 handed_over = delay is not None or not defer_last
@@ -260,7 +237,7 @@ class HttpRunner:
 
     async def _attempt(
         self,
-        session: aiohttp.ClientSession,
+        client: WireClient,
         target: Target,
         context: RequestContext,
         on_attempt: AttemptCallback | None,
@@ -277,7 +254,7 @@ class HttpRunner:
                 url=shown_url(target),
             )
         try:
-            result = await self._exchange(session, exchange, context, secrets)
+            result = await self._exchange(client, exchange, context, secrets)
         except asyncio.CancelledError:
             result = exchange.cancelled()
             _log_finished(_log.info, result, target)
@@ -287,7 +264,7 @@ class HttpRunner:
 
     async def _exchange(
         self,
-        session: aiohttp.ClientSession,
+        client: WireClient,
         exchange: _Exchange,
         context: RequestContext,
         secrets: SecretResolver,
@@ -296,52 +273,26 @@ class HttpRunner:
         try:
             if target.status_reason is not None:  # a stored row that breaks the rules
                 raise _Unsendable(f"the target can't be used: {target.status_reason}")
-            if self._wire is not None:
-                prepared = self._wire_request(target, context, secrets)
-                await self._send_wire(self._wire, prepared, exchange)
-            else:
-                async with session.request(**self._prepare(target, context, secrets)) as response:
-                    await exchange.read(response)
+            prepared = self._prepared(target, context, secrets)
+            async with asyncio.timeout(prepared.timeout):
+                await client.send(prepared.request, exchange.body.take, exchange.head)
+            exchange.stop_clock()
         except _Unsendable as exc:
             return exchange.failed(ErrorType.UNKNOWN, str(exc))
         except Exception as exc:  # every failure becomes a recorded attempt, classified
             return exchange.failed(*classify_error(exc, target))
         return exchange.judged()
 
-    @staticmethod
-    async def _send_wire(wire: WireClient, prepared: _WireSend, exchange: _Exchange) -> None:
-        """A request sent by the lean client (`http_wire.py`) within its total timeout."""
-        async with asyncio.timeout(prepared.timeout):
-            await wire.send(prepared.request, exchange.body.take, exchange.head)
-        exchange.stop_clock()
-
-    def _wire_request(
+    def _prepared(
         self, target: Target, context: RequestContext, secrets: SecretResolver
-    ) -> _WireSend:
-        """The lean client's request for this attempt. A target with no body template and
-        no secret reference sends the same request every time: it is built once per
-        definition (an edit makes a new Target) instead of once per run."""
+    ) -> _Prepared:
+        """This attempt's request. A target with no body template and no secret reference
+        sends the same request every time: it is built once per definition (an edit makes
+        a new Target) instead of once per run."""
         cached = self._static.get(id(target))
         if cached is not None and cached[0] is target:  # the same object, not a reused id
             return cached[1]
-        request = self._prepare(target, context, secrets)
-        data, headers = request["data"], request["headers"]
-        if data is not None and not any(name.lower() == "content-type" for name in headers):
-            headers = {**headers, "Content-Type": "text/plain; charset=utf-8"}  # as aiohttp
-        timeout: aiohttp.ClientTimeout = request["timeout"]
-        prepared = _WireSend(
-            WireRequest(
-                method=request["method"],
-                url=request["url"],
-                headers=headers,
-                body=data.encode() if data is not None else None,
-                follow_redirects=request["allow_redirects"],
-                max_redirects=request["max_redirects"],
-                connect_timeout=timeout.sock_connect or CONNECT_TIMEOUT_SECONDS,
-                verify_tls=request["ssl"],
-            ),
-            timeout.total,
-        )
+        prepared = self._prepare(target, context, secrets)
         if _static(target):
             if len(self._static) >= _STATIC_CACHE_SIZE:
                 self._static.clear()
@@ -350,7 +301,7 @@ class HttpRunner:
 
     def _prepare(
         self, target: Target, context: RequestContext, secrets: SecretResolver
-    ) -> dict[str, Any]:
+    ) -> _Prepared:
         body = None
         if target.body_template is not None:
             body = self._templates.render(target.body_template, context.template_variables())
@@ -364,26 +315,28 @@ class HttpRunner:
                 body = secrets.resolve(body, "the body")
         except MissingSecret as exc:
             raise _Unsendable(str(exc)) from exc
+        if body is not None and not any(name.lower() == "content-type" for name in headers):
+            headers["Content-Type"] = "text/plain; charset=utf-8"  # a rendered body is text
         total = target.timeout_seconds
-        return {
-            "method": target.method.upper(),
-            "url": url,
-            "headers": headers,
-            "data": body,
-            "timeout": aiohttp.ClientTimeout(
-                total=total, sock_connect=min(total, CONNECT_TIMEOUT_SECONDS)
-            ),
-            "allow_redirects": target.follow_redirects,
-            "max_redirects": MAX_REDIRECTS,
-            "ssl": target.verify_tls,
-        }
+        request = WireRequest(
+            method=target.method.upper(),
+            url=url,
+            headers=headers,
+            body=body.encode() if body is not None else None,
+            follow_redirects=target.follow_redirects,
+            max_redirects=MAX_REDIRECTS,
+            # A zero total (never saved, but read rows are not checked) keeps the default.
+            connect_timeout=min(total, CONNECT_TIMEOUT_SECONDS) or CONNECT_TIMEOUT_SECONDS,
+            verify_tls=target.verify_tls,
+        )
+        return _Prepared(request, total)
 
 
-class _WireSend(NamedTuple):
-    """A request for the lean client and its total timeout in seconds."""
+class _Prepared(NamedTuple):
+    """An attempt's request for the lean client and its total timeout in seconds."""
 
     request: WireRequest
-    timeout: float | None
+    timeout: float
 
 
 def _static(target: Target) -> bool:
@@ -453,12 +406,6 @@ class _Exchange:
         self._started = time.monotonic()
         self._duration_ms: int | None = None
 
-    async def read(self, response: aiohttp.ClientResponse) -> None:
-        """Take the status and read the body (bounded), then stop the clock."""
-        self.head(response.status, response.reason or "", response.headers)
-        await self.body.read_from(response)
-        self.stop_clock()
-
     def head(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
         """Take the status line and the headers that matter (they arrive before the body)."""
         self.status_code, self.reason = status, reason or None
@@ -475,7 +422,7 @@ class _Exchange:
     def judged(self) -> StepResult:
         """The result of a complete response: status, then assertions."""
         status = self.status_code
-        assert status is not None  # only called after read()
+        assert status is not None  # only called once the response is in
         if not self.target.status_ok(status):
             return self.failed(_status_error_type(status), self._status_message(status))
         duration_ms = self._elapsed()
@@ -537,13 +484,6 @@ class _Body:
         self.size = 0
         self.truncated = False
         self._max_bytes = max_bytes
-
-    async def read_from(self, response: aiohttp.ClientResponse) -> None:
-        """Read up to the cap from an aiohttp response."""
-        while chunk := await response.content.read(_READ_CHUNK):
-            if not self.take(chunk):
-                response.close()  # drop the connection: the rest is never read
-                return
 
     def take(self, chunk: bytes) -> bool:
         """Count a chunk, keeping the first `KEEP_BYTES`; False once the cap is reached
@@ -758,7 +698,7 @@ def classify_error(exc: BaseException, target: Target) -> tuple[ErrorType, str]:
 
 
 def _timeout_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, aiohttp.ConnectionTimeoutError | wire.ConnectTimeout):
+    if isinstance(exc, wire.ConnectTimeout):
         connect = min(target.timeout_seconds, CONNECT_TIMEOUT_SECONDS)
         return f"timed out connecting, after {connect:g} s"
     return f"timed out after {target.timeout_seconds:g} s"
@@ -769,30 +709,26 @@ def _ssl_message(exc: BaseException, target: Target) -> str:
         if exc.certificate:
             return f"TLS certificate of {exc.host} rejected: {_reason(exc.os_error)}"
         return f"TLS handshake with {exc.host} failed: {_reason(exc.os_error)}"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate of {exc.host} rejected: {_reason(exc.certificate_error)}"
-    if isinstance(exc, aiohttp.ClientConnectorError):
-        return f"TLS handshake with {exc.host} failed: {_reason(exc.os_error)}"
     return f"TLS failure: {_reason(exc)}"
 
 
 def _dns_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError | wire.ResolveFailed):
+    if isinstance(exc, wire.ResolveFailed):
         return f"cannot resolve host {exc.host!r}: {_reason(exc.os_error)}"
     return f"cannot resolve host: {_reason(exc)}"
 
 
 def _connection_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, aiohttp.ClientConnectorError | wire.ConnectFailed):
+    if isinstance(exc, wire.ConnectFailed):
         error = exc.os_error
         # asyncio words a refusal "Connect call failed (...)"; the errno says it plainly.
         reason = os.strerror(error.errno) if error.errno else _reason(error)
         return f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    if isinstance(exc, aiohttp.ServerDisconnectedError | wire.Disconnected):
+    if isinstance(exc, wire.Disconnected):
         return "the server closed the connection before a complete response"
     if isinstance(exc, wire.Malformed):
         return f"the answer is not HTTP: {exc}"
-    if isinstance(exc, aiohttp.ClientPayloadError | wire.BodyBroken):
+    if isinstance(exc, wire.BodyBroken):
         return f"the response body broke off: {_reason(exc)}"
     if isinstance(exc, wire.HeadTooLarge):
         return f"response refused, connection dropped: {exc}"
@@ -804,33 +740,23 @@ def _redirects_message(exc: BaseException, target: Target) -> str:
 
 
 def _invalid_url_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, wire.UnsupportedURL):
-        return str(exc)
-    if isinstance(exc, aiohttp.NonHttpUrlClientError):
-        return f"not an http or https URL: {_reason(exc)}"
-    return f"invalid URL: {_reason(exc)}"
+    return str(exc)
 
 
-# First match wins; the order matters, as aiohttp's SSL and DNS errors are connector
-# errors too, and its timeouts are connection errors too.
+# First match wins; the order matters: ssl.SSLError and socket.gaierror are OSErrors too,
+# and a connect timeout is a TimeoutError, which is an OSError as well.
 _CLASSES: tuple[
     tuple[type[BaseException] | tuple[type[BaseException], ...], ErrorType, _Describe], ...
 ] = (
     (TimeoutError, ErrorType.TIMEOUT, _timeout_message),
-    (
-        (aiohttp.ClientSSLError, aiohttp.ServerFingerprintMismatch, ssl.SSLError, wire.TLSFailed),
-        ErrorType.SSL,
-        _ssl_message,
-    ),
-    ((aiohttp.ClientConnectorDNSError, wire.ResolveFailed), ErrorType.DNS, _dns_message),
+    ((ssl.SSLError, wire.TLSFailed), ErrorType.SSL, _ssl_message),
+    (wire.ResolveFailed, ErrorType.DNS, _dns_message),
     (
         (
-            aiohttp.ClientConnectionError,
-            aiohttp.ClientPayloadError,
             OSError,
             wire.ConnectFailed,
             wire.Disconnected,
-            wire.BodyBroken,
+            wire.BodyBroken,  # Malformed among them
             # As a malformed response is: the target did not answer in HTTP this client
             # takes, which says no more about the service than a broken connection does.
             wire.HeadTooLarge,
@@ -838,17 +764,13 @@ _CLASSES: tuple[
         ErrorType.CONNECTION,
         _connection_message,
     ),
-    ((aiohttp.TooManyRedirects, wire.TooManyRedirects), ErrorType.UNKNOWN, _redirects_message),
-    (
-        (aiohttp.InvalidURL, aiohttp.NonHttpUrlClientError, wire.UnsupportedURL),
-        ErrorType.UNKNOWN,
-        _invalid_url_message,
-    ),
+    (wire.TooManyRedirects, ErrorType.UNKNOWN, _redirects_message),
+    (wire.UnsupportedURL, ErrorType.UNKNOWN, _invalid_url_message),
 )
 
 
-def _resolve_with(resolver: AbstractResolver) -> wire.Resolve:
-    """An aiohttp resolver as the lean client asks for addresses."""
+def _resolve_with(resolver: Resolver) -> wire.Resolve:
+    """A resolver as the lean client asks for addresses."""
 
     async def resolve(host: str, port: int) -> list[tuple[str, int]]:
         found = await resolver.resolve(host, port, socket.AF_UNSPEC)

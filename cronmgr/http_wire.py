@@ -10,8 +10,8 @@ limit. No proxies, cookies, HTTP/2 or `Expect: 100-continue`. A response to HEAD
 with its headers: httptools cannot be told that it has no body (its Content-Length is the
 GET's), so the exchange completes there and the next one gets a parser of its own.
 
-Failures are raised as the exceptions below, which `http_runner.classify_error` words the
-way it words aiohttp's, so an attempt reads the same whichever client sent it.
+Failures are raised as the exceptions below, which `http_runner.classify_error` sorts into
+error classes and words for the attempt's record.
 """
 
 from __future__ import annotations
