@@ -24,7 +24,7 @@ real daemon (started with `cronmgr.control.launch` on a temporary home whose sto
 filled beforehand), the peer (`python -m bench.bench_engine peer ...`: an AsyncIOScheduler
 whose jobs GET the target over one shared aiohttp session) and the bare client
 (`python -m bench.bench_engine burst ...`). Both schedulers and the bare client use the
-connector settings of cronmgr's `HttpRunner` (1,000 connections, none per host), and all
+connection limits of cronmgr's `HttpRunner` (1,000 connections, none per host), and all
 of them start with cold connections. Schedule i requests `/<tag>/s/<i>`, the tag naming
 the load, so an arrival names its load and schedule; its slot follows from the schedule's
 phase and the arrival time.
@@ -688,7 +688,7 @@ async def bare_main(url: str, plan: Plan) -> None:
 
 
 def client_session() -> aiohttp.ClientSession:
-    """A session with the connector of cronmgr's HttpRunner (cronmgr/http_runner.py).
+    """A session with the connection limits of cronmgr's HttpRunner (its lean client's pool).
 
     The peer and the bare client get the same limits (1,000 connections, none per host),
     so the comparison is of schedulers, not of connection pools.

@@ -895,7 +895,7 @@ def test_a_resolver_scrubs_what_it_resolved_from_any_text() -> None:
 async def test_sequential_requests_to_one_target_reuse_one_pooled_connection(
     runner: HttpRunner, server: TestServer, context: RequestContext
 ) -> None:
-    """The runner's one session keeps the connection alive: the server sees the second
+    """The runner's one connection pool keeps the connection alive: the server sees the second
     request arrive from the same client port as the first."""
     probe = target(server.make_url("/peer"))
     for _ in range(2):
