@@ -84,7 +84,8 @@ class WriteKind:
 
     def prepared(self, queries: Mapping[str, str]) -> Statement:
         """The statement `apply_writes` runs for it."""
-        return _statement(queries, self.statement, key=self.key, may_skip=self.may_skip)
+        sql, bulk = queries[self.statement], queries.get(f"{self.statement}_bulk")
+        return Statement(sql=sql, may_skip=self.may_skip, bulk=bulk, key=self.key)
 
 
 # A start goes before a release, which then spares that run; a release before a claim, so
@@ -104,12 +105,16 @@ WRITE_KINDS = {
 """The run writes the batcher may queue, by statement name."""
 
 
-def _statement(
-    queries: Mapping[str, str], name: str, *, key: str | None = None, may_skip: bool = False
-) -> Statement:
-    return Statement(
-        sql=queries[name], may_skip=may_skip, bulk=queries.get(f"{name}_bulk"), key=key
-    )
+PROGRESS_WRITE = WriteKind("record_progress", -1, key="schedule_id")
+"""Progress, written in transactions of its own, never in a batch of run writes."""
+
+
+_ALL_WRITES = {**WRITE_KINDS, PROGRESS_WRITE.statement: PROGRESS_WRITE}
+
+
+def _statement(queries: Mapping[str, str], name: str) -> Statement:
+    """The statement of the write kind `name`, run writes and progress alike."""
+    return _ALL_WRITES[name].prepared(queries)
 
 
 PRAGMAS = (
@@ -710,8 +715,7 @@ class SQLiteStore:
         split: one transaction over 100,000 rows would hold the write lock for seconds and
         make the controller's writes wait out their busy timeout.
         """
-        # Not a run write: transactions of its own, chunk by chunk, never batched with those.
-        statement = _statement(self._q, "record_progress", key="schedule_id")
+        statement = PROGRESS_WRITE.prepared(self._q)
         for start in range(0, len(progress), PROGRESS_CHUNK):
             chunk = progress[start : start + PROGRESS_CHUNK]
             # On the writer thread, parameters included: the event loop only hands over
