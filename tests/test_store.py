@@ -4,6 +4,8 @@ the schema upgrade, and two connections writing at once."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import sqlite3
 import sys
 import time
@@ -38,7 +40,16 @@ from cronmgr.models import (
 )
 from cronmgr.store.base import Progress, StepGroup
 from cronmgr.store.queries import load_queries, migrations
-from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore, _ts
+from cronmgr.store.sqlite import (
+    BUSY_TIMEOUT_MS,
+    SCHEDULE_COLUMNS,
+    SQLiteStore,
+    _schedule_params,
+    _target_params,
+    _ts,
+    schedule_from_row,
+    target_from_row,
+)
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -1147,3 +1158,43 @@ async def test_an_sqlite_too_old_for_the_store_is_named(
     with pytest.raises(StoreError, match=r"needs SQLite 3\.35 or newer .* has 3\.31\.1"):
         await SQLiteStore.open(tmp_path / "cronmgr.db")
     assert not (tmp_path / "cronmgr.db").exists()
+
+
+# Row mappings
+
+
+def stored_row(path: Path, table: str) -> dict[str, Any]:
+    """The one row of `table` in the store file, by column (every column of the table)."""
+    with contextlib.closing(sqlite3.connect(path)) as db:
+        db.row_factory = sqlite3.Row
+        columns = [info["name"] for info in db.execute(f"PRAGMA table_info({table})")]
+        (row,) = db.execute(f"SELECT * FROM {table}").fetchall()
+    assert list(row.keys()) == columns
+    return dict(row)
+
+
+async def test_schedule_row_mapping_covers_every_field_and_column(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Every Schedule field has a `schedules` column and every column a field, and a stored
+    row read and written back is that row again, column by column: a field added without
+    its column, or a column without its field, fails here."""
+    target = make_target()
+    await store.insert_target(target)
+    await store.insert_schedule(make_schedule(target.id))
+    row = stored_row(db_path, "schedules")
+    fields = [f.name for f in dataclasses.fields(Schedule)]
+    assert set(row) == set(fields)
+    assert tuple(fields) == SCHEDULE_COLUMNS
+    assert _schedule_params(schedule_from_row(row)) == row
+
+
+async def test_target_row_mapping_covers_every_stored_field_and_column(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """As for schedules; `status_reason` alone is not stored: it is found when read."""
+    await store.insert_target(make_target())
+    row = stored_row(db_path, "targets")
+    fields = {f.name for f in dataclasses.fields(Target)}
+    assert set(row) == fields - {"status_reason"}
+    assert _target_params(target_from_row(row)) == row

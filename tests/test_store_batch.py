@@ -15,7 +15,8 @@ from support import until
 
 from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.store.batch import Write, WriteBatcher
-from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.queries import load_queries
+from cronmgr.store.sqlite import WRITE_KINDS, SQLiteStore
 
 SLOT = datetime(2030, 1, 1, tzinfo=UTC)
 
@@ -362,3 +363,28 @@ async def test_a_closing_batcher_gives_held_records_up_after_a_while() -> None:
     await asyncio.wait_for(batcher.flush(give_up_after=0.3), 10.0)
     with pytest.raises(NoRoom):
         await end
+
+
+def test_each_run_write_kind_has_a_query_and_a_place_of_its_own() -> None:
+    """The run writes are one table: each kind names a query of sqlite.sql and has its own
+    place in a batch; only a claim may change no row (its slot was taken)."""
+    queries = load_queries("sqlite")
+    assert {"record_step_group", "insert_run", "update_run"} <= set(WRITE_KINDS)
+    assert all(kind.statement == name and name in queries for name, kind in WRITE_KINDS.items())
+    orders = [kind.order for kind in WRITE_KINDS.values()]
+    assert len(set(orders)) == len(orders)
+    assert [name for name, kind in WRITE_KINDS.items() if kind.may_skip] == ["insert_run"]
+
+
+async def test_a_step_group_and_its_runs_end_in_one_batch_leave_no_group(
+    store: SQLiteStore,
+) -> None:
+    """A group is recorded before an end written in the same batch, whose trigger then
+    forgets it: it is never left behind for an ended run."""
+    run = run_at(SLOT)
+    assert await store.insert_run(run)
+    await asyncio.gather(
+        store.record_step_group(run.id, 4321, 12.5),
+        store.update_run(run.id, RunStatus.SUCCEEDED, finished_at=utcnow()),
+    )
+    assert await store.list_step_groups() == []
