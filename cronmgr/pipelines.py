@@ -177,26 +177,30 @@ def _request_dict(target: Target) -> dict[str, Any]:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineSchedule:
-    """A file's `[schedule]` table, in the terms of `models.Schedule`."""
+    """A file's `[schedule]` table, in the terms of `models.Schedule`.
+
+    No defaults here: `_parse_schedule` fills every field from `ScheduleSpec`, whose
+    defaults are the domain record's, so they are stated once.
+    """
 
     schedule_type: ScheduleType
-    interval_seconds: float | None = None
-    cron_expression: str | None = None
-    run_at: datetime | None = None
-    timezone: str = "UTC"
-    jitter_seconds: float = 0.0
-    start_at: datetime | None = None
-    end_at: datetime | None = None
-    duration_seconds: float | None = None
-    max_runs: int | None = None
-    misfire_policy: MisfirePolicy = MisfirePolicy.RUN_ONCE
-    misfire_grace_seconds: float = 60.0
-    catch_up_max: int = 10
-    overlap_policy: OverlapPolicy = OverlapPolicy.SKIP
-    failure_policy: FailurePolicy = FailurePolicy.DISABLE
-    failure_threshold: int = 5
-    cooldown_seconds: float = 300.0
-    enabled: bool = True
+    interval_seconds: float | None
+    cron_expression: str | None
+    run_at: datetime | None
+    timezone: str
+    jitter_seconds: float
+    start_at: datetime | None
+    end_at: datetime | None
+    duration_seconds: float | None
+    max_runs: int | None
+    misfire_policy: MisfirePolicy
+    misfire_grace_seconds: float
+    catch_up_max: int
+    overlap_policy: OverlapPolicy
+    failure_policy: FailurePolicy
+    failure_threshold: int
+    cooldown_seconds: float
+    enabled: bool
 
     def schedule_fields(self) -> dict[str, Any]:
         """Keyword arguments for `models.Schedule` (all but id, name and pipeline).
