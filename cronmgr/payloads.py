@@ -498,7 +498,7 @@ class TargetSpec(BaseModel):
     @classmethod
     def patched(cls, target: Target, patch: dict[str, Any]) -> dict[str, Any]:
         """The stored definition with `patch` merged in, to be validated as a whole."""
-        return dict(merge_patch(cls.fields_of(target), patch))
+        return _with_unknown(cls, merge_patch(cls.fields_of(target), patch), patch)
 
 
 def _often_enough(value: float) -> float:
@@ -694,7 +694,16 @@ class ScheduleSpec(BaseModel):
         for given, dropped in (("target_id", "pipeline"), ("pipeline", "target_id")):
             if patch.get(given) is not None:
                 base.pop(dropped)
-        return dict(merge_patch(base, patch))
+        return _with_unknown(cls, merge_patch(base, patch), patch)
+
+
+def _with_unknown(
+    model: type[BaseModel], merged: dict[str, Any], patch: dict[str, Any]
+) -> dict[str, Any]:
+    """`merged` with the patch's unknown fields put back, so that validation refuses them:
+    a merge patch's `null` for a field that doesn't exist would otherwise vanish unseen."""
+    unknown = {name: value for name, value in patch.items() if name not in model.model_fields}
+    return {**merged, **unknown}
 
 
 def field_problems(model: type[BaseModel], values: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -273,3 +273,12 @@ async def test_a_stored_run_that_cant_be_read_lists_as_failed_saying_why(
     detail = await call(client, "GET", f"/api/v1/runs/{run.id}", 200)
     (attempt,) = detail["steps"][0]["attempts"]
     assert attempt["status"] == "failed" and "can't be read" in attempt["error"]
+
+
+async def test_a_patch_naming_an_unknown_field_is_422_even_with_null(client: Client) -> None:
+    """`{"colour": null}` would delete nothing as a merge patch: it is refused, not ignored."""
+    target = await call(client, "POST", "/api/v1/targets", 201, json=TARGET)
+    schedule = await call(client, "POST", "/api/v1/schedules", 201, json=SCHEDULE)
+    for path in (f"/api/v1/targets/{target['id']}", f"/api/v1/schedules/{schedule['id']}"):
+        for body in ({"colour": None}, {"": None}):
+            await refused(client, "PATCH", path, next(iter(body)), "Extra inputs", json=body)
