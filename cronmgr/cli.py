@@ -294,9 +294,11 @@ async def _serve(settings: Settings) -> None:
         # trickle in, it closes a connection still waiting for a whole request head (a
         # slowloris client). A handler at work is never cut.
         keepalive_timeout=settings.request_head_timeout_seconds,
-        # What a client may push before the body: aiohttp's defaults today, pinned here
-        # rather than left to whichever release is installed.
-        max_line_size=8190,
+        # What a client may push before the body, pinned rather than left to whichever
+        # aiohttp is installed. The request line may be 64 KiB: a query with every filter
+        # at its longest, percent-encoded, must reach the validation that names the field
+        # (aiohttp's own 400 for a longer line is plain text); headers keep aiohttp's 8190.
+        max_line_size=65536,
         max_field_size=8190,
         max_headers=128,
     )

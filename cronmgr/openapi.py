@@ -26,6 +26,7 @@ from aiohttp import web
 from markupsafe import Markup, escape
 from pydantic import BaseModel, TypeAdapter
 
+from cronmgr.bounds import MAX_FILTER_CHARS
 from cronmgr.models import Run, Schedule, StepResult, Target
 from cronmgr.payloads import ScheduleSpec, TargetSpec
 
@@ -460,7 +461,12 @@ def _run_schemas(components: _Components) -> None:
 
 def _parameters(components: _Components, endpoint: Endpoint) -> list[Schema]:
     params: list[Schema] = [
-        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "maxLength": MAX_FILTER_CHARS},
+        }
         for name in _PATH_PARAM.findall(endpoint.path)
     ]
     if endpoint.query is None:
