@@ -17,6 +17,16 @@ from pathlib import Path
 import pytest
 
 HARNESS = Path(__file__).resolve().parent / "fuzz" / "harness.py"
+# A fixed seed: the suite's pass is the same every run, so a red CI is a change of
+# cronmgr's, not the fuzzer's luck; `make fuzz` draws new cases each time.
+QUICK_PASS = (
+    "--max-time",
+    "60",
+    "--max-examples",
+    "5",
+    "--seed",
+    "69432253966575588691569371095923761784",
+)
 
 
 def _namespace_problem() -> str | None:
@@ -39,7 +49,7 @@ def test_the_fuzzer_finds_no_server_error_and_nothing_undocumented() -> None:
             f"fuzzing needs a network of its own so invented targets reach nothing: {problem}"
         )
     result = subprocess.run(
-        [sys.executable, str(HARNESS), "--netns", "--max-time", "60", "--max-examples", "5"],
+        [sys.executable, str(HARNESS), "--netns", *QUICK_PASS],
         capture_output=True,
         text=True,
         check=False,
