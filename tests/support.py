@@ -15,7 +15,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from inspect import isawaitable
 from pathlib import Path
@@ -203,27 +203,36 @@ async def http(controller: Controller) -> AsyncIterator[aiohttp.ClientSession]:
 
 
 async def add_target_schedule(
-    controller: Controller, server: TestServer, path: str, *, tell: bool = True, **fields: Any
+    controller: Controller,
+    server: TestServer | str,
+    path: str,
+    *,
+    tell: bool = True,
+    target: Mapping[str, Any] | None = None,
+    **fields: Any,
 ) -> Schedule:
-    """Store a target on `path` and a 1 s interval schedule of it; tell the daemon if `tell`."""
-    target = Target(
+    """Store a target on `path` of `server` (or of a base URL) with `target`'s fields, and a
+    1 s interval schedule of it with `fields`; tell the daemon if `tell`."""
+    url = server + path if isinstance(server, str) else str(server.make_url(path))
+    stored = Target(
         id=new_id(),
         name=f"t-{path.strip('/')}-{new_id()[-6:]}",
-        url=str(server.make_url(path)),
+        url=url,
         retry=fields.pop("retry", RetryPolicy(max_attempts=1)),
+        **(target or {}),
     )
     now = utcnow()
     values: dict[str, Any] = {"interval_seconds": 1.0, "start_at": now, "created_at": now}
     values.update(fields)
     schedule = Schedule(
         id=new_id(),
-        name=f"s-{target.name}",
+        name=f"s-{stored.name}",
         schedule_type=values.pop("schedule_type", ScheduleType.INTERVAL),
-        target_id=target.id,
+        target_id=stored.id,
         **values,
     )
     async with open_store(controller.settings.store_url) as store:
-        await store.insert_target(target)
+        await store.insert_target(stored)
         await store.insert_schedule(schedule)
     if tell:
         DaemonControl(controller.settings).definitions_changed()

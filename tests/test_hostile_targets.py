@@ -20,10 +20,9 @@ from datetime import timedelta
 import aiohttp
 import psutil
 import pytest
-from support import Controller, until
+from support import Controller, add_target_schedule, until
 
 from cronmgr import pidfile
-from cronmgr.control import DaemonControl
 from cronmgr.http_runner import TRUNCATED_NOTE, HttpRunner, RequestContext
 from cronmgr.http_wire import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from cronmgr.models import (
@@ -32,11 +31,8 @@ from cronmgr.models import (
     RetryPolicy,
     Run,
     RunStatus,
-    Schedule,
-    ScheduleType,
     StepResult,
     Target,
-    new_id,
     utcnow,
 )
 from cronmgr.store import open_store
@@ -293,28 +289,10 @@ async def start_daemon(controller: Controller) -> int:
 
 async def every_second(controller: Controller, url: str) -> str:
     """Store a target and a 1 s interval schedule for it, tell the daemon; the schedule id."""
-    target = Target(
-        id=new_id(),
-        name=f"t-{new_id()}",
-        url=url,
-        timeout_seconds=2.0,
-        retry=RetryPolicy(max_attempts=1),
+    # failure_policy none: the hostile one keeps failing, and running.
+    schedule = await add_target_schedule(
+        controller, url, "", target={"timeout_seconds": 2.0}, failure_policy=FailurePolicy.NONE
     )
-    now = utcnow()
-    schedule = Schedule(
-        id=new_id(),
-        name=f"s-{target.name}",
-        schedule_type=ScheduleType.INTERVAL,
-        target_id=target.id,
-        interval_seconds=1.0,
-        failure_policy=FailurePolicy.NONE,  # the hostile one keeps failing, and running
-        start_at=now,
-        created_at=now,
-    )
-    async with open_store(controller.settings.store_url) as store:
-        await store.insert_target(target)
-        await store.insert_schedule(schedule)
-    DaemonControl(controller.settings).definitions_changed()
     return schedule.id
 
 
