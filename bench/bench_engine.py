@@ -20,7 +20,7 @@ else, under the same spread load.
 
 Every party runs in a process of its own, so no two share an event loop: the target
 (`bench/target_server.py`, which notes each request's path and arrival time), cronmgr's
-real daemon (started with `cronmgr.control.launch` on a temporary home whose store was
+real daemon (started with `cronmgr.controller.control.launch` on a temporary home whose store was
 filled beforehand), the peer (`python -m bench.bench_engine peer ...`: an AsyncIOScheduler
 whose jobs GET the target over one shared aiohttp session) and the bare client
 (`python -m bench.bench_engine burst ...`). Both schedulers and the bare client use the
@@ -63,9 +63,10 @@ import aiohttp
 import orjson
 import psutil
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.control import STATE_FILENAME, LaunchSpec, launch, read_json, terminate
-from cronmgr.models import Schedule, ScheduleType, Target
+from cronmgr.controller.control import launch, terminate
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.launch import STATE_FILENAME, LaunchSpec, read_json
+from cronmgr.core.models import Schedule, ScheduleType, Target
 from cronmgr.store import open_store
 from cronmgr.store.queries import load_queries
 

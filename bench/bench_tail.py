@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from cronmgr.logs import tail_lines
+from cronmgr.observability.logs import tail_lines
 
 MB = 1000 * 1000
 SIZES = (("10 MB", 10 * MB), ("1 GB", 1000 * MB))

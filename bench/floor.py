@@ -2,7 +2,7 @@
 it records every run as cronmgr does, measured under the same spread load.
 
 It is not a scheduler: a heap of slots known in advance, one timerfd wake-up per slot
-(`cronmgr.wake.Alarm`), a prepared GET written on a kept-alive connection and its reply
+(`cronmgr.engine.wake.Alarm`), a prepared GET written on a kept-alive connection and its reply
 parsed by httptools (no timeout, no retry, no assertion), one JSON line per run, and the
 writes cronmgr's daemon makes for a run, batched the same way in a writer thread on
 cronmgr's real schema: each slot claimed ahead as a pending run (every 10 ms), its end and
@@ -37,11 +37,11 @@ import orjson
 import uvloop
 
 from bench import bench_engine as engine
-from cronmgr.config import load_settings
-from cronmgr.models import new_id
+from cronmgr.core.config import load_settings
+from cronmgr.core.models import new_id
+from cronmgr.engine.wake import Alarm
 from cronmgr.store.queries import load_queries
 from cronmgr.store.sqlite import PRAGMAS
-from cronmgr.wake import Alarm
 
 CLAIM_EVERY_SECONDS = 0.01
 CLAIM_AHEAD_SECONDS = 0.25

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from cronmgr.core.version import __version__
 
 __all__ = ["AsyncClient", "Client", "CronAPIClient", "__version__"]
 

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import Controller
 
-from cronmgr.models import (
+from cronmgr.core.models import (
     ErrorType,
     Run,
     RunStatus,

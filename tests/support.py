@@ -26,10 +26,10 @@ import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.control import DaemonControl, process_tree, settings_env
-from cronmgr.models import RetryPolicy, Schedule, ScheduleType, Target, new_id, utcnow
-from cronmgr.pidfile import inspect
+from cronmgr.controller.control import DaemonControl, process_tree, settings_env
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.models import RetryPolicy, Schedule, ScheduleType, Target, new_id, utcnow
+from cronmgr.core.pidfile import inspect
 from cronmgr.store import open_store
 
 REPO = Path(__file__).resolve().parent.parent

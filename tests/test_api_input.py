@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.web import create_app
+from cronmgr.controller.app import create_app
+from cronmgr.core.config import Settings, load_settings
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 
@@ -141,7 +141,7 @@ async def test_stop_and_status_without_a_daemon(client: TestClient[Any, Any]) ->
 
 def test_loopback_is_required_without_a_configured_token(tmp_path: Path) -> None:
     """Settings refuse a public address with auth off or with only a generated token."""
-    from cronmgr.errors import ConfigError
+    from cronmgr.core.errors import ConfigError
 
     for extra in ({"auth": False}, {}):
         with pytest.raises(ConfigError, match="non-loopback"):

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.models import (
+from cronmgr.controller.app import create_app
+from cronmgr.controller.keys import STORE
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.models import (
     ErrorType,
     Run,
     RunStatus,
@@ -29,7 +31,6 @@ from cronmgr.models import (
 )
 from cronmgr.store import Store
 from cronmgr.store.base import Progress
-from cronmgr.web import STORE, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

@@ -28,10 +28,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import Controller, until
 
-from cronmgr import pidfile
-from cronmgr.control import DaemonControl
-from cronmgr.daemon import CLAIMED_ORPHAN_REASON
-from cronmgr.models import (
+from cronmgr.controller.control import DaemonControl
+from cronmgr.core import pidfile
+from cronmgr.core.models import (
     RetryPolicy,
     Run,
     RunStatus,
@@ -41,8 +40,9 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.orphans import ORPHAN_REASON
-from cronmgr.scheduler import MISSED_DOWN_REASON, OVERLAP_REASON
+from cronmgr.engine.daemon import CLAIMED_ORPHAN_REASON
+from cronmgr.engine.orphans import ORPHAN_REASON
+from cronmgr.engine.scheduler import MISSED_DOWN_REASON, OVERLAP_REASON
 from cronmgr.store import open_store
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from support import Controller, free_port, wait_for
 
-from cronmgr.config import Settings
+from cronmgr.core.config import Settings
 
 CLIENT_COMMANDS = ["start", "stop", "restart", "reload", "status", "logs", "clear-logs"]
 GOOD_PIPELINE = """

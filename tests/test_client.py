@@ -11,8 +11,8 @@ import pytest
 from support import Controller, free_port
 
 from cronmgr import AsyncClient, Client, CronAPIClient
-from cronmgr.config import Settings
-from cronmgr.errors import (
+from cronmgr.core.config import Settings
+from cronmgr.core.errors import (
     ConfigError,
     Conflict,
     ControllerUnreachable,

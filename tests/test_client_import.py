@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from cronmgr.config import load_settings
-from cronmgr.errors import ConfigError
-from cronmgr.locate import load_location, read_token
+from cronmgr.core.config import load_settings
+from cronmgr.core.errors import ConfigError
+from cronmgr.core.locate import load_location, read_token
 
 HEAVY = ("pydantic", "jinja2", "croniter")
 

@@ -17,8 +17,8 @@ import pytest
 from support import Controller
 
 from cronmgr import AsyncClient, Client
-from cronmgr.errors import Conflict, InvalidInput, NotFound
-from cronmgr.models import Run, RunStatus, ScheduleStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.core.errors import Conflict, InvalidInput, NotFound
+from cronmgr.core.models import Run, RunStatus, ScheduleStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.store import open_store
 
 TARGET = {"method": "post", "headers": {"Authorization": "Bearer s3cr3t"}, "timeout_seconds": 9}

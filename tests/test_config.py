@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cronmgr.config import load_settings
-from cronmgr.errors import ConfigError
+from cronmgr.core.config import load_settings
+from cronmgr.core.errors import ConfigError
 
 MIB = 1024 * 1024
 
@@ -144,8 +144,8 @@ def test_webhooks_reach_the_daemon_through_the_environment_but_not_its_steps(
 ) -> None:
     """The daemon reads them from CRONMGR_WEBHOOKS (secrets intact); the settings
     variables that steps inherit leave them out."""
-    from cronmgr.config import WEBHOOKS_ENV, webhooks_env
-    from cronmgr.control import settings_env
+    from cronmgr.controller.control import settings_env
+    from cronmgr.core.config import WEBHOOKS_ENV, webhooks_env
 
     settings = load_settings(write_config(tmp_path, WEBHOOKS_TOML), env={}, home=tmp_path)
     assert WEBHOOKS_ENV not in settings_env(settings)

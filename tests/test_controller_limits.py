@@ -14,8 +14,8 @@ import pytest
 from aiohttp.test_utils import TestClient
 from support import Controller
 
-from cronmgr.config import load_settings
-from cronmgr.web import create_app
+from cronmgr.controller.app import create_app
+from cronmgr.core.config import load_settings
 
 HEAD_TIMEOUT = 1.0
 """The controller's request_head_timeout_seconds in these tests."""

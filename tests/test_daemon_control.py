@@ -16,9 +16,10 @@ import psutil
 import pytest
 from support import Controller, wait_for
 
-from cronmgr.config import load_settings
-from cronmgr.control import LaunchSpec, Supervisor
-from cronmgr.pidfile import inspect, read_record
+from cronmgr.controller.control import Supervisor
+from cronmgr.core.config import load_settings
+from cronmgr.core.launch import LaunchSpec
+from cronmgr.core.pidfile import inspect, read_record
 
 
 def log_events(controller: Controller) -> list[dict[str, Any]]:

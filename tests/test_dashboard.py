@@ -21,8 +21,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from support import Controller, make_home, until
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.models import (
+from cronmgr.controller.app import create_app
+from cronmgr.controller.dashboard.format import duration, relative, size, when
+from cronmgr.controller.keys import STORE
+from cronmgr.controller.sessions import SessionKeeper
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.models import (
     ErrorType,
     Run,
     RunStatus,
@@ -32,12 +36,9 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.pidfile import inspect
-from cronmgr.sessions import SessionKeeper
+from cronmgr.core.pidfile import inspect
 from cronmgr.store import Store
 from cronmgr.store.base import Incident, Progress
-from cronmgr.ui_format import duration, relative, size, when
-from cronmgr.web import STORE, create_app
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

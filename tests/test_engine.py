@@ -20,10 +20,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from support import Controller, add_target_schedule, until
 
-from cronmgr import pidfile
-from cronmgr.control import DaemonControl
-from cronmgr.daemon import CLAIMED_ORPHAN_REASON
-from cronmgr.models import (
+from cronmgr.controller.control import DaemonControl
+from cronmgr.core import pidfile
+from cronmgr.core.models import (
     FailurePolicy,
     MisfirePolicy,
     OverlapPolicy,
@@ -36,6 +35,7 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
+from cronmgr.engine.daemon import CLAIMED_ORPHAN_REASON
 from cronmgr.store import open_store
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

@@ -29,13 +29,12 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from support import Controller, make_home, until
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.control import STATE_FILENAME, DaemonControl, read_json
-from cronmgr.errors import StoreFull
-from cronmgr.http_runner import HttpRunner
-from cronmgr.jobs import JobRunner
-from cronmgr.logs import _RotatingFile
-from cronmgr.models import (
+from cronmgr.controller.app import create_app
+from cronmgr.controller.control import DaemonControl
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.errors import StoreFull
+from cronmgr.core.launch import STATE_FILENAME, read_json
+from cronmgr.core.models import (
     RetryPolicy,
     Run,
     RunStatus,
@@ -46,11 +45,13 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.models import Target as TargetModel
-from cronmgr.pipelines import PipelineSet
+from cronmgr.core.models import Target as TargetModel
+from cronmgr.core.pipelines import PipelineSet
+from cronmgr.engine.jobs import JobRunner
+from cronmgr.observability.logs import _RotatingFile
+from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.store import Store, open_store
 from cronmgr.store.sqlite import SQLiteStore
-from cronmgr.web import create_app
 
 DISK_BYTES = 8 * 1024 * 1024
 

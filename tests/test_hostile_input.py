@@ -16,9 +16,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
-from cronmgr.web import STORE, create_app
+from cronmgr.controller.app import create_app
+from cronmgr.controller.keys import STORE
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
 
 Client = TestClient[Any, Any]
 ClientFactory = Callable[..., Awaitable[Client]]

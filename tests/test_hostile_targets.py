@@ -22,10 +22,8 @@ import psutil
 import pytest
 from support import Controller, add_target_schedule, until
 
-from cronmgr import pidfile
-from cronmgr.http_runner import TRUNCATED_NOTE, HttpRunner, RequestContext
-from cronmgr.http_wire import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
-from cronmgr.models import (
+from cronmgr.core import pidfile
+from cronmgr.core.models import (
     ErrorType,
     FailurePolicy,
     RetryPolicy,
@@ -35,6 +33,8 @@ from cronmgr.models import (
     Target,
     utcnow,
 )
+from cronmgr.runners.http.runner import TRUNCATED_NOTE, HttpRunner, RequestContext
+from cronmgr.runners.http.wire import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from cronmgr.store import open_store
 
 GIB = 1 << 30

@@ -30,15 +30,15 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from cronmgr.http_runner import (
+from cronmgr.core.models import Assertion, ErrorType, RetryPolicy, RunStatus, StepResult, Target
+from cronmgr.core.secret_refs import SecretResolver, redact
+from cronmgr.runners.http.runner import (
     EXCERPT_BYTES,
     MAX_RESPONSE_BYTES,
     TRUNCATED_NOTE,
     HttpRunner,
     RequestContext,
 )
-from cronmgr.models import Assertion, ErrorType, RetryPolicy, RunStatus, StepResult, Target
-from cronmgr.secret_refs import SecretResolver, redact
 
 SCHEDULED_FOR = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 DOCUMENT = {"status": "ok", "data": {"items": [{"id": 7, "name": "x"}], "flag": True, "n": 1}}

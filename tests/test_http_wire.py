@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cronmgr.http_runner import HttpRunner, RequestContext, classify_error
-from cronmgr.http_wire import (
+from cronmgr.core.models import ErrorType, RetryPolicy, RunStatus, Target, utcnow
+from cronmgr.runners.http.runner import HttpRunner, RequestContext, classify_error
+from cronmgr.runners.http.wire import (
     BodyBroken,
     ConnectFailed,
     Disconnected,
@@ -26,7 +27,6 @@ from cronmgr.http_wire import (
     TooManyRedirects,
     WireClient,
 )
-from cronmgr.models import ErrorType, RetryPolicy, RunStatus, Target, utcnow
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter, "Raw"], Awaitable[None]]
 

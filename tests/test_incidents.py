@@ -28,10 +28,10 @@ from observability import (
 )
 from support import Controller, controller_settings, kill_daemon, until
 
-from cronmgr.control import DaemonControl
-from cronmgr.incidents import IncidentTracker, failed_step_class
-from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
-from cronmgr.payloads import IncidentBody
+from cronmgr.controller.control import DaemonControl
+from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
+from cronmgr.core.payloads import IncidentBody
+from cronmgr.observability.incidents import IncidentTracker, failed_step_class
 from cronmgr.store.base import Incident, IncidentStatus
 from cronmgr.store.sqlite import SQLiteStore
 

@@ -17,10 +17,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 
-from cronmgr.config import load_settings
-from cronmgr.http_runner import HttpRunner
-from cronmgr.jobs import JobRunner, Unclaimed
-from cronmgr.models import (
+from cronmgr.core.config import load_settings
+from cronmgr.core.models import (
     RetryPolicy,
     Run,
     RunStatus,
@@ -30,7 +28,9 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.pipelines import PipelineSet
+from cronmgr.core.pipelines import PipelineSet
+from cronmgr.engine.jobs import JobRunner, Unclaimed
+from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.store.sqlite import SQLiteStore
 
 

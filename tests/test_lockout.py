@@ -17,10 +17,10 @@ from aiohttp.test_utils import TestClient
 from support import make_home
 
 from cronmgr.client import AsyncClient
-from cronmgr.config import Settings, load_settings
-from cronmgr.errors import TooManyRequests
-from cronmgr.lockout import FAILURE_LIMIT, WINDOW_SECONDS, Lockout
-from cronmgr.web import create_app
+from cronmgr.controller.app import create_app
+from cronmgr.controller.lockout import FAILURE_LIMIT, WINDOW_SECONDS, Lockout
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.errors import TooManyRequests
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

@@ -19,9 +19,9 @@ import orjson
 import pytest
 import structlog
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.log_follow import NOWHERE, PAGE_MAX_BYTES, Cursor, LogFilter, read_page
-from cronmgr.logs import (
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.observability.follow import NOWHERE, PAGE_MAX_BYTES, Cursor, LogFilter, read_page
+from cronmgr.observability.logs import (
     BLOCK_SIZE,
     bound_fields,
     clear_log,
@@ -451,8 +451,8 @@ WRITER = """
 import sys, time
 from pathlib import Path
 import structlog
-from cronmgr.config import load_settings
-from cronmgr.logs import configure_logging
+from cronmgr.core.config import load_settings
+from cronmgr.observability.logs import configure_logging
 
 home, stop = Path(sys.argv[1]), Path(sys.argv[2])
 configure_logging(load_settings(env={}, home=home, log_max_bytes=1 << 26), to_file=True)

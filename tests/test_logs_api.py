@@ -28,9 +28,9 @@ import structlog
 from support import Controller
 
 from cronmgr import AsyncClient, Client
-from cronmgr.errors import ControllerUnreachable
-from cronmgr.log_follow import PAGE_MAX_BYTES, Cursor
-from cronmgr.logs import configure_logging
+from cronmgr.core.errors import ControllerUnreachable
+from cronmgr.observability.follow import PAGE_MAX_BYTES, Cursor
+from cronmgr.observability.logs import configure_logging
 
 BACKUPS = 5
 PAD = "p" * 100  # about 190 bytes a line: some 20 lines fill a 4 KiB file

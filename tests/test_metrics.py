@@ -28,7 +28,15 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from support import Controller, until
 
-from cronmgr.metrics import (
+from cronmgr.core.models import ErrorType, RunStatus, ScheduleStatus
+from cronmgr.core.payloads import (
+    JobMetrics,
+    MetricsReport,
+    PipelineMetrics,
+    ScheduleMetrics,
+    TargetMetrics,
+)
+from cronmgr.observability.metrics import (
     LAG_BOUNDS,
     RECENT_LAGS,
     EngineMetrics,
@@ -36,15 +44,7 @@ from cronmgr.metrics import (
     metrics_report,
     quantile,
 )
-from cronmgr.models import ErrorType, RunStatus, ScheduleStatus
-from cronmgr.payloads import (
-    JobMetrics,
-    MetricsReport,
-    PipelineMetrics,
-    ScheduleMetrics,
-    TargetMetrics,
-)
-from cronmgr.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
+from cronmgr.observability.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
 from cronmgr.store.base import DURATION_BOUNDS, RunStats
 from cronmgr.store.queries import load_queries
 from cronmgr.store.sqlite import SQLiteStore, split_statements

@@ -24,8 +24,8 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from support import free_port
 
-from cronmgr.config import WebhookConfig
-from cronmgr.notify import Notifier, shown_url
+from cronmgr.core.config import WebhookConfig
+from cronmgr.observability.notify import Notifier, shown_url
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 Logs = list[dict[str, Any]]

@@ -24,8 +24,8 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from support import Controller, controller_settings, kill_daemon
 
-from cronmgr.config import load_settings
-from cronmgr.web import create_app
+from cronmgr.controller.app import create_app
+from cronmgr.core.config import load_settings
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]

@@ -15,11 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient
 from pydantic import BaseModel
 
-from cronmgr.config import Settings, load_settings
-from cronmgr.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
-from cronmgr.openapi import REF_TEMPLATE
-from cronmgr.payloads import ScheduleSpec, TargetSpec
-from cronmgr.web import DASHBOARD_PREFIX, OPEN_PATHS, STORE, create_app
+from cronmgr.controller.app import create_app
+from cronmgr.controller.keys import DASHBOARD_PREFIX, OPEN_PATHS, STORE
+from cronmgr.controller.openapi import REF_TEMPLATE
+from cronmgr.core.config import Settings, load_settings
+from cronmgr.core.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.core.payloads import ScheduleSpec, TargetSpec
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

@@ -12,8 +12,8 @@ import psutil
 import pytest
 from support import until
 
-from cronmgr.models import new_id
-from cronmgr.orphans import OrphanGroup, end_remaining, find_orphans, scan
+from cronmgr.core.models import new_id
+from cronmgr.engine.orphans import OrphanGroup, end_remaining, find_orphans, scan
 from cronmgr.store.base import StepGroup
 
 

@@ -15,14 +15,14 @@ import psutil
 import pytest
 from support import wait_for
 
-from cronmgr.control import terminate
-from cronmgr.pidfile import AlreadyRunning, Liveness, PidFile, inspect, remove_stale
+from cronmgr.controller.control import terminate
+from cronmgr.core.pidfile import AlreadyRunning, Liveness, PidFile, inspect, remove_stale
 
 HOLDER = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
-    from cronmgr.pidfile import PidFile
+    from cronmgr.core.pidfile import PidFile
     PidFile(Path(sys.argv[1])).acquire()
     print("locked", flush=True)
     sys.stdin.read()

@@ -14,9 +14,8 @@ from aiohttp.test_utils import TestServer
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from cronmgr.errors import NotFound
-from cronmgr.http_runner import HttpRunner
-from cronmgr.models import (
+from cronmgr.core.errors import NotFound
+from cronmgr.core.models import (
     ErrorType,
     MisfirePolicy,
     OverlapPolicy,
@@ -27,8 +26,9 @@ from cronmgr.models import (
     StepResult,
     Target,
 )
-from cronmgr.pipelines import Pipeline, Step, StepKind, load_pipelines
-from cronmgr.runner import StepContext, purge_work_dirs, run_pipeline, run_status
+from cronmgr.core.pipelines import Pipeline, Step, StepKind, load_pipelines
+from cronmgr.runners.http.runner import HttpRunner
+from cronmgr.runners.pipeline import StepContext, purge_work_dirs, run_pipeline, run_status
 
 HITS = web.AppKey("hits", list[str])
 ServerFactory = Callable[..., Awaitable[TestServer]]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from cronmgr.errors import NotFound
-from cronmgr.pipelines import CommandStep, PipelineSet, load_pipelines
+from cronmgr.core.errors import NotFound
+from cronmgr.core.pipelines import CommandStep, PipelineSet, load_pipelines
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -19,10 +19,10 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from cronmgr.bounds import FIRST_MOMENT, LAST_MOMENT, MAX_SPAN_SECONDS
-from cronmgr.log_follow import Cursor, read_page
-from cronmgr.payloads import ScheduleSpec
-from cronmgr.triggers import upcoming
+from cronmgr.core.bounds import FIRST_MOMENT, LAST_MOMENT, MAX_SPAN_SECONDS
+from cronmgr.core.payloads import ScheduleSpec
+from cronmgr.core.triggers import upcoming
+from cronmgr.observability.follow import Cursor, read_page
 
 ZONES = [
     "UTC",

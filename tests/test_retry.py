@@ -8,8 +8,8 @@ from email.utils import format_datetime
 
 import pytest
 
-from cronmgr.models import ErrorType, RetryPolicy
-from cronmgr.retry import backoff_delay, retry_after_seconds, retry_delay, should_retry
+from cronmgr.core.models import ErrorType, RetryPolicy
+from cronmgr.core.retry import backoff_delay, retry_after_seconds, retry_delay, should_retry
 
 NOW = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 

@@ -22,9 +22,9 @@ import structlog
 from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
-from cronmgr.models import ErrorType, RunStatus, StepResult
-from cronmgr.pipelines import CommandStep, Pipeline, load_pipelines
-from cronmgr.runner import (
+from cronmgr.core.models import ErrorType, RunStatus, StepResult
+from cronmgr.core.pipelines import CommandStep, Pipeline, load_pipelines
+from cronmgr.runners.pipeline import (
     MAX_LINE_CHARS,
     LineSplitter,
     StepContext,

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import structlog
 
-from cronmgr.models import (
+from cronmgr.core.models import (
     FailurePolicy,
     MisfirePolicy,
     OverlapPolicy,
@@ -29,7 +29,8 @@ from cronmgr.models import (
     new_id,
     utcnow,
 )
-from cronmgr.scheduler import (
+from cronmgr.core.triggers import jitter_offset
+from cronmgr.engine.scheduler import (
     MISSED_DOWN_REASON,
     OVERLAP_REASON,
     QUEUE_LIMIT,
@@ -37,7 +38,6 @@ from cronmgr.scheduler import (
     Scheduler,
 )
 from cronmgr.store.base import Progress, ScheduleChanges
-from cronmgr.triggers import jitter_offset
 
 
 @dataclass

@@ -19,8 +19,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cronmgr.errors import Conflict, NotFound, StoreError
-from cronmgr.models import (
+from cronmgr.core.errors import Conflict, NotFound, StoreError
+from cronmgr.core.models import (
     Assertion,
     ErrorType,
     FailurePolicy,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from support import until
 
-from cronmgr.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries
 from cronmgr.store.sqlite import WRITE_KINDS, SQLiteStore

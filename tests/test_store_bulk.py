@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cronmgr.models import (
+from cronmgr.core.models import (
     ErrorType,
     Run,
     RunStatus,

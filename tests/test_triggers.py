@@ -12,8 +12,8 @@ from zoneinfo import ZoneInfo
 import pytest
 from croniter import croniter  # type: ignore[import-untyped]
 
-from cronmgr.models import Schedule, ScheduleType
-from cronmgr.triggers import (
+from cronmgr.core.models import Schedule, ScheduleType
+from cronmgr.core.triggers import (
     CronTrigger,
     IntervalTrigger,
     OnceTrigger,

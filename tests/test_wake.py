@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import uvloop
 
-from cronmgr.wake import Alarm, wake_moment
+from cronmgr.engine.wake import Alarm, wake_moment
 
 RUNNERS = {"asyncio": asyncio.run, "uvloop": uvloop.run}
 Run = Callable[[Awaitable[Any]], Any]

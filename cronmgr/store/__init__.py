@@ -1,4 +1,10 @@
-"""Persistence behind one small interface; `open_store` picks the backend from a URL."""
+"""Where definitions, runs, attempts and stats are kept, behind one small interface.
+
+It owns the `Store` protocol (`base`), the write batcher and its writer, the row checks on
+read (`readable`), the file pipelines' schedules (`pipeline_sync`) and the SQLite store with
+its SQL; `open_store` picks the backend from a URL. It may import `cronmgr.core` only: the
+controller and the daemon both use it, and it knows neither.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from cronmgr.errors import ConfigError
+from cronmgr.core.errors import ConfigError
 from cronmgr.store.base import Store
 from cronmgr.store.sqlite import SQLiteStore
 

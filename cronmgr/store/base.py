@@ -8,7 +8,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from cronmgr.models import Run, RunStatus, Schedule, ScheduleStatus, StepResult, Target
+from cronmgr.core.models import Run, RunStatus, Schedule, ScheduleStatus, StepResult, Target
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,7 +27,7 @@ from typing import Any
 
 import structlog
 
-from cronmgr.supervision import report_death
+from cronmgr.core.supervision import report_death
 
 log = structlog.get_logger("cronmgr.store")
 

@@ -20,8 +20,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from cronmgr.bounds import FIRST_MOMENT
-from cronmgr.models import (
+from cronmgr.core.bounds import FIRST_MOMENT
+from cronmgr.core.models import (
     FailurePolicy,
     MisfirePolicy,
     OverlapPolicy,
@@ -35,7 +35,7 @@ from cronmgr.models import (
     Trigger,
     utcnow,
 )
-from cronmgr.payloads import ScheduleSpec, TargetSpec
+from cronmgr.core.payloads import ScheduleSpec, TargetSpec
 
 UNREADABLE = "its stored definition can't be used"
 _ENUM_COLUMNS: dict[str, type[StrEnum]] = {

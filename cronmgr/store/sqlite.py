@@ -20,8 +20,8 @@ import aiosqlite
 import orjson
 import structlog
 
-from cronmgr.errors import Conflict, NotFound, StoreError, StoreFull
-from cronmgr.models import (
+from cronmgr.core.errors import Conflict, NotFound, StoreError, StoreFull
+from cronmgr.core.models import (
     Assertion,
     ErrorType,
     RetryPolicy,

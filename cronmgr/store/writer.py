@@ -28,7 +28,7 @@ from typing import Any, NamedTuple, TypeVar
 import orjson
 import structlog
 
-from cronmgr.supervision import describe
+from cronmgr.core.supervision import describe
 
 T = TypeVar("T")
 log = structlog.get_logger("cronmgr.store")

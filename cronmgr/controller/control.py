@@ -1,0 +1,578 @@
+"""Starting, stopping and inspecting the daemon from the controller.
+
+The controller never forks itself: it launches `python -m cronmgr daemon`, which detaches
+with python-daemon and reports back through a pipe whether it got ready or why it could
+not. Everything the controller knows about a running daemon comes from the PID file and
+psutil, so a new controller can take over a daemon an old one started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import structlog
+
+from cronmgr.core import pidfile
+from cronmgr.core.config import ENV_PREFIX, Settings, webhooks_env
+from cronmgr.core.errors import Conflict, DaemonError, InvalidInput, NotFound
+from cronmgr.core.launch import (
+    DESIRED_FILENAME,
+    ERROR_PREFIX,
+    EXIT_FILENAME,
+    READY_PREFIX,
+    STATE_FILENAME,
+    LaunchSpec,
+    read_json,
+    spec_fields,
+    write_json_atomic,
+)
+from cronmgr.core.models import utcnow
+from cronmgr.core.pipelines import load_pipelines
+from cronmgr.core.supervision import supervised
+from cronmgr.observability.notify import Notifier
+
+log = structlog.get_logger("cronmgr.control")
+
+# Settings the daemon does not need and must not pass on to the commands it runs.
+# Webhooks (their secrets) reach the daemon apart, through `webhooks_env`, never its steps.
+_PRIVATE_SETTINGS = frozenset({"api_token", "webhooks"})
+# The controller's own conversation with systemd; the daemon and its steps stay out of it.
+_CONTROLLER_ONLY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"})
+
+
+def launch_spec(
+    settings: Settings,
+    last: LaunchSpec | None,
+    interval_seconds: int | None = None,
+    pipeline: str | None = None,
+) -> LaunchSpec:
+    """What a start or restart launches: each field as asked, else as the last start had it,
+    else the configured default.
+
+    `last` is `Control.desired_spec()`: it outlives a daemon that died and supervision that
+    gave up (only a stop forgets it), so a bare start after `fatal` brings back the daemon
+    that was wanted, whether it comes from the API, the CLI or the dashboard.
+    """
+    return LaunchSpec(
+        interval_seconds or (last.interval_seconds if last else settings.default_interval_seconds),
+        pipeline or (last.pipeline if last else settings.default_pipeline),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class StopOutcome:
+    """What `stop` found and did."""
+
+    was_running: bool
+    pid: int | None = None
+    killed: bool = False
+    stale_reason: str = ""
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The settings as `CRONMGR_*` variables, so the daemon sees what the controller sees."""
+    env: dict[str, str] = {}
+    for name, value in settings.model_dump().items():
+        if value is None or name in _PRIVATE_SETTINGS:
+            continue
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        env[ENV_PREFIX + name.upper()] = str(value)
+    return env
+
+
+async def launch(settings: Settings, spec: LaunchSpec) -> int:
+    """Start the daemon and wait until it reports ready; return its pid.
+
+    Raises `DaemonError` with the daemon's own words when it dies during start-up.
+    """
+    read_fd, write_fd = os.pipe()
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(ENV_PREFIX) and k not in _CONTROLLER_ONLY_ENV
+    }
+    env.update(settings_env(settings))
+    env.update(webhooks_env(settings))
+    try:
+        launcher = await asyncio.create_subprocess_exec(
+            *spec.argv(write_fd),
+            pass_fds=(write_fd,),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            cwd=settings.home,
+        )
+    except BaseException:
+        os.close(read_fd)
+        raise
+    finally:
+        os.close(write_fd)
+    try:
+        report = await _read_report(read_fd, settings.start_timeout_seconds)
+    except TimeoutError as exc:
+        await _abandon(settings)
+        raise DaemonError(
+            f"the daemon did not report ready within {settings.start_timeout_seconds:g} s "
+            "and was stopped; see the log"
+        ) from exc
+    finally:
+        stderr = await _launcher_stderr(launcher)
+    return _parse_report(report, stderr)
+
+
+async def _read_report(read_fd: int, wait_seconds: float) -> bytes:
+    # The pipe yields the daemon's verdict line, or EOF when every process holding it has
+    # exited without one: either way the read ends, and the timeout covers a hang.
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    transport, _ = await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
+    )
+    try:
+        return await asyncio.wait_for(reader.readline(), wait_seconds)
+    finally:
+        transport.close()
+
+
+async def _launcher_stderr(launcher: asyncio.subprocess.Process) -> bytes:
+    # The launcher exits right after the first fork; what it printed is only of interest
+    # when it failed before detaching (bad arguments, bad config, import errors).
+    try:
+        _, data = await asyncio.wait_for(launcher.communicate(), 2.0)
+    except TimeoutError:
+        return b""
+    return data or b""
+
+
+async def _abandon(settings: Settings) -> None:
+    found = pidfile.inspect(settings.pid_file)
+    if found.process is not None:
+        await terminate(found.process, settings.step_kill_grace_seconds)
+    pidfile.remove_stale(settings.pid_file)
+
+
+def _parse_report(report: bytes, stderr: bytes) -> int:
+    line = report.strip()
+    if line.startswith(READY_PREFIX):
+        return int(line[len(READY_PREFIX) :].split()[0])
+    if line.startswith(ERROR_PREFIX):
+        message = line[len(ERROR_PREFIX) :].decode(errors="replace")
+    else:
+        message = _last_lines(stderr) or "the daemon exited during start-up without a word"
+    raise DaemonError(f"Failed to start daemon: {message}")
+
+
+def _last_lines(stderr: bytes, count: int = 5) -> str:
+    lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
+    return " | ".join(lines[-count:])
+
+
+def process_tree(process: psutil.Process) -> list[psutil.Process]:
+    """The daemon, every descendant, and whatever else shares their process groups."""
+    try:
+        family = [process, *process.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+    groups = set()
+    for member in family:
+        with contextlib.suppress(psutil.Error, OSError):
+            groups.add(os.getpgid(member.pid))
+    groups.discard(os.getpgid(0))
+    known = {p.pid for p in family}
+    for candidate in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if candidate.pid not in known and os.getpgid(candidate.pid) in groups:
+                family.append(candidate)
+    return family
+
+
+async def terminate(process: psutil.Process, grace: float) -> bool:
+    """SIGTERM the daemon, wait `grace`, then SIGKILL it and all its kin; True if killed."""
+    with contextlib.suppress(psutil.NoSuchProcess):
+        process.send_signal(signal.SIGTERM)
+    _gone, alive = await asyncio.to_thread(psutil.wait_procs, [process], grace)
+    if not alive:
+        return False
+    family = process_tree(process)
+    log.warning("daemon_kill", daemon_pid=process.pid, processes=len(family), grace_seconds=grace)
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            member.kill()
+    await asyncio.to_thread(psutil.wait_procs, family, 5.0)
+    return True
+
+
+def process_stats(process: psutil.Process, *, first_look: bool) -> dict[str, Any]:
+    """Uptime, cpu, memory and children of a live daemon, for status.
+
+    cpu_percent is measured since the previous look at the same process object; on the
+    first look it is the average over the daemon's whole life.
+    """
+    try:
+        with process.oneshot():
+            created = process.create_time()
+            cpu = process.cpu_percent(interval=None)
+            times = process.cpu_times()
+            rss = process.memory_info().rss
+            children = process.children(recursive=True)
+    except psutil.NoSuchProcess:
+        return {}
+    if first_look:
+        lived = max(1e-3, utcnow().timestamp() - created)
+        cpu = round(100.0 * (times.user + times.system) / lived, 2)
+    return {
+        "started_at": _iso(created),
+        "uptime_seconds": round(max(0.0, utcnow().timestamp() - created), 3),
+        "cpu_percent": cpu,
+        "memory_rss_bytes": rss,
+        "children": [_describe_child(c) for c in children],
+    }
+
+
+def _describe_child(child: psutil.Process) -> dict[str, Any]:
+    try:
+        return {"pid": child.pid, "name": child.name(), "status": child.status()}
+    except psutil.NoSuchProcess:
+        return {"pid": child.pid, "name": None, "status": "exited"}
+
+
+def _iso(timestamp: float) -> str:
+    from datetime import UTC, datetime
+
+    return datetime.fromtimestamp(timestamp, UTC).isoformat()
+
+
+class DaemonControl:
+    """The controller's handle on the daemon: start, stop, restart, status, supervision."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._lock = asyncio.Lock()
+        self._supervisor = Supervisor(settings)
+        self._process: psutil.Process | None = None
+        # The controller's own webhooks: a daemon that died cannot report its death, and
+        # `POST /api/v1/notifications/test` must work whether a daemon runs or not.
+        self.notifier = Notifier(settings.webhooks, queue_size=settings.notify_queue_size)
+
+    @property
+    def desired_file(self) -> Path:
+        """Where the last requested state (running with which spec, or stopped) lives."""
+        return self.settings.state_path / DESIRED_FILENAME
+
+    def inspect(self) -> pidfile.Inspection:
+        """The PID file's verdict; a stale file is reported and removed."""
+        found = pidfile.inspect(self.settings.pid_file)
+        if found.liveness is pidfile.Liveness.STALE and pidfile.remove_stale(
+            self.settings.pid_file
+        ):
+            log.warning("stale_pid_file_removed", reason=found.reason)
+        return found
+
+    def desired_spec(self) -> LaunchSpec | None:
+        """The spec of the last start, if the last request was to run."""
+        data = read_json(self.desired_file)
+        if not data or data.get("desired") != "running":
+            return None
+        return LaunchSpec(int(data["interval_seconds"]), str(data["pipeline"]))
+
+    async def check(self, spec: LaunchSpec) -> None:
+        """422 naming the pipeline when `spec` names one that can't be run."""
+        pipelines = await asyncio.to_thread(load_pipelines, self.settings.pipelines_path)
+        try:
+            pipelines.get(spec.pipeline)
+        except NotFound as exc:
+            message = exc.detail
+            raise InvalidInput(
+                f"invalid request body: pipeline: {message}",
+                errors=[{"field": "pipeline", "message": message, "type": "not_found"}],
+            ) from exc
+
+    async def start(self, spec: LaunchSpec) -> int:
+        """Launch the daemon; 422 for an unknown pipeline, 409 when one runs already."""
+        await self.check(spec)
+        async with self._lock:
+            found = self.inspect()
+            if found.liveness in (pidfile.Liveness.RUNNING, pidfile.Liveness.STARTING):
+                pid = found.record.pid if found.record else "?"
+                raise Conflict(f"Daemon is already running (PID: {pid})")
+            pid = await launch(self.settings, spec)
+            self._remember(spec)
+            self._supervisor.started(pid, spec)
+            log.info("daemon_started", daemon_pid=pid, **spec_fields(spec))
+            return pid
+
+    async def stop(self) -> StopOutcome:
+        """Stop the daemon if it runs; stopping a stopped daemon is fine."""
+        async with self._lock:
+            self._supervisor.stopped()
+            self._remember(None)
+            found = self.inspect()
+            if found.liveness is not pidfile.Liveness.RUNNING or found.process is None:
+                return StopOutcome(False, stale_reason=found.reason)
+            grace = self.settings.stop_grace_seconds + self.settings.step_kill_grace_seconds
+            killed = await terminate(found.process, grace + 2.0)
+            pidfile.remove_stale(self.settings.pid_file)
+            log.info("daemon_stopped", daemon_pid=found.process.pid, killed=killed)
+            return StopOutcome(True, pid=found.process.pid, killed=killed)
+
+    def is_running(self) -> bool:
+        """Whether the daemon runs now (lock held, pid alive, create time matching)."""
+        return self.inspect().liveness is pidfile.Liveness.RUNNING
+
+    def reload(self) -> bool:
+        """Ask a running daemon to re-read files and definitions (SIGHUP); False if none."""
+        return self._signal(signal.SIGHUP)
+
+    def definitions_changed(self) -> bool:
+        """Tell a running daemon that schedules changed in the store (SIGUSR1).
+
+        The daemon then fetches only what changed since the revision it last saw, so an
+        edit through the API takes effect at once, never on a polling tick.
+        """
+        return self._signal(signal.SIGUSR1)
+
+    def _signal(self, signum: int) -> bool:
+        found = pidfile.inspect(self.settings.pid_file)
+        if found.process is None or found.liveness is not pidfile.Liveness.RUNNING:
+            return False
+        with contextlib.suppress(psutil.NoSuchProcess):
+            found.process.send_signal(signum)
+            return True
+        return False
+
+    def status(self) -> dict[str, Any]:
+        """Everything the status endpoint reports."""
+        found = self.inspect()
+        running = found.liveness is pidfile.Liveness.RUNNING and found.process is not None
+        pid = found.record.pid if running and found.record else None
+        body: dict[str, Any] = {
+            "is_running": running,
+            "pid": pid,
+            "message": _status_message(found),
+            "state": self._supervisor.state_name(running),
+        }
+        if running and found.process is not None:
+            process, first_look = self._watched_process(found.process)
+            body.update(process_stats(process, first_look=first_look))
+        body.update(self._daemon_report(running))
+        body.update(self._supervisor.report())
+        return body
+
+    def _watched_process(self, process: psutil.Process) -> tuple[psutil.Process, bool]:
+        # Keep one psutil.Process per daemon: cpu_percent needs the previous sample.
+        if self._process is not None and self._process == process:
+            return self._process, False
+        self._process = process
+        return process, True
+
+    def _daemon_report(self, running: bool) -> dict[str, Any]:
+        spec = self.desired_spec()
+        report = read_json(self.settings.state_path / STATE_FILENAME) or {}
+        return {
+            "pipeline": spec.pipeline if spec else None,
+            "interval_seconds": spec.interval_seconds if spec else None,
+            "heartbeat_at": report.get("heartbeat_at") if running else None,
+            # {last, p50, p99, samples} over the engine's latest firings; None before any.
+            "schedule_lag_seconds": (
+                (report.get("metrics") or {}).get("schedule_lag_seconds") if running else None
+            ),
+            "active_runs": report.get("active_runs", []) if running else [],
+            "queued_runs": report.get("queued_runs", []) if running else [],
+            "next_runs": report.get("next_runs", []) if running else [],
+        }
+
+    def _remember(self, spec: LaunchSpec | None) -> None:
+        data: dict[str, Any] = {"desired": "running" if spec else "stopped"}
+        if spec:
+            data.update(spec_fields(spec))
+        data["updated_at"] = utcnow().isoformat()
+        try:
+            write_json_atomic(self.desired_file, data)
+        except OSError as exc:
+            # A full disk must not keep a daemon from being stopped (or started): what is
+            # lost is only what a restarted controller would resume.
+            log.error("desired_state_not_saved", path=str(self.desired_file), error=str(exc))
+
+    async def attach(self) -> None:
+        """On controller start-up: take over a running daemon, or resume a wanted one."""
+        found = self.inspect()
+        spec = self.desired_spec()
+        if found.liveness is pidfile.Liveness.RUNNING and found.record:
+            log.info("daemon_attached", daemon_pid=found.record.pid)
+            if spec:
+                self._supervisor.started(found.record.pid, spec, attached=True)
+            return
+        if spec and self.settings.supervise:
+            log.info("daemon_resuming", reason="it was running when the controller last saw it")
+            with contextlib.suppress(DaemonError, Conflict):
+                await self.start(spec)
+
+    async def supervise(self) -> None:
+        """Watch the daemon for as long as the controller runs; restart it when it dies.
+        A check that breaks is logged and the watch goes on."""
+        await supervised("daemon_supervisor", self._watch_once)
+
+    async def _watch_once(self) -> None:
+        await asyncio.sleep(self.settings.supervise_poll_seconds)
+        await self.check_once()
+
+    async def check_once(self) -> None:
+        """One supervision step: notice an unexpected death and relaunch with backoff."""
+        if self._lock.locked() or not self._supervisor.watching:
+            return
+        found = self.inspect()
+        if found.liveness in (pidfile.Liveness.RUNNING, pidfile.Liveness.STARTING):
+            return
+        pid, reason = self._supervisor.pid, self._exit_reason(found)
+        spec = self._supervisor.died(reason)
+        self._notify_died(pid, reason, will_restart=spec is not None)
+        while spec is not None:
+            await asyncio.sleep(self._supervisor.delay())
+            if not self._supervisor.watching:
+                return
+            try:
+                await self._relaunch(spec)
+                return
+            except DaemonError as exc:
+                spec = self._supervisor.failed_restart(exc.detail)
+
+    def _notify_died(self, pid: int | None, reason: str, *, will_restart: bool) -> None:
+        supervisor = self._supervisor
+        self.notifier.publish(
+            "daemon_died",
+            {
+                "pid": pid,
+                "reason": reason,
+                "will_restart": will_restart,
+                "restart_in_seconds": supervisor.delay() if will_restart else None,
+                "restarts": supervisor.restarts,
+                "quick_failures": supervisor.quick_failures,
+                "fatal": supervisor.fatal,
+                "pipeline": supervisor.spec.pipeline if supervisor.spec else None,
+                "host": socket.gethostname(),
+            },
+        )
+
+    async def _relaunch(self, spec: LaunchSpec) -> None:
+        async with self._lock:
+            if self.inspect().liveness is not pidfile.Liveness.ABSENT:
+                return  # someone started it meanwhile
+            pid = await launch(self.settings, spec)
+            self._supervisor.started(pid, spec, restart=True)
+            log.warning("daemon_restarted", daemon_pid=pid, restarts=self._supervisor.restarts)
+
+    def _exit_reason(self, found: pidfile.Inspection) -> str:
+        record = read_json(self.settings.state_path / EXIT_FILENAME)
+        if record and record.get("pid") == self._supervisor.pid:
+            return str(record.get("reason"))
+        pid = self._supervisor.pid
+        return found.reason or f"pid {pid} vanished: killed by a signal or crashed"
+
+
+def _status_message(found: pidfile.Inspection) -> str:
+    if found.liveness is pidfile.Liveness.RUNNING and found.record:
+        return f"Daemon is running (PID: {found.record.pid})"
+    if found.liveness is pidfile.Liveness.STARTING:
+        return "Daemon is starting"
+    if found.liveness is pidfile.Liveness.STALE:
+        return f"Daemon is not running (stale PID file removed: {found.reason})"
+    return "Daemon is not running"
+
+
+class Supervisor:
+    """Restart bookkeeping: backoff, quick failures, the fatal state, the last exit."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pid: int | None = None
+        self.spec: LaunchSpec | None = None
+        self.watching = False
+        self.fatal = False
+        self.backing_off = False
+        self.restarts = 0
+        self.quick_failures = 0
+        self.last_exit: dict[str, Any] | None = None
+        self._since = 0.0
+
+    def started(
+        self, pid: int, spec: LaunchSpec, *, restart: bool = False, attached: bool = False
+    ) -> None:
+        """A daemon is up (launched, restarted or found running)."""
+        self.pid, self.spec = pid, spec
+        self.watching, self.fatal, self.backing_off = True, False, False
+        self._since = _loop_time()
+        if restart:
+            self.restarts += 1
+        elif not attached:
+            self.restarts = self.quick_failures = 0
+
+    def stopped(self) -> None:
+        """The user asked for a stop: nothing to watch any more."""
+        self.watching = self.backing_off = self.fatal = False
+        self.quick_failures = 0
+
+    def died(self, reason: str) -> LaunchSpec | None:
+        """Record an unexpected death; return the spec to relaunch, or None to give up."""
+        lived = _loop_time() - self._since
+        self.last_exit = {"pid": self.pid, "reason": reason, "at": utcnow().isoformat()}
+        log.error("daemon_died", daemon_pid=self.pid, reason=reason, lived_seconds=round(lived, 3))
+        if not self.settings.supervise:
+            self.watching = False
+            return None
+        quick = lived < self.settings.restart_min_uptime_seconds
+        self.quick_failures = self.quick_failures + 1 if quick else 1
+        return self._next_or_fatal()
+
+    def failed_restart(self, reason: str) -> LaunchSpec | None:
+        """A relaunch failed during start-up: one more quick failure; spec to retry or None."""
+        self.last_exit = {"pid": None, "reason": reason, "at": utcnow().isoformat()}
+        log.error("daemon_restart_failed", reason=reason)
+        self.quick_failures += 1
+        return self._next_or_fatal()
+
+    def _next_or_fatal(self) -> LaunchSpec | None:
+        if self.quick_failures > self.settings.restart_max_quick_failures:
+            self.watching, self.backing_off, self.fatal = False, False, True
+            log.critical("daemon_fatal", quick_failures=self.quick_failures)
+            return None
+        self.backing_off = True
+        return self.spec
+
+    def delay(self) -> float:
+        """Capped exponential backoff before the next relaunch."""
+        exponent = max(0, self.quick_failures - 1)
+        base = self.settings.restart_backoff_seconds * (2**exponent)
+        return float(min(base, self.settings.restart_backoff_max_seconds))
+
+    def state_name(self, running: bool) -> str:
+        """running, backoff, fatal or stopped."""
+        if running:
+            return "running"
+        if self.fatal:
+            return "fatal"
+        if self.backing_off:
+            return "backoff"
+        return "stopped"
+
+    def report(self) -> dict[str, Any]:
+        """The supervision fields of status."""
+        return {
+            "supervised": self.settings.supervise,
+            "restarts": self.restarts,
+            "quick_failures": self.quick_failures,
+            "last_exit": self.last_exit,
+        }
+
+
+def _loop_time() -> float:
+    return asyncio.get_running_loop().time()
