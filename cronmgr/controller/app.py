@@ -13,9 +13,15 @@ import jinja2
 from aiohttp import web
 
 from cronmgr.controller.api import daemon as daemon_api
+from cronmgr.controller.api import incidents as incidents_api
 from cronmgr.controller.api import logs as logs_api
 from cronmgr.controller.api import meta as meta_api
-from cronmgr.controller.api import v1 as api_v1
+from cronmgr.controller.api import metrics as metrics_api
+from cronmgr.controller.api import notifications as notifications_api
+from cronmgr.controller.api import pipelines as pipelines_api
+from cronmgr.controller.api import runs as runs_api
+from cronmgr.controller.api import schedules as schedules_api
+from cronmgr.controller.api import targets as targets_api
 from cronmgr.controller.auth import ensure_token
 from cronmgr.controller.control import DaemonControl
 from cronmgr.controller.dashboard.pages import add_dashboard
@@ -43,7 +49,18 @@ from cronmgr.store import open_store
 
 def all_endpoints() -> tuple[Endpoint, ...]:
     """Every endpoint of the controller: daemon control, logs, meta and /api/v1."""
-    return daemon_api.ENDPOINTS + logs_api.ENDPOINTS + meta_api.ENDPOINTS + api_v1.ENDPOINTS
+    return (
+        daemon_api.ENDPOINTS
+        + logs_api.ENDPOINTS
+        + meta_api.ENDPOINTS
+        + targets_api.ENDPOINTS
+        + schedules_api.ENDPOINTS
+        + runs_api.ENDPOINTS
+        + pipelines_api.ENDPOINTS
+        + notifications_api.ENDPOINTS
+        + metrics_api.ENDPOINTS
+        + incidents_api.ENDPOINTS
+    )
 
 
 def add_routes(app: web.Application, endpoints: Iterable[Endpoint]) -> None:

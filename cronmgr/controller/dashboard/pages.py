@@ -38,7 +38,7 @@ from aiohttp import web
 from multidict import MultiDictProxy
 
 from cronmgr.controller.api.logs import stream_logs
-from cronmgr.controller.api.v1 import read_pipelines, request_pipeline_run
+from cronmgr.controller.api.pipelines import read_pipelines, request_pipeline_run
 from cronmgr.controller.control import launch_spec
 from cronmgr.controller.dashboard import format as ui_format
 from cronmgr.controller.keys import CONTROL, DASHBOARD_PREFIX, LOCKOUT, SETTINGS, STORE, TOKEN
