@@ -20,7 +20,7 @@ else, under the same spread load.
 
 Every party runs in a process of its own, so no two share an event loop: the target
 (`bench/target_server.py`, which notes each request's path and arrival time), cronmgr's
-real daemon (started with `cronmgr.controller.control.launch` on a temporary home whose store was
+real daemon (started with `cronmgr.controller.launcher.launch` on a temporary home whose store was
 filled beforehand), the peer (`python -m bench.bench_engine peer ...`: an AsyncIOScheduler
 whose jobs GET the target over one shared aiohttp session) and the bare client
 (`python -m bench.bench_engine burst ...`). Both schedulers and the bare client use the
@@ -63,7 +63,8 @@ import aiohttp
 import orjson
 import psutil
 
-from cronmgr.controller.control import launch, terminate
+from cronmgr.controller.launcher import launch
+from cronmgr.controller.processes import terminate
 from cronmgr.core.config import Settings, load_settings
 from cronmgr.core.launch import STATE_FILENAME, LaunchSpec, read_json
 from cronmgr.core.models import Schedule, ScheduleType, Target

@@ -26,7 +26,9 @@ import psutil
 import pytest
 from aiohttp.test_utils import TestServer
 
-from cronmgr.controller.control import DaemonControl, process_tree, settings_env
+from cronmgr.controller.control import DaemonControl
+from cronmgr.controller.launcher import settings_env
+from cronmgr.controller.processes import process_tree
 from cronmgr.core.config import Settings, load_settings
 from cronmgr.core.models import RetryPolicy, Schedule, ScheduleType, Target, new_id, utcnow
 from cronmgr.core.pidfile import inspect

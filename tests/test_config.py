@@ -144,7 +144,7 @@ def test_webhooks_reach_the_daemon_through_the_environment_but_not_its_steps(
 ) -> None:
     """The daemon reads them from CRONMGR_WEBHOOKS (secrets intact); the settings
     variables that steps inherit leave them out."""
-    from cronmgr.controller.control import settings_env
+    from cronmgr.controller.launcher import settings_env
     from cronmgr.core.config import WEBHOOKS_ENV, webhooks_env
 
     settings = load_settings(write_config(tmp_path, WEBHOOKS_TOML), env={}, home=tmp_path)

@@ -16,7 +16,7 @@ import psutil
 import pytest
 from support import Controller, wait_for
 
-from cronmgr.controller.control import Supervisor
+from cronmgr.controller.supervisor import Supervisor
 from cronmgr.core.config import load_settings
 from cronmgr.core.launch import LaunchSpec
 from cronmgr.core.pidfile import inspect, read_record

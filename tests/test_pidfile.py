@@ -15,7 +15,7 @@ import psutil
 import pytest
 from support import wait_for
 
-from cronmgr.controller.control import terminate
+from cronmgr.controller.processes import terminate
 from cronmgr.core.pidfile import AlreadyRunning, Liveness, PidFile, inspect, remove_stale
 
 HOLDER = textwrap.dedent(

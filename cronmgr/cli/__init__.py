@@ -651,7 +651,7 @@ def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
 def _adopt_daemon_environment(settings: Settings) -> None:
     # Steps get what they would get under the daemon: the settings as CRONMGR_* variables
     # (CRONMGR_STATE_DIR, ...) and never the API token, whatever this shell exported.
-    from cronmgr.controller.control import settings_env
+    from cronmgr.controller.launcher import settings_env
 
     for name in [k for k in os.environ if k.startswith(ENV_PREFIX)]:
         del os.environ[name]

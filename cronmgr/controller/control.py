@@ -1,16 +1,14 @@
-"""Starting, stopping and inspecting the daemon from the controller.
+"""Starting, stopping and watching the daemon from the controller: `DaemonControl`.
 
-The controller never forks itself: it launches `python -m cronmgr daemon`, which detaches
-with python-daemon and reports back through a pipe whether it got ready or why it could
-not. Everything the controller knows about a running daemon comes from the PID file and
-psutil, so a new controller can take over a daemon an old one started.
+It launches the daemon (`launcher`), ends it (`processes`), records the state last asked
+for so that a restarted controller resumes it, reports status, and relaunches a daemon
+that died (with `Supervisor`'s backoff). What a start launches is `launch_spec`'s rule.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import socket
 from dataclasses import dataclass
@@ -20,14 +18,15 @@ from typing import Any
 import psutil
 import structlog
 
+from cronmgr.controller.launcher import launch
+from cronmgr.controller.processes import process_stats, terminate
+from cronmgr.controller.supervisor import Supervisor
 from cronmgr.core import pidfile
-from cronmgr.core.config import ENV_PREFIX, Settings, webhooks_env
+from cronmgr.core.config import Settings
 from cronmgr.core.errors import Conflict, DaemonError, InvalidInput, NotFound
 from cronmgr.core.launch import (
     DESIRED_FILENAME,
-    ERROR_PREFIX,
     EXIT_FILENAME,
-    READY_PREFIX,
     STATE_FILENAME,
     LaunchSpec,
     read_json,
@@ -40,12 +39,6 @@ from cronmgr.core.supervision import supervised
 from cronmgr.observability.notify import Notifier
 
 log = structlog.get_logger("cronmgr.control")
-
-# Settings the daemon does not need and must not pass on to the commands it runs.
-# Webhooks (their secrets) reach the daemon apart, through `webhooks_env`, never its steps.
-_PRIVATE_SETTINGS = frozenset({"api_token", "webhooks"})
-# The controller's own conversation with systemd; the daemon and its steps stay out of it.
-_CONTROLLER_ONLY_ENV = frozenset({"NOTIFY_SOCKET", "WATCHDOG_PID", "WATCHDOG_USEC"})
 
 
 def launch_spec(
@@ -75,181 +68,6 @@ class StopOutcome:
     pid: int | None = None
     killed: bool = False
     stale_reason: str = ""
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The settings as `CRONMGR_*` variables, so the daemon sees what the controller sees."""
-    env: dict[str, str] = {}
-    for name, value in settings.model_dump().items():
-        if value is None or name in _PRIVATE_SETTINGS:
-            continue
-        if isinstance(value, bool):
-            value = "true" if value else "false"
-        env[ENV_PREFIX + name.upper()] = str(value)
-    return env
-
-
-async def launch(settings: Settings, spec: LaunchSpec) -> int:
-    """Start the daemon and wait until it reports ready; return its pid.
-
-    Raises `DaemonError` with the daemon's own words when it dies during start-up.
-    """
-    read_fd, write_fd = os.pipe()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(ENV_PREFIX) and k not in _CONTROLLER_ONLY_ENV
-    }
-    env.update(settings_env(settings))
-    env.update(webhooks_env(settings))
-    try:
-        launcher = await asyncio.create_subprocess_exec(
-            *spec.argv(write_fd),
-            pass_fds=(write_fd,),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            cwd=settings.home,
-        )
-    except BaseException:
-        os.close(read_fd)
-        raise
-    finally:
-        os.close(write_fd)
-    try:
-        report = await _read_report(read_fd, settings.start_timeout_seconds)
-    except TimeoutError as exc:
-        await _abandon(settings)
-        raise DaemonError(
-            f"the daemon did not report ready within {settings.start_timeout_seconds:g} s "
-            "and was stopped; see the log"
-        ) from exc
-    finally:
-        stderr = await _launcher_stderr(launcher)
-    return _parse_report(report, stderr)
-
-
-async def _read_report(read_fd: int, wait_seconds: float) -> bytes:
-    # The pipe yields the daemon's verdict line, or EOF when every process holding it has
-    # exited without one: either way the read ends, and the timeout covers a hang.
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    transport, _ = await loop.connect_read_pipe(
-        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(read_fd, "rb", buffering=0)
-    )
-    try:
-        return await asyncio.wait_for(reader.readline(), wait_seconds)
-    finally:
-        transport.close()
-
-
-async def _launcher_stderr(launcher: asyncio.subprocess.Process) -> bytes:
-    # The launcher exits right after the first fork; what it printed is only of interest
-    # when it failed before detaching (bad arguments, bad config, import errors).
-    try:
-        _, data = await asyncio.wait_for(launcher.communicate(), 2.0)
-    except TimeoutError:
-        return b""
-    return data or b""
-
-
-async def _abandon(settings: Settings) -> None:
-    found = pidfile.inspect(settings.pid_file)
-    if found.process is not None:
-        await terminate(found.process, settings.step_kill_grace_seconds)
-    pidfile.remove_stale(settings.pid_file)
-
-
-def _parse_report(report: bytes, stderr: bytes) -> int:
-    line = report.strip()
-    if line.startswith(READY_PREFIX):
-        return int(line[len(READY_PREFIX) :].split()[0])
-    if line.startswith(ERROR_PREFIX):
-        message = line[len(ERROR_PREFIX) :].decode(errors="replace")
-    else:
-        message = _last_lines(stderr) or "the daemon exited during start-up without a word"
-    raise DaemonError(f"Failed to start daemon: {message}")
-
-
-def _last_lines(stderr: bytes, count: int = 5) -> str:
-    lines = [ln for ln in stderr.decode(errors="replace").splitlines() if ln.strip()]
-    return " | ".join(lines[-count:])
-
-
-def process_tree(process: psutil.Process) -> list[psutil.Process]:
-    """The daemon, every descendant, and whatever else shares their process groups."""
-    try:
-        family = [process, *process.children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-    groups = set()
-    for member in family:
-        with contextlib.suppress(psutil.Error, OSError):
-            groups.add(os.getpgid(member.pid))
-    groups.discard(os.getpgid(0))
-    known = {p.pid for p in family}
-    for candidate in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if candidate.pid not in known and os.getpgid(candidate.pid) in groups:
-                family.append(candidate)
-    return family
-
-
-async def terminate(process: psutil.Process, grace: float) -> bool:
-    """SIGTERM the daemon, wait `grace`, then SIGKILL it and all its kin; True if killed."""
-    with contextlib.suppress(psutil.NoSuchProcess):
-        process.send_signal(signal.SIGTERM)
-    _gone, alive = await asyncio.to_thread(psutil.wait_procs, [process], grace)
-    if not alive:
-        return False
-    family = process_tree(process)
-    log.warning("daemon_kill", daemon_pid=process.pid, processes=len(family), grace_seconds=grace)
-    for member in family:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            member.kill()
-    await asyncio.to_thread(psutil.wait_procs, family, 5.0)
-    return True
-
-
-def process_stats(process: psutil.Process, *, first_look: bool) -> dict[str, Any]:
-    """Uptime, cpu, memory and children of a live daemon, for status.
-
-    cpu_percent is measured since the previous look at the same process object; on the
-    first look it is the average over the daemon's whole life.
-    """
-    try:
-        with process.oneshot():
-            created = process.create_time()
-            cpu = process.cpu_percent(interval=None)
-            times = process.cpu_times()
-            rss = process.memory_info().rss
-            children = process.children(recursive=True)
-    except psutil.NoSuchProcess:
-        return {}
-    if first_look:
-        lived = max(1e-3, utcnow().timestamp() - created)
-        cpu = round(100.0 * (times.user + times.system) / lived, 2)
-    return {
-        "started_at": _iso(created),
-        "uptime_seconds": round(max(0.0, utcnow().timestamp() - created), 3),
-        "cpu_percent": cpu,
-        "memory_rss_bytes": rss,
-        "children": [_describe_child(c) for c in children],
-    }
-
-
-def _describe_child(child: psutil.Process) -> dict[str, Any]:
-    try:
-        return {"pid": child.pid, "name": child.name(), "status": child.status()}
-    except psutil.NoSuchProcess:
-        return {"pid": child.pid, "name": None, "status": "exited"}
-
-
-def _iso(timestamp: float) -> str:
-    from datetime import UTC, datetime
-
-    return datetime.fromtimestamp(timestamp, UTC).isoformat()
 
 
 class DaemonControl:
@@ -487,92 +305,3 @@ def _status_message(found: pidfile.Inspection) -> str:
     if found.liveness is pidfile.Liveness.STALE:
         return f"Daemon is not running (stale PID file removed: {found.reason})"
     return "Daemon is not running"
-
-
-class Supervisor:
-    """Restart bookkeeping: backoff, quick failures, the fatal state, the last exit."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.pid: int | None = None
-        self.spec: LaunchSpec | None = None
-        self.watching = False
-        self.fatal = False
-        self.backing_off = False
-        self.restarts = 0
-        self.quick_failures = 0
-        self.last_exit: dict[str, Any] | None = None
-        self._since = 0.0
-
-    def started(
-        self, pid: int, spec: LaunchSpec, *, restart: bool = False, attached: bool = False
-    ) -> None:
-        """A daemon is up (launched, restarted or found running)."""
-        self.pid, self.spec = pid, spec
-        self.watching, self.fatal, self.backing_off = True, False, False
-        self._since = _loop_time()
-        if restart:
-            self.restarts += 1
-        elif not attached:
-            self.restarts = self.quick_failures = 0
-
-    def stopped(self) -> None:
-        """The user asked for a stop: nothing to watch any more."""
-        self.watching = self.backing_off = self.fatal = False
-        self.quick_failures = 0
-
-    def died(self, reason: str) -> LaunchSpec | None:
-        """Record an unexpected death; return the spec to relaunch, or None to give up."""
-        lived = _loop_time() - self._since
-        self.last_exit = {"pid": self.pid, "reason": reason, "at": utcnow().isoformat()}
-        log.error("daemon_died", daemon_pid=self.pid, reason=reason, lived_seconds=round(lived, 3))
-        if not self.settings.supervise:
-            self.watching = False
-            return None
-        quick = lived < self.settings.restart_min_uptime_seconds
-        self.quick_failures = self.quick_failures + 1 if quick else 1
-        return self._next_or_fatal()
-
-    def failed_restart(self, reason: str) -> LaunchSpec | None:
-        """A relaunch failed during start-up: one more quick failure; spec to retry or None."""
-        self.last_exit = {"pid": None, "reason": reason, "at": utcnow().isoformat()}
-        log.error("daemon_restart_failed", reason=reason)
-        self.quick_failures += 1
-        return self._next_or_fatal()
-
-    def _next_or_fatal(self) -> LaunchSpec | None:
-        if self.quick_failures > self.settings.restart_max_quick_failures:
-            self.watching, self.backing_off, self.fatal = False, False, True
-            log.critical("daemon_fatal", quick_failures=self.quick_failures)
-            return None
-        self.backing_off = True
-        return self.spec
-
-    def delay(self) -> float:
-        """Capped exponential backoff before the next relaunch."""
-        exponent = max(0, self.quick_failures - 1)
-        base = self.settings.restart_backoff_seconds * (2**exponent)
-        return float(min(base, self.settings.restart_backoff_max_seconds))
-
-    def state_name(self, running: bool) -> str:
-        """running, backoff, fatal or stopped."""
-        if running:
-            return "running"
-        if self.fatal:
-            return "fatal"
-        if self.backing_off:
-            return "backoff"
-        return "stopped"
-
-    def report(self) -> dict[str, Any]:
-        """The supervision fields of status."""
-        return {
-            "supervised": self.settings.supervise,
-            "restarts": self.restarts,
-            "quick_failures": self.quick_failures,
-            "last_exit": self.last_exit,
-        }
-
-
-def _loop_time() -> float:
-    return asyncio.get_running_loop().time()
