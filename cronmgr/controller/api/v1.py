@@ -36,27 +36,26 @@ from cronmgr.core.models import (
     pipeline_job,
     utcnow,
 )
-from cronmgr.core.payloads import (
-    DeleteTargetQuery,
-    IncidentBody,
-    IncidentListQuery,
-    MetricsQuery,
-    MetricsReport,
-    NextQuery,
+from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import Pipeline, PipelineSet
+from cronmgr.core.secret_refs import redact
+from cronmgr.core.specs.metrics import IncidentBody, IncidentListQuery, MetricsQuery, MetricsReport
+from cronmgr.core.specs.notifications import (
     NotificationTestQuery,
     NotificationTestReport,
+    WebhookDelivery,
+)
+from cronmgr.core.specs.queries import (
+    DeleteTargetQuery,
+    NextQuery,
     PageQuery,
     RunListQuery,
     ScheduleListQuery,
-    ScheduleSpec,
-    TargetSpec,
-    WebhookDelivery,
-    validate,
-    validate_query,
 )
-from cronmgr.core.pipelines import Pipeline, PipelineSet, load_pipelines
-from cronmgr.core.secret_refs import redact
-from cronmgr.core.triggers import upcoming
+from cronmgr.core.specs.schedules import ScheduleSpec
+from cronmgr.core.specs.targets import TargetSpec
+from cronmgr.core.specs.validation import validate, validate_query
+from cronmgr.core.triggers.schedules import upcoming
 from cronmgr.observability.incidents import incident_body
 from cronmgr.observability.metrics import metrics_report, window_start
 from cronmgr.observability.notify import TEST_EVENT, Webhook
