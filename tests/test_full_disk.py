@@ -46,7 +46,7 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.core.models import Target as TargetModel
-from cronmgr.core.pipelines import PipelineSet
+from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.engine.jobs import JobRunner
 from cronmgr.observability.logs import _RotatingFile
 from cronmgr.runners.http.runner import HttpRunner

@@ -30,7 +30,7 @@ from support import Controller, controller_settings, kill_daemon, until
 
 from cronmgr.controller.control import DaemonControl
 from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
-from cronmgr.core.payloads import IncidentBody
+from cronmgr.core.specs.metrics import IncidentBody
 from cronmgr.observability.incidents import IncidentTracker, failed_step_class
 from cronmgr.store.base import Incident, IncidentStatus
 from cronmgr.store.sqlite import SQLiteStore

@@ -28,7 +28,7 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
-from cronmgr.core.pipelines import PipelineSet
+from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.engine.jobs import JobRunner, Unclaimed
 from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.store.sqlite import SQLiteStore

@@ -29,7 +29,7 @@ from prometheus_client.samples import Sample
 from support import Controller, until
 
 from cronmgr.core.models import ErrorType, RunStatus, ScheduleStatus
-from cronmgr.core.payloads import (
+from cronmgr.core.specs.metrics import (
     JobMetrics,
     MetricsReport,
     PipelineMetrics,

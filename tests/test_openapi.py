@@ -20,7 +20,8 @@ from cronmgr.controller.keys import DASHBOARD_PREFIX, OPEN_PATHS, STORE
 from cronmgr.controller.openapi import REF_TEMPLATE
 from cronmgr.core.config import Settings, load_settings
 from cronmgr.core.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
-from cronmgr.core.payloads import ScheduleSpec, TargetSpec
+from cronmgr.core.specs.schedules import ScheduleSpec
+from cronmgr.core.specs.targets import TargetSpec
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

@@ -26,7 +26,9 @@ from cronmgr.core.models import (
     StepResult,
     Target,
 )
-from cronmgr.core.pipelines import Pipeline, Step, StepKind, load_pipelines
+from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import Pipeline
+from cronmgr.core.pipelines.steps import Step, StepKind
 from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.runners.pipeline import StepContext, purge_work_dirs, run_pipeline, run_status
 

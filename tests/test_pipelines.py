@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from cronmgr.core.errors import NotFound
-from cronmgr.core.pipelines import CommandStep, PipelineSet, load_pipelines
+from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import PipelineSet
+from cronmgr.core.pipelines.steps import CommandStep
 
 REPO = Path(__file__).resolve().parent.parent
 

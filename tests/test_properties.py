@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from cronmgr.core.bounds import FIRST_MOMENT, LAST_MOMENT, MAX_SPAN_SECONDS
-from cronmgr.core.payloads import ScheduleSpec
-from cronmgr.core.triggers import upcoming
+from cronmgr.core.specs.schedules import ScheduleSpec
+from cronmgr.core.triggers.schedules import upcoming
 from cronmgr.observability.follow import Cursor, read_page
 
 ZONES = [

@@ -23,7 +23,9 @@ from structlog.testing import capture_logs
 from structlog.typing import EventDict
 
 from cronmgr.core.models import ErrorType, RunStatus, StepResult
-from cronmgr.core.pipelines import CommandStep, Pipeline, load_pipelines
+from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import Pipeline
+from cronmgr.core.pipelines.steps import CommandStep
 from cronmgr.runners.pipeline import (
     MAX_LINE_CHARS,
     LineSplitter,

@@ -29,7 +29,7 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
-from cronmgr.core.triggers import jitter_offset
+from cronmgr.core.triggers.schedules import jitter_offset
 from cronmgr.engine.scheduler import (
     MISSED_DOWN_REASON,
     OVERLAP_REASON,

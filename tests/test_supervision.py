@@ -24,7 +24,7 @@ from support import Controller, add_target_schedule, until
 from cronmgr.controller.control import DaemonControl
 from cronmgr.core.models import Schedule, utcnow
 from cronmgr.core.supervision import PAUSE_FIRST_SECONDS, Faults, spawn, supervised
-from cronmgr.core.triggers import IntervalTrigger
+from cronmgr.core.triggers.rules import IntervalTrigger
 from cronmgr.engine.daemon import _describe_failure as describe_failure
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
@@ -300,7 +300,7 @@ def test_a_start_refused_by_a_bug_says_where_and_what() -> None:
     except ValueError as exc:
         reason = describe_failure(exc)
     assert reason == (
-        "an unexpected error in cronmgr.core.triggers.IntervalTrigger.__post_init__:"
+        "an unexpected error in cronmgr.core.triggers.rules.IntervalTrigger.__post_init__:"
         " ValueError: interval must be positive, got nan seconds (see the log)"
     )
 

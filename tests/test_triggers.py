@@ -13,16 +13,9 @@ import pytest
 from croniter import croniter  # type: ignore[import-untyped]
 
 from cronmgr.core.models import Schedule, ScheduleType
-from cronmgr.core.triggers import (
-    CronTrigger,
-    IntervalTrigger,
-    OnceTrigger,
-    Trigger,
-    build_trigger,
-    jitter_offset,
-    validate_cron,
-    validate_timezone,
-)
+from cronmgr.core.triggers.parsing import validate_cron, validate_timezone
+from cronmgr.core.triggers.rules import CronTrigger, IntervalTrigger, OnceTrigger, Trigger
+from cronmgr.core.triggers.schedules import build_trigger, jitter_offset
 
 BERLIN = ZoneInfo("Europe/Berlin")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -26,13 +26,14 @@ import structlog
 
 from cronmgr.core.config import ENV_PREFIX, Settings, load_settings
 from cronmgr.core.errors import ConfigError, ControllerUnreachable, CronmgrError, NotFound
-from cronmgr.core.payloads import MIN_INTERVAL_SECONDS
+from cronmgr.core.specs.queries import MIN_INTERVAL_SECONDS
 from cronmgr.core.version import __version__
 
 if TYPE_CHECKING:
     from cronmgr.client import Client
     from cronmgr.core.models import RunStatus, StepResult
-    from cronmgr.core.pipelines import CommandStep, Pipeline
+    from cronmgr.core.pipelines.pipeline import Pipeline
+    from cronmgr.core.pipelines.steps import CommandStep
 
 log = structlog.get_logger("cronmgr.cli")
 
@@ -513,7 +514,7 @@ def _next_run(run: Any) -> str:
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
     """Load every pipeline file, print what was found and what is wrong."""
-    from cronmgr.core.pipelines import load_pipelines
+    from cronmgr.core.pipelines.loading import load_pipelines
 
     found = load_pipelines(settings.pipelines_path)
     for pipeline in found.pipelines.values():
@@ -533,7 +534,8 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _check_cron(expression: str, timezone: str) -> bool:
     """Print the cron expression's next fire times, or why it is invalid."""
-    from cronmgr.core.triggers import CronTrigger, validate_cron, validate_timezone
+    from cronmgr.core.triggers.parsing import validate_cron, validate_timezone
+    from cronmgr.core.triggers.rules import CronTrigger
 
     try:
         validate_timezone(timezone)
@@ -573,7 +575,7 @@ def format_pipeline(pipeline: Pipeline) -> str:
 
 def format_file_schedule(pipeline: Pipeline, now: datetime) -> str:
     """The file's [schedule] in a line, then its next fire times in its timezone."""
-    from cronmgr.core.triggers import upcoming
+    from cronmgr.core.triggers.schedules import upcoming
     from cronmgr.store.pipeline_sync import schedule_from_file
 
     schedule = schedule_from_file(pipeline)
@@ -616,7 +618,7 @@ def _step_notes(step: CommandStep) -> str:
 
 def format_fire_times(interval: int, now: datetime) -> str:
     """The next run times of an every-`interval`-seconds schedule started at `now`."""
-    from cronmgr.core.triggers import IntervalTrigger
+    from cronmgr.core.triggers.rules import IntervalTrigger
 
     # The same anchoring as the daemon: the first run is at start, then every interval.
     trigger = IntervalTrigger(interval, anchor=now)
@@ -635,7 +637,7 @@ def _indented(lines: Iterable[str]) -> str:
 def cmd_run(args: argparse.Namespace, settings: Settings) -> int:
     """Run one pipeline once in this process; exit 0 if it succeeded, 1 if not."""
     from cronmgr.core.models import RunStatus
-    from cronmgr.core.pipelines import load_pipelines
+    from cronmgr.core.pipelines.loading import load_pipelines
     from cronmgr.observability import logs
 
     logs.configure_logging(settings, to_file=False)

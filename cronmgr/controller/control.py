@@ -34,7 +34,7 @@ from cronmgr.core.launch import (
     write_json_atomic,
 )
 from cronmgr.core.models import utcnow
-from cronmgr.core.pipelines import load_pipelines
+from cronmgr.core.pipelines.loading import load_pipelines
 from cronmgr.core.supervision import supervised
 from cronmgr.observability.notify import Notifier
 

@@ -28,7 +28,8 @@ from pydantic import BaseModel, TypeAdapter
 
 from cronmgr.core.bounds import MAX_FILTER_CHARS
 from cronmgr.core.models import Run, Schedule, StepResult, Target
-from cronmgr.core.payloads import ScheduleSpec, TargetSpec
+from cronmgr.core.specs.schedules import ScheduleSpec
+from cronmgr.core.specs.targets import TargetSpec
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Schema = dict[str, Any]

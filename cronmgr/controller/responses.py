@@ -14,9 +14,7 @@ from cronmgr.core.errors import (
     Unauthorized,
 )
 from cronmgr.core.models import utcnow
-from cronmgr.core.payloads import (
-    parse_json_object,
-)
+from cronmgr.core.specs.validation import parse_json_object
 
 
 def timestamp() -> str:

@@ -42,7 +42,7 @@ from cronmgr.core.locate import (
 from cronmgr.core.locate import (
     ENV_PREFIX as ENV_PREFIX,
 )
-from cronmgr.core.payloads import check_http_url
+from cronmgr.core.specs.fields import check_http_url
 
 PID_FILENAME = "cronmgr.pid"
 LOG_FILENAME = "cronmgr.log"

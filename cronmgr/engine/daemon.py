@@ -46,9 +46,10 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.core.pidfile import AlreadyRunning, PidFile
-from cronmgr.core.pipelines import PipelineSet, load_pipelines
+from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.core.supervision import spawn, supervised
-from cronmgr.core.triggers import build_trigger
+from cronmgr.core.triggers.schedules import build_trigger
 from cronmgr.engine.jobs import JobRunner
 from cronmgr.engine.manual import ManualRuns
 from cronmgr.engine.orphans import OrphanGroup, end_orphans, end_remaining

@@ -35,7 +35,7 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
-from cronmgr.core.pipelines import Pipeline, PipelineSet
+from cronmgr.core.pipelines.pipeline import Pipeline, PipelineSet
 from cronmgr.engine.limits import QueueCallback, RunLimits
 from cronmgr.observability.logs import bound_fields
 from cronmgr.runners.http.runner import HttpRunner, RequestContext, attempt_fields

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from cronmgr.core.pipelines import Pipeline
+from cronmgr.core.pipelines.pipeline import Pipeline
 
 QueueCallback = Callable[[bool, str], Awaitable[None]]
 """Told `(True, why)` when a run starts waiting for a slot, `(False, "")` when it got one."""

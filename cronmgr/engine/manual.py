@@ -24,7 +24,7 @@ import structlog
 
 from cronmgr.core.errors import CronmgrError
 from cronmgr.core.models import PIPELINE_JOB_PREFIX, OverlapPolicy, Run, RunStatus, utcnow
-from cronmgr.core.pipelines import PipelineSet
+from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.engine.jobs import JobRunner
 from cronmgr.engine.scheduler import drain_tasks
 from cronmgr.store import Store

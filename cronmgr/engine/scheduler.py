@@ -39,7 +39,8 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.core.supervision import Faults, report_death
-from cronmgr.core.triggers import Trigger, build_trigger, jitter_offset
+from cronmgr.core.triggers.rules import Trigger
+from cronmgr.core.triggers.schedules import build_trigger, jitter_offset
 from cronmgr.engine.schedule_faults import CANT_COMPUTE, check_spans, fault_reason
 from cronmgr.engine.wake import Alarm, wake_moment
 from cronmgr.observability.metrics import EngineMetrics

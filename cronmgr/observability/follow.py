@@ -37,7 +37,7 @@ from typing import Any, get_args
 
 import orjson
 
-from cronmgr.core.payloads import LOG_CURSOR_PATTERN, LogLevel
+from cronmgr.core.specs.queries import LOG_CURSOR_PATTERN, LogLevel
 from cronmgr.core.supervision import Faults, describe
 from cronmgr.observability import logs
 

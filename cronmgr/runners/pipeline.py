@@ -48,7 +48,8 @@ from structlog.typing import FilteringBoundLogger
 
 from cronmgr.core.errors import CronmgrError
 from cronmgr.core.models import ErrorType, RunStatus, StepResult, Target, utcnow
-from cronmgr.core.pipelines import Pipeline, Step, StepKind
+from cronmgr.core.pipelines.pipeline import Pipeline
+from cronmgr.core.pipelines.steps import Step, StepKind
 from cronmgr.core.retry import backoff_delay
 from cronmgr.observability.logs import bound_fields
 from cronmgr.runners.http.runner import HttpRunner, RequestContext

@@ -18,7 +18,7 @@ import structlog
 
 from cronmgr.core.errors import CronmgrError, NotFound
 from cronmgr.core.models import Schedule, ScheduleStatus, utcnow
-from cronmgr.core.pipelines import Pipeline, PipelineSchedule, PipelineSet
+from cronmgr.core.pipelines.pipeline import Pipeline, PipelineSchedule, PipelineSet
 from cronmgr.store import Store
 
 log = structlog.get_logger("cronmgr.pipeline_sync")

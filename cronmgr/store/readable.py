@@ -35,7 +35,8 @@ from cronmgr.core.models import (
     Trigger,
     utcnow,
 )
-from cronmgr.core.payloads import ScheduleSpec, TargetSpec
+from cronmgr.core.specs.schedules import ScheduleSpec
+from cronmgr.core.specs.targets import TargetSpec
 
 UNREADABLE = "its stored definition can't be used"
 _ENUM_COLUMNS: dict[str, type[StrEnum]] = {

@@ -19,7 +19,7 @@ from cronmgr.controller.keys import CONTROL, STORE
 from cronmgr.controller.openapi import Schema
 from cronmgr.controller.responses import json_response, timestamp
 from cronmgr.core.errors import InvalidInput
-from cronmgr.core.payloads import PageQuery
+from cronmgr.core.specs.queries import PageQuery
 from cronmgr.store import Store
 
 BODY = "request body"

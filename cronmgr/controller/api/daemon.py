@@ -26,10 +26,8 @@ from cronmgr.core.errors import (
     NotFound,
 )
 from cronmgr.core.launch import LaunchSpec
-from cronmgr.core.payloads import (
-    StartRequest,
-    validate,
-)
+from cronmgr.core.specs.queries import StartRequest
+from cronmgr.core.specs.validation import validate
 from cronmgr.core.version import __version__
 
 

@@ -9,7 +9,8 @@ from aiohttp import web
 from cronmgr.controller.api.common import _PAGED, _store, inline_schema, page
 from cronmgr.controller.openapi import Endpoint, Reply, array_of
 from cronmgr.core.models import pipeline_job, utcnow
-from cronmgr.core.payloads import IncidentBody, IncidentListQuery, validate_query
+from cronmgr.core.specs.metrics import IncidentBody, IncidentListQuery
+from cronmgr.core.specs.validation import validate_query
 from cronmgr.observability.incidents import incident_body
 from cronmgr.store.base import IncidentStatus
 

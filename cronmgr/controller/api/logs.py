@@ -25,12 +25,8 @@ from cronmgr.core.errors import (
     CronmgrError,
     InvalidInput,
 )
-from cronmgr.core.payloads import (
-    FollowQuery,
-    LinesQuery,
-    LogStreamQuery,
-    validate_query,
-)
+from cronmgr.core.specs.queries import FollowQuery, LinesQuery, LogStreamQuery
+from cronmgr.core.specs.validation import validate_query
 from cronmgr.core.supervision import describe
 from cronmgr.observability import logs
 from cronmgr.observability.follow import Cursor, LogFilter, StreamSpec, read_page, stream

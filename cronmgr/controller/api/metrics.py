@@ -16,7 +16,8 @@ from cronmgr.controller.openapi import Endpoint, Reply
 from cronmgr.controller.responses import json_response
 from cronmgr.core.launch import STATE_FILENAME, read_json
 from cronmgr.core.models import utcnow
-from cronmgr.core.payloads import MetricsQuery, MetricsReport, validate_query
+from cronmgr.core.specs.metrics import MetricsQuery, MetricsReport
+from cronmgr.core.specs.validation import validate_query
 from cronmgr.observability.metrics import metrics_report, window_start
 from cronmgr.observability.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
 from cronmgr.store.base import IncidentStatus

@@ -14,12 +14,12 @@ from cronmgr.controller.openapi import Endpoint, Reply
 from cronmgr.controller.responses import json_response
 from cronmgr.core.errors import Conflict, InvalidInput
 from cronmgr.core.models import utcnow
-from cronmgr.core.payloads import (
+from cronmgr.core.specs.notifications import (
     NotificationTestQuery,
     NotificationTestReport,
     WebhookDelivery,
-    validate_query,
 )
+from cronmgr.core.specs.validation import validate_query
 from cronmgr.observability.notify import TEST_EVENT, Webhook
 
 TEST_WAIT_SECONDS = 30.0

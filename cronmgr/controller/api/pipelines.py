@@ -17,7 +17,8 @@ from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response
 from cronmgr.core.errors import Conflict, NotFound
 from cronmgr.core.models import OverlapPolicy, Run, RunStatus, Trigger, new_id, pipeline_job, utcnow
-from cronmgr.core.pipelines import Pipeline, PipelineSet, load_pipelines
+from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import Pipeline, PipelineSet
 from cronmgr.store import Store
 from cronmgr.store.pipeline_sync import file_schedule_id
 

@@ -12,7 +12,8 @@ from cronmgr.controller.api.common import _PAGED, _id, _store, page
 from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response
 from cronmgr.core.models import Run, StepResult
-from cronmgr.core.payloads import RunListQuery, validate_query
+from cronmgr.core.specs.queries import RunListQuery
+from cronmgr.core.specs.validation import validate_query
 
 
 def run_summary(run: Run) -> dict[str, Any]:

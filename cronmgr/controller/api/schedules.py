@@ -23,14 +23,10 @@ from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response, read_body
 from cronmgr.core.errors import Conflict, NotFound
 from cronmgr.core.models import Schedule, ScheduleStatus, new_id, utcnow
-from cronmgr.core.payloads import (
-    NextQuery,
-    ScheduleListQuery,
-    ScheduleSpec,
-    validate,
-    validate_query,
-)
-from cronmgr.core.triggers import upcoming
+from cronmgr.core.specs.queries import NextQuery, ScheduleListQuery
+from cronmgr.core.specs.schedules import ScheduleSpec
+from cronmgr.core.specs.validation import validate, validate_query
+from cronmgr.core.triggers.schedules import upcoming
 from cronmgr.store.pipeline_sync import is_file_schedule
 
 

@@ -12,8 +12,10 @@ from cronmgr.controller.api.common import _PAGED, BODY, _changed, _id, _store, d
 from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response, read_body
 from cronmgr.core.models import Target, new_id
-from cronmgr.core.payloads import DeleteTargetQuery, PageQuery, TargetSpec, validate, validate_query
 from cronmgr.core.secret_refs import redact
+from cronmgr.core.specs.queries import DeleteTargetQuery, PageQuery
+from cronmgr.core.specs.targets import TargetSpec
+from cronmgr.core.specs.validation import validate, validate_query
 
 
 def target_body(target: Target) -> dict[str, Any]:

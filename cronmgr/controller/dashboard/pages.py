@@ -62,9 +62,10 @@ from cronmgr.core.models import (
     pipeline_job,
     utcnow,
 )
-from cronmgr.core.payloads import FollowQuery, StartRequest, validate, validate_query
-from cronmgr.core.pipelines import Pipeline
+from cronmgr.core.pipelines.pipeline import Pipeline
 from cronmgr.core.secret_refs import redact
+from cronmgr.core.specs.queries import FollowQuery, StartRequest
+from cronmgr.core.specs.validation import validate, validate_query
 from cronmgr.core.version import __version__
 from cronmgr.observability.follow import LEVELS, LogFilter, read_page
 from cronmgr.store import Store
