@@ -28,7 +28,9 @@ from cronmgr.core.models import (
 )
 from cronmgr.core.pipelines import Pipeline, Step, StepKind, load_pipelines
 from cronmgr.runners.http.runner import HttpRunner
-from cronmgr.runners.pipeline import StepContext, purge_work_dirs, run_pipeline, run_status
+from cronmgr.runners.pipeline.context import StepContext
+from cronmgr.runners.pipeline.run import run_pipeline, run_status
+from cronmgr.runners.pipeline.work_dirs import purge_work_dirs
 
 HITS = web.AppKey("hits", list[str])
 ServerFactory = Callable[..., Awaitable[TestServer]]
