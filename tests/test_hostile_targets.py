@@ -33,8 +33,10 @@ from cronmgr.core.models import (
     Target,
     utcnow,
 )
-from cronmgr.runners.http.runner import TRUNCATED_NOTE, HttpRunner, RequestContext
-from cronmgr.runners.http.wire import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
+from cronmgr.runners.http.attempt import TRUNCATED_NOTE
+from cronmgr.runners.http.request import RequestContext
+from cronmgr.runners.http.runner import HttpRunner
+from cronmgr.runners.http.wire.head import MAX_HEAD_BYTES, MAX_HEADERS, MAX_LINE_BYTES
 from cronmgr.store import open_store
 
 GIB = 1 << 30

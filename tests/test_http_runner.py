@@ -32,13 +32,10 @@ from structlog.typing import EventDict
 
 from cronmgr.core.models import Assertion, ErrorType, RetryPolicy, RunStatus, StepResult, Target
 from cronmgr.core.secret_refs import SecretResolver, redact
-from cronmgr.runners.http.runner import (
-    EXCERPT_BYTES,
-    MAX_RESPONSE_BYTES,
-    TRUNCATED_NOTE,
-    HttpRunner,
-    RequestContext,
-)
+from cronmgr.runners.http.attempt import TRUNCATED_NOTE
+from cronmgr.runners.http.body import EXCERPT_BYTES
+from cronmgr.runners.http.request import RequestContext
+from cronmgr.runners.http.runner import MAX_RESPONSE_BYTES, HttpRunner
 
 SCHEDULED_FOR = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)
 DOCUMENT = {"status": "ok", "data": {"items": [{"id": 7, "name": "x"}], "flag": True, "n": 1}}

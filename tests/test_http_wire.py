@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 import pytest
 
 from cronmgr.core.models import ErrorType, RetryPolicy, RunStatus, Target, utcnow
-from cronmgr.runners.http.runner import HttpRunner, RequestContext, classify_error
+from cronmgr.runners.http.errors import classify_error
+from cronmgr.runners.http.request import RequestContext
+from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.runners.http.wire import (
     BodyBroken,
     ConnectFailed,

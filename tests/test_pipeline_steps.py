@@ -30,7 +30,9 @@ from cronmgr.core.pipelines.loading import load_pipelines
 from cronmgr.core.pipelines.pipeline import Pipeline
 from cronmgr.core.pipelines.steps import Step, StepKind
 from cronmgr.runners.http.runner import HttpRunner
-from cronmgr.runners.pipeline import StepContext, purge_work_dirs, run_pipeline, run_status
+from cronmgr.runners.pipeline.context import StepContext
+from cronmgr.runners.pipeline.run import run_pipeline, run_status
+from cronmgr.runners.pipeline.work_dirs import purge_work_dirs
 
 HITS = web.AppKey("hits", list[str])
 ServerFactory = Callable[..., Awaitable[TestServer]]

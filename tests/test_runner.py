@@ -26,14 +26,10 @@ from cronmgr.core.models import ErrorType, RunStatus, StepResult
 from cronmgr.core.pipelines.loading import load_pipelines
 from cronmgr.core.pipelines.pipeline import Pipeline
 from cronmgr.core.pipelines.steps import CommandStep
-from cronmgr.runners.pipeline import (
-    MAX_LINE_CHARS,
-    LineSplitter,
-    StepContext,
-    run_pipeline,
-    run_status,
-    run_step,
-)
+from cronmgr.runners.pipeline.command import run_step
+from cronmgr.runners.pipeline.context import StepContext
+from cronmgr.runners.pipeline.output import MAX_LINE_CHARS, LineSplitter
+from cronmgr.runners.pipeline.run import run_pipeline, run_status
 
 REPO = Path(__file__).resolve().parent.parent
 SCHEDULED_FOR = datetime(2024, 5, 6, 7, 8, 9, tzinfo=UTC)

@@ -663,7 +663,8 @@ def _adopt_daemon_environment(settings: Settings) -> None:
 async def _run_once(pipeline: Pipeline, settings: Settings) -> RunStatus:
     from cronmgr.core.models import new_id, utcnow
     from cronmgr.runners.http.runner import HttpRunner
-    from cronmgr.runners.pipeline import StepContext, run_pipeline, run_status
+    from cronmgr.runners.pipeline.context import StepContext
+    from cronmgr.runners.pipeline.run import run_pipeline, run_status
 
     context = StepContext(
         run_id=new_id(),

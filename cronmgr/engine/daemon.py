@@ -60,7 +60,7 @@ from cronmgr.observability.incidents import IncidentTracker
 from cronmgr.observability.metrics import STATS_COMPACT_SECONDS, STATS_KEPT_HOURS, EngineMetrics
 from cronmgr.observability.notify import Notifier
 from cronmgr.runners.http.runner import HttpRunner
-from cronmgr.runners.pipeline import purge_work_dirs
+from cronmgr.runners.pipeline.work_dirs import purge_work_dirs
 from cronmgr.store import Store, open_store
 from cronmgr.store.base import Progress
 from cronmgr.store.pipeline_sync import sync_pipeline_schedules

@@ -38,8 +38,11 @@ from cronmgr.core.models import (
 from cronmgr.core.pipelines.pipeline import Pipeline, PipelineSet
 from cronmgr.engine.limits import QueueCallback, RunLimits
 from cronmgr.observability.logs import bound_fields
-from cronmgr.runners.http.runner import HttpRunner, RequestContext, attempt_fields
-from cronmgr.runners.pipeline import StepContext, run_pipeline, run_status
+from cronmgr.runners.http.attempt import attempt_fields
+from cronmgr.runners.http.request import RequestContext
+from cronmgr.runners.http.runner import HttpRunner
+from cronmgr.runners.pipeline.context import StepContext
+from cronmgr.runners.pipeline.run import run_pipeline, run_status
 from cronmgr.store import Store
 
 WORK_DIRNAME = "work"

@@ -27,59 +27,48 @@ Conventions a caller relies on:
 from __future__ import annotations
 
 import asyncio
-import codecs
-import functools
 import logging
-import os
 import random
-import re
 import socket
-import ssl
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, NamedTuple, Protocol, Self
+from typing import Any, Protocol, Self
 
-import jinja2
-import orjson
 import structlog
 
-from cronmgr.core import templating
-from cronmgr.core.models import Assertion, ErrorType, RunStatus, StepResult, Target, utcnow
-from cronmgr.core.retry import retry_after_seconds, retry_delay, should_retry
-from cronmgr.core.secret_refs import MissingSecret, SecretResolver, redact
+from cronmgr.core.models import ErrorType, RunStatus, StepResult, Target, utcnow
+from cronmgr.core.retry import retry_delay, should_retry
+from cronmgr.core.secret_refs import MissingSecret, SecretResolver
 from cronmgr.core.version import __version__
 from cronmgr.observability.logs import bound_fields
 from cronmgr.runners.http import wire as wire
+from cronmgr.runners.http.attempt import Exchange, log_finished, shown_url
+from cronmgr.runners.http.errors import classify_error
+from cronmgr.runners.http.request import (
+    CONNECT_TIMEOUT_SECONDS,
+    MAX_REDIRECTS,
+    Prepared,
+    RequestContext,
+    TemplateCache,
+    Unsendable,
+)
 from cronmgr.runners.http.wire import Request as WireRequest
 from cronmgr.runners.http.wire import WireClient
-from cronmgr.runners.step_reports import elapsed_ms, report
+from cronmgr.runners.step_reports import report
 
 # One module-level logger, bound per run: binding a fresh get_logger() each time would
 # resolve the configuration anew for every run.
 _log = structlog.get_logger("cronmgr.http_runner")
 
-#: Body bytes kept in memory for the assertions (contains, regex, JSON field).
-KEEP_BYTES = 64 * 1024
-#: Body bytes shown in a result's `output_tail`.
-EXCERPT_BYTES = 2 * 1024
 #: Body bytes read at most; beyond this the response is dropped and marked truncated.
 MAX_RESPONSE_BYTES = 100 * 1024 * 1024
-MAX_REDIRECTS = 10
-#: Connecting (DNS excluded) never gets longer than this, even under a long total timeout.
-CONNECT_TIMEOUT_SECONDS = 10.0
-TRUNCATED_NOTE = "[body cut after {size} bytes; the rest was not read]"
 
 _TEMPLATE_CACHE_SIZE = 256
 _STATIC_CACHE_SIZE = 4096
 """Static targets whose prepared request is kept; past it the cache starts over."""
-_SHOWN_CHARS = 120  # of a found value or body start, in an assertion message
 
 AttemptCallback = Callable[[StepResult], Awaitable[None] | None]
-_Describe = Callable[[BaseException, Target], str]
 
 
 class Resolver(Protocol):
@@ -90,29 +79,6 @@ class Resolver(Protocol):
     ) -> Sequence[Mapping[str, Any]]:
         """The addresses of `host`, each a mapping with at least "host" and "port"."""
         ...
-
-
-@dataclass(frozen=True, slots=True)
-class RequestContext:
-    """The run a request belongs to; `attempt` and `now` are set afresh for each attempt."""
-
-    run_id: str
-    schedule_id: str | None
-    scheduled_for: datetime
-    attempt: int = 1
-    now: datetime | None = None
-
-    def template_variables(self) -> dict[str, Any]:
-        """What a body template sees: ids, ISO times, the attempt number."""
-        now = self.now or utcnow()
-        return {
-            "run_id": self.run_id,
-            # An empty string rather than None, which would render as "None".
-            "schedule_id": self.schedule_id or "",
-            "scheduled_for": self.scheduled_for.isoformat(),
-            "attempt": self.attempt,
-            "now": now.isoformat(),
-        }
 
 
 class HttpRunner:
@@ -139,10 +105,10 @@ class HttpRunner:
         self._environ = environ
         self._rng = rng
         self._wire: WireClient | None = None
-        self._templates = _TemplateCache(_TEMPLATE_CACHE_SIZE)
+        self._templates = TemplateCache(_TEMPLATE_CACHE_SIZE)
         # Requests of static targets by id(target), with the target kept alive beside
         # its request so that its id cannot be reused while the entry stands.
-        self._static: dict[int, tuple[Target, _Prepared]] = {}
+        self._static: dict[int, tuple[Target, Prepared]] = {}
 
     async def __aenter__(self) -> Self:
         # No cookies, no proxy variables, no .netrc: the lean client knows none of them,
@@ -211,9 +177,9 @@ class HttpRunner:
                 delay = self._delay_before_next(target, result, retry_after)
                 handed_over = delay is not None or not defer_last
                 if handed_over:
-                    _log_finished(_log.info, result, target)
+                    log_finished(_log.info, result, target)
                 elif _log.is_enabled_for(logging.DEBUG):  # not even its fields otherwise
-                    _log_finished(_log.debug, result, target)
+                    log_finished(_log.debug, result, target)
                 if handed_over:
                     await report(on_attempt, result)
                 if delay is None:
@@ -244,7 +210,7 @@ class HttpRunner:
         on_attempt: AttemptCallback | None,
     ) -> tuple[StepResult, float | None]:
         secrets = SecretResolver(self._environ)
-        exchange = _Exchange(target, context.attempt, secrets, self._max_response_bytes)
+        exchange = Exchange(target, context.attempt, secrets, self._max_response_bytes)
         # Debug: the finished line says all of it, and a target can run a thousand times a
         # second; at info level a started line would double the log and its cost.
         if _log.is_enabled_for(logging.DEBUG):
@@ -258,7 +224,7 @@ class HttpRunner:
             result = await self._exchange(client, exchange, context, secrets)
         except asyncio.CancelledError:
             result = exchange.cancelled()
-            _log_finished(_log.info, result, target)
+            log_finished(_log.info, result, target)
             await report(on_attempt, result)
             raise
         return result, exchange.retry_after()
@@ -266,19 +232,19 @@ class HttpRunner:
     async def _exchange(
         self,
         client: WireClient,
-        exchange: _Exchange,
+        exchange: Exchange,
         context: RequestContext,
         secrets: SecretResolver,
     ) -> StepResult:
         target = exchange.target
         try:
             if target.status_reason is not None:  # a stored row that breaks the rules
-                raise _Unsendable(f"the target can't be used: {target.status_reason}")
+                raise Unsendable(f"the target can't be used: {target.status_reason}")
             prepared = self._prepared(target, context, secrets)
             async with asyncio.timeout(prepared.timeout):
                 await client.send(prepared.request, exchange.body.take, exchange.head)
             exchange.stop_clock()
-        except _Unsendable as exc:
+        except Unsendable as exc:
             return exchange.failed(ErrorType.UNKNOWN, str(exc))
         except Exception as exc:  # every failure becomes a recorded attempt, classified
             return exchange.failed(*classify_error(exc, target))
@@ -286,7 +252,7 @@ class HttpRunner:
 
     def _prepared(
         self, target: Target, context: RequestContext, secrets: SecretResolver
-    ) -> _Prepared:
+    ) -> Prepared:
         """This attempt's request. A target with no body template and no secret reference
         sends the same request every time: it is built once per definition (an edit makes
         a new Target) instead of once per run."""
@@ -302,7 +268,7 @@ class HttpRunner:
 
     def _prepare(
         self, target: Target, context: RequestContext, secrets: SecretResolver
-    ) -> _Prepared:
+    ) -> Prepared:
         body = None
         if target.body_template is not None:
             body = self._templates.render(target.body_template, context.template_variables())
@@ -315,7 +281,7 @@ class HttpRunner:
             if body is not None:
                 body = secrets.resolve(body, "the body")
         except MissingSecret as exc:
-            raise _Unsendable(str(exc)) from exc
+            raise Unsendable(str(exc)) from exc
         if body is not None and not any(name.lower() == "content-type" for name in headers):
             headers["Content-Type"] = "text/plain; charset=utf-8"  # a rendered body is text
         total = target.timeout_seconds
@@ -330,14 +296,7 @@ class HttpRunner:
             connect_timeout=min(total, CONNECT_TIMEOUT_SECONDS) or CONNECT_TIMEOUT_SECONDS,
             verify_tls=target.verify_tls,
         )
-        return _Prepared(request, total)
-
-
-class _Prepared(NamedTuple):
-    """An attempt's request for the lean client and its total timeout in seconds."""
-
-    request: WireRequest
-    timeout: float
+        return Prepared(request, total)
 
 
 def _static(target: Target) -> bool:
@@ -350,426 +309,6 @@ def _static(target: Target) -> bool:
     )
 
 
-class _Unsendable(Exception):
-    """The request cannot be built (template error, missing secret): no point retrying."""
-
-
-class _TemplateCache:
-    """Compiled body templates by source, least recently used dropped first."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._compiled: OrderedDict[str, jinja2.Template] = OrderedDict()
-        # The environment templates were checked in when saved: sandboxed (no __class__, no
-        # mutating methods), StrictUndefined, and `*`/`**` bounded.
-        self._env = templating.environment()
-
-    def render(self, source: str, variables: Mapping[str, Any]) -> str:
-        """`source` rendered with `variables`; _Unsendable says what went wrong."""
-        try:
-            return self._template(source).render(variables)
-        except jinja2.TemplateSyntaxError as exc:
-            raise _Unsendable(f"body template, line {exc.lineno}: {exc.message}") from exc
-        except jinja2.TemplateError as exc:
-            raise _Unsendable(f"body template: {exc}") from exc
-        except Exception as exc:  # a template can raise anything: 1/0, int("x"), ...
-            raise _Unsendable(f"body template: {type(exc).__name__}: {exc}") from exc
-
-    def _template(self, source: str) -> jinja2.Template:
-        template = self._compiled.get(source)
-        if template is None:
-            template = self._env.from_string(source)
-            self._compiled[source] = template
-            if len(self._compiled) > self._size:
-                self._compiled.popitem(last=False)
-        else:
-            self._compiled.move_to_end(source)
-        return template
-
-
-# --- one attempt ----------------------------------------------------------------------------
-
-
-class _Exchange:
-    """One attempt while it runs: its clock, the response status, the body read so far."""
-
-    def __init__(
-        self, target: Target, attempt: int, secrets: SecretResolver, max_bytes: int
-    ) -> None:
-        self.target = target
-        self.attempt = attempt
-        self.secrets = secrets
-        self.body = _Body(max_bytes)
-        self.status_code: int | None = None
-        self.reason: str | None = None
-        self.retry_after_header: str | None = None
-        self.started_at = utcnow()
-        self._started = time.monotonic()
-        self._duration_ms: int | None = None
-
-    def head(self, status: int, reason: str, headers: Mapping[str, str]) -> None:
-        """Take the status line and the headers that matter (they arrive before the body)."""
-        self.status_code, self.reason = status, reason or None
-        self.retry_after_header = headers.get("Retry-After") or headers.get("retry-after")
-
-    def stop_clock(self) -> None:
-        """The response is complete: its duration is fixed now."""
-        self._duration_ms = elapsed_ms(self._started)
-
-    def retry_after(self) -> float | None:
-        """Seconds the server asked us to wait, if it did."""
-        return retry_after_seconds(self.retry_after_header, utcnow())
-
-    def judged(self) -> StepResult:
-        """The result of a complete response: status, then assertions."""
-        status = self.status_code
-        assert status is not None  # only called once the response is in
-        if not self.target.status_ok(status):
-            return self.failed(_status_error_type(status), self._status_message(status))
-        duration_ms = self._elapsed()
-        failures = check_assertions(self.target.assertions, self.body, duration_ms)
-        if failures:
-            return self.failed(ErrorType.ASSERTION, "; ".join(failures))
-        return self._result(RunStatus.SUCCEEDED)
-
-    def failed(self, error_type: ErrorType, message: str) -> StepResult:
-        """A failed result, its message scrubbed of secrets."""
-        return self._result(RunStatus.FAILED, error_type, redact(message, self.secrets))
-
-    def cancelled(self) -> StepResult:
-        """The result of an attempt abandoned because the run was cancelled."""
-        return self._result(
-            RunStatus.CANCELLED, ErrorType.CANCELLED, "cancelled while the request was in flight"
-        )
-
-    def _status_message(self, status: int) -> str:
-        expected = self.target.expected_status
-        wanted = ", ".join(map(str, expected)) if expected else "2xx"
-        reason = f" {self.reason}" if self.reason else ""
-        return f"HTTP {status}{reason} (expected {wanted})"
-
-    def _elapsed(self) -> int:
-        if self._duration_ms is None:
-            return elapsed_ms(self._started)
-        return self._duration_ms
-
-    def _result(
-        self, status: RunStatus, error_type: ErrorType | None = None, error: str | None = None
-    ) -> StepResult:
-        return StepResult(
-            step=self.target.name,
-            status=status,
-            started_at=self.started_at,
-            duration_ms=self._elapsed(),
-            attempt=self.attempt,
-            status_code=self.status_code,
-            response_size=self.body.size if self.status_code is not None else None,
-            error_type=error_type,
-            error=error,
-            output_tail=self._tail(),
-        )
-
-    def _tail(self) -> tuple[str, ...]:
-        excerpt = self.body.excerpt()
-        tail: tuple[str, ...] = (redact(excerpt, self.secrets),) if excerpt else ()
-        if self.body.truncated:
-            tail += (TRUNCATED_NOTE.format(size=self.body.size),)
-        return tail
-
-
-class _Body:
-    """A response body as far as it matters: its first bytes, its size, whether it was cut."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.kept = bytearray()
-        self.size = 0
-        self.truncated = False
-        self._max_bytes = max_bytes
-
-    def take(self, chunk: bytes) -> bool:
-        """Count a chunk, keeping the first `KEEP_BYTES`; False once the cap is reached
-        (the caller then stops reading)."""
-        self.size += len(chunk)
-        room = KEEP_BYTES - len(self.kept)
-        if room > 0:
-            self.kept += chunk[:room]
-        if self.size >= self._max_bytes:
-            self.truncated = True
-            return False
-        return True
-
-    @property
-    def complete(self) -> bool:
-        """Whether `kept` is the whole body."""
-        return self.size == len(self.kept) and not self.truncated
-
-    @functools.cached_property
-    def text(self) -> str:
-        """The kept bytes as UTF-8, bad bytes replaced."""
-        return self.kept.decode("utf-8", errors="replace")
-
-    def excerpt(self) -> str:
-        """The first `EXCERPT_BYTES` as text, without a character cut in half at the end."""
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        return decoder.decode(bytes(self.kept[:EXCERPT_BYTES]), final=False)
-
-    def scope(self) -> str:
-        """What the assertions saw, in words."""
-        return "body" if self.complete else f"first {len(self.kept)} bytes of the body"
-
-
-def shown_url(target: Target) -> str:
-    """A target's URL as logs show it (redacted, references as written)."""
-    return _redacted_url(target.url)
-
-
-@functools.lru_cache(maxsize=4096)
-def _redacted_url(url: str) -> str:
-    # The same for every attempt of every run of a target: worked out once.
-    return redact(url)
-
-
-def attempt_fields(result: StepResult, target: Target) -> dict[str, Any]:
-    """How an attempt went, as log fields: `http_attempt_finished`'s, and a target run's
-    `run_finished` line carries its last attempt's."""
-    return {
-        "attempt": result.attempt,
-        "method": target.method.upper(),
-        "url": shown_url(target),
-        "status_code": result.status_code,
-        "response_size": result.response_size,
-        "error_type": result.error_type.value if result.error_type else None,
-    }
-
-
-def _status_error_type(status: int) -> ErrorType:
-    if 400 <= status < 500:
-        return ErrorType.HTTP_4XX
-    if 500 <= status < 600:
-        return ErrorType.HTTP_5XX
-    return ErrorType.ASSERTION
-
-
-def _log_finished(emit: Callable[..., Any], result: StepResult, target: Target) -> None:
-    emit(
-        "http_attempt_finished",
-        status=result.status.value,
-        duration_ms=result.duration_ms,
-        error=result.error,
-        **attempt_fields(result, target),
-    )
-
-
-# --- assertions -----------------------------------------------------------------------------
-
-
-def check_assertions(assertions: Sequence[Assertion], body: _Body, duration_ms: int) -> list[str]:
-    """A message for every assertion the response fails, in definition order."""
-    failures = []
-    for assertion in assertions:
-        check = _CHECKS.get(assertion.kind)
-        if check is None:
-            failures.append(f"{assertion.kind}: unknown assertion kind")
-            continue
-        message = check(assertion, body, duration_ms)
-        if message is not None:
-            failures.append(message)
-    return failures
-
-
-def _check_contains(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
-    needle = str(assertion.value)
-    if needle in body.text:
-        return None
-    return f"body_contains {needle!r}: not in the {body.scope()}, which starts {_start(body)}"
-
-
-def _check_regex(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
-    try:
-        pattern = _compiled_pattern(str(assertion.value))
-    except re.error as exc:
-        return f"body_regex {assertion.value!r}: invalid pattern: {exc}"
-    # Searched in the kept bytes only: a pathological pattern costs at most that much text.
-    if pattern.search(body.text):
-        return None
-    where = body.scope()
-    return f"body_regex {pattern.pattern!r}: no match in the {where}, which starts {_start(body)}"
-
-
-def _check_json_field(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
-    label = f"json_field {assertion.path}"
-    if not body.complete:
-        return f"{label}: the body is larger than {KEEP_BYTES} bytes, too large to parse"
-    try:
-        document = orjson.loads(body.kept)
-    except orjson.JSONDecodeError:
-        return f"{label}: the body is not JSON; it starts {_start(body)}"
-    found, missing = json_lookup(document, assertion.path or "")
-    if missing is not None:
-        return f"{label}: no such field ({missing})"
-    if json_equal(found, assertion.value):
-        return None
-    return f"{label}: expected {_json(assertion.value)}, found {_json(found)}"
-
-
-def _check_latency(assertion: Assertion, body: _Body, duration_ms: int) -> str | None:
-    limit = float(assertion.value)
-    if duration_ms <= limit:
-        return None
-    return f"max_latency_ms {limit:g}: the response took {duration_ms} ms"
-
-
-_CHECKS: dict[str, Callable[[Assertion, _Body, int], str | None]] = {
-    "body_contains": _check_contains,
-    "body_regex": _check_regex,
-    "json_field": _check_json_field,
-    "max_latency_ms": _check_latency,
-}
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled_pattern(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
-
-
-_INDEX = re.compile(r"\[(\d+)\]")
-
-
-def json_lookup(document: Any, path: str) -> tuple[Any, str | None]:
-    """The value at a dotted `path` (`data.items.0.id` or `data.items[0].id`).
-
-    Returns (value, None), or (None, why) when the path leads nowhere. An empty path is
-    the whole document.
-    """
-    value = document
-    keys = [key for key in _INDEX.sub(r".\1", path).split(".") if key]
-    for depth, key in enumerate(keys):
-        where = ".".join(keys[: depth + 1])
-        if isinstance(value, dict):
-            if key not in value:
-                return None, f"{where} is missing"
-            value = value[key]
-        elif isinstance(value, list):
-            if not key.isdigit() or int(key) >= len(value):
-                return None, f"{where}: the list has {len(value)} items"
-            value = value[int(key)]
-        else:
-            return None, f"{where}: {_json(value)} has no fields"
-    return value, None
-
-
-def json_equal(found: Any, expected: Any) -> bool:
-    """JSON equality: 1 equals 1.0, but true never equals 1 (as Python would have it)."""
-    if isinstance(found, bool) or isinstance(expected, bool):
-        return type(found) is type(expected) and found == expected
-    if isinstance(found, dict) and isinstance(expected, dict):
-        return found.keys() == expected.keys() and all(
-            json_equal(found[key], expected[key]) for key in found
-        )
-    if isinstance(found, list) and isinstance(expected, list):
-        return len(found) == len(expected) and all(map(json_equal, found, expected))
-    return bool(found == expected)
-
-
-def _json(value: Any) -> str:
-    try:
-        text = orjson.dumps(value).decode()
-    except TypeError:
-        text = repr(value)
-    return _cut(text)
-
-
-def _start(body: _Body) -> str:
-    return repr(_cut(body.text)) if body.size else "(empty)"
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= _SHOWN_CHARS else text[:_SHOWN_CHARS] + "…"
-
-
-# --- error classes --------------------------------------------------------------------------
-
-
-def classify_error(exc: BaseException, target: Target) -> tuple[ErrorType, str]:
-    """The error class of a failed request and a message saying what happened."""
-    for kinds, error_type, describe in _CLASSES:
-        if isinstance(exc, kinds) or (error_type is ErrorType.DNS and _caused_by_gaierror(exc)):
-            return error_type, describe(exc, target)
-    return ErrorType.UNKNOWN, f"{type(exc).__name__}: {exc}"
-
-
-def _timeout_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, wire.ConnectTimeout):
-        connect = min(target.timeout_seconds, CONNECT_TIMEOUT_SECONDS)
-        return f"timed out connecting, after {connect:g} s"
-    return f"timed out after {target.timeout_seconds:g} s"
-
-
-def _ssl_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, wire.TLSFailed):
-        if exc.certificate:
-            return f"TLS certificate of {exc.host} rejected: {_reason(exc.os_error)}"
-        return f"TLS handshake with {exc.host} failed: {_reason(exc.os_error)}"
-    return f"TLS failure: {_reason(exc)}"
-
-
-def _dns_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, wire.ResolveFailed):
-        return f"cannot resolve host {exc.host!r}: {_reason(exc.os_error)}"
-    return f"cannot resolve host: {_reason(exc)}"
-
-
-def _connection_message(exc: BaseException, target: Target) -> str:
-    if isinstance(exc, wire.ConnectFailed):
-        error = exc.os_error
-        # asyncio words a refusal "Connect call failed (...)"; the errno says it plainly.
-        reason = os.strerror(error.errno) if error.errno else _reason(error)
-        return f"cannot connect to {exc.host}:{exc.port}: {reason}"
-    if isinstance(exc, wire.Disconnected):
-        return "the server closed the connection before a complete response"
-    if isinstance(exc, wire.Malformed):
-        return f"the answer is not HTTP: {exc}"
-    if isinstance(exc, wire.BodyBroken):
-        return f"the response body broke off: {_reason(exc)}"
-    if isinstance(exc, wire.HeadTooLarge):
-        return f"response refused, connection dropped: {exc}"
-    return f"connection failed: {_reason(exc)}"
-
-
-def _redirects_message(exc: BaseException, target: Target) -> str:
-    return f"more than {MAX_REDIRECTS} redirects"
-
-
-def _invalid_url_message(exc: BaseException, target: Target) -> str:
-    return str(exc)
-
-
-# First match wins; the order matters: ssl.SSLError and socket.gaierror are OSErrors too,
-# and a connect timeout is a TimeoutError, which is an OSError as well.
-_CLASSES: tuple[
-    tuple[type[BaseException] | tuple[type[BaseException], ...], ErrorType, _Describe], ...
-] = (
-    (TimeoutError, ErrorType.TIMEOUT, _timeout_message),
-    ((ssl.SSLError, wire.TLSFailed), ErrorType.SSL, _ssl_message),
-    (wire.ResolveFailed, ErrorType.DNS, _dns_message),
-    (
-        (
-            OSError,
-            wire.ConnectFailed,
-            wire.Disconnected,
-            wire.BodyBroken,  # Malformed among them
-            # As a malformed response is: the target did not answer in HTTP this client
-            # takes, which says no more about the service than a broken connection does.
-            wire.HeadTooLarge,
-        ),
-        ErrorType.CONNECTION,
-        _connection_message,
-    ),
-    (wire.TooManyRedirects, ErrorType.UNKNOWN, _redirects_message),
-    (wire.UnsupportedURL, ErrorType.UNKNOWN, _invalid_url_message),
-)
-
-
 def _resolve_with(resolver: Resolver) -> wire.Resolve:
     """A resolver as the lean client asks for addresses."""
 
@@ -778,20 +317,3 @@ def _resolve_with(resolver: Resolver) -> wire.Resolve:
         return [(str(entry["host"]), int(entry["port"])) for entry in found]
 
     return resolve
-
-
-def _caused_by_gaierror(exc: BaseException) -> bool:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        if isinstance(current, socket.gaierror):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, OSError) and exc.strerror:
-        return exc.strerror
-    return str(exc) or type(exc).__name__
