@@ -30,7 +30,7 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.store import Store
-from cronmgr.store.base import Progress
+from cronmgr.store.records import Progress
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

@@ -38,7 +38,7 @@ from cronmgr.core.models import (
 )
 from cronmgr.core.pidfile import inspect
 from cronmgr.store import Store
-from cronmgr.store.base import Incident, Progress
+from cronmgr.store.records import Incident, Progress
 
 ClientFactory = Callable[..., Awaitable[TestClient[Any, Any]]]
 Client = TestClient[Any, Any]

@@ -225,7 +225,7 @@ async def test_a_store_closing_on_a_full_disk_gives_held_writes_up_in_the_end(
 ) -> None:
     """A stop must not wait forever for room: the held writes fail after a while, and the
     next daemon fails the runs they would have ended (the run stays as it was)."""
-    import cronmgr.store.sqlite as sqlite_store
+    import cronmgr.store.sqlite.store as sqlite_store
 
     monkeypatch.setattr(sqlite_store, "CLOSE_HOLD_SECONDS", 0.5)
     run = pending_run()

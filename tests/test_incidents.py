@@ -32,7 +32,7 @@ from cronmgr.controller.control import DaemonControl
 from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
 from cronmgr.core.specs.metrics import IncidentBody
 from cronmgr.observability.incidents import IncidentTracker, failed_step_class
-from cronmgr.store.base import Incident, IncidentStatus
+from cronmgr.store.records import Incident, IncidentStatus
 from cronmgr.store.sqlite import SQLiteStore
 
 __all__ = ["target"]  # the local target fixture, used by name

@@ -45,9 +45,10 @@ from cronmgr.observability.metrics import (
     quantile,
 )
 from cronmgr.observability.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
-from cronmgr.store.base import DURATION_BOUNDS, RunStats
 from cronmgr.store.queries import load_queries
-from cronmgr.store.sqlite import SQLiteStore, split_statements
+from cronmgr.store.records import DURATION_BOUNDS, RunStats
+from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite.connection import split_statements
 
 __all__ = ["target"]  # the local target fixture, used by name
 

@@ -14,7 +14,7 @@ from support import until
 
 from cronmgr.core.models import new_id
 from cronmgr.engine.orphans import OrphanGroup, end_remaining, find_orphans, scan
-from cronmgr.store.base import StepGroup
+from cronmgr.store.records import StepGroup
 
 
 @pytest.fixture

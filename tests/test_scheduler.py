@@ -37,7 +37,7 @@ from cronmgr.engine.scheduler import (
     STALE_SLACK,
     Scheduler,
 )
-from cronmgr.store.base import Progress, ScheduleChanges
+from cronmgr.store.records import Progress, ScheduleChanges
 
 
 @dataclass

@@ -38,15 +38,15 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
-from cronmgr.store.base import Progress, StepGroup
 from cronmgr.store.queries import load_queries, migrations
-from cronmgr.store.sqlite import (
-    BUSY_TIMEOUT_MS,
+from cronmgr.store.records import Progress, StepGroup
+from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite.columns import _ts
+from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS
+from cronmgr.store.sqlite.rows import (
     SCHEDULE_COLUMNS,
-    SQLiteStore,
     _schedule_params,
     _target_params,
-    _ts,
     schedule_from_row,
     target_from_row,
 )
@@ -1089,8 +1089,9 @@ CHILD = """
 import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
-from cronmgr.store.base import Progress
-from cronmgr.store.sqlite import BUSY_TIMEOUT_MS, SQLiteStore
+from cronmgr.store.records import Progress
+from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS
 
 async def main(path, ids):
     store = await SQLiteStore.open(Path(path))

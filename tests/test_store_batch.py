@@ -16,7 +16,8 @@ from support import until
 from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries
-from cronmgr.store.sqlite import WRITE_KINDS, SQLiteStore
+from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite.writes import WRITE_KINDS
 
 SLOT = datetime(2030, 1, 1, tzinfo=UTC)
 

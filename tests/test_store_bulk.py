@@ -29,17 +29,12 @@ from cronmgr.core.models import (
     Trigger,
     new_id,
 )
-from cronmgr.store.base import Progress
 from cronmgr.store.queries import load_queries
-from cronmgr.store.sqlite import (
-    SQLiteStore,
-    _run_params,
-    _statement,
-    _step_params,
-    _ts,
-    _update_params,
-    _write_progress,
-)
+from cronmgr.store.records import Progress
+from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite.columns import _ts
+from cronmgr.store.sqlite.rows import _run_params, _step_params, _update_params
+from cronmgr.store.sqlite.writes import _statement, _write_progress
 from cronmgr.store.writer import Statement, apply_writes
 
 SLOT = datetime(2030, 1, 1, tzinfo=UTC)

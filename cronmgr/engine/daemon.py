@@ -62,8 +62,8 @@ from cronmgr.observability.notify import Notifier
 from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.runners.pipeline.work_dirs import purge_work_dirs
 from cronmgr.store import Store, open_store
-from cronmgr.store.base import Progress
 from cronmgr.store.pipeline_sync import sync_pipeline_schedules
+from cronmgr.store.records import Progress
 
 log = structlog.get_logger("cronmgr.daemon")
 

@@ -27,7 +27,8 @@ import structlog
 
 from cronmgr.core.errors import NotFound
 from cronmgr.core.models import RunStatus, utcnow
-from cronmgr.store.base import StepGroup, Store
+from cronmgr.store.base import Store
+from cronmgr.store.records import StepGroup
 
 log = structlog.get_logger("cronmgr.orphans")
 

@@ -44,7 +44,7 @@ from cronmgr.core.triggers.schedules import build_trigger, jitter_offset
 from cronmgr.engine.schedule_faults import CANT_COMPUTE, check_spans, fault_reason
 from cronmgr.engine.wake import Alarm, wake_moment
 from cronmgr.observability.metrics import EngineMetrics
-from cronmgr.store.base import Progress, ScheduleChanges
+from cronmgr.store.records import Progress, ScheduleChanges
 
 log = structlog.get_logger("cronmgr.scheduler")
 

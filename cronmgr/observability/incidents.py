@@ -29,7 +29,7 @@ import structlog
 from cronmgr.core.errors import CronmgrError, NotFound
 from cronmgr.core.models import Run, RunStatus, StepResult, new_id, utcnow
 from cronmgr.observability.metrics import job_labels
-from cronmgr.store.base import Incident, IncidentStatus
+from cronmgr.store.records import Incident, IncidentStatus
 
 if TYPE_CHECKING:
     from cronmgr.store import Store

@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from cronmgr.core.models import PIPELINE_JOB_PREFIX
-from cronmgr.store.base import (
+from cronmgr.store.records import (
     DURATION_BOUNDS,
     NO_SCHEDULE,
     Incident,

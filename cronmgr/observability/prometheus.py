@@ -25,7 +25,7 @@ from prometheus_client.metrics_core import (
 
 from cronmgr.core.models import RunStatus, ScheduleStatus
 from cronmgr.observability.metrics import LAG_BOUNDS, job_labels
-from cronmgr.store.base import DURATION_BOUNDS, Incident, LatestRun, MetricsSummary, RunStats
+from cronmgr.store.records import DURATION_BOUNDS, Incident, LatestRun, MetricsSummary, RunStats
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 """The exposition's media type, as the library names it."""

@@ -12,7 +12,7 @@ from cronmgr.core.models import pipeline_job, utcnow
 from cronmgr.core.specs.metrics import IncidentBody, IncidentListQuery
 from cronmgr.core.specs.validation import validate_query
 from cronmgr.observability.incidents import incident_body
-from cronmgr.store.base import IncidentStatus
+from cronmgr.store.records import IncidentStatus
 
 
 async def list_incidents(request: web.Request) -> web.Response:

@@ -20,7 +20,7 @@ from cronmgr.core.specs.metrics import MetricsQuery, MetricsReport
 from cronmgr.core.specs.validation import validate_query
 from cronmgr.observability.metrics import metrics_report, window_start
 from cronmgr.observability.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
-from cronmgr.store.base import IncidentStatus
+from cronmgr.store.records import IncidentStatus
 
 INCIDENTS_READ = 100_000
 """Most incidents one metrics answer takes into account (those of the last 7 days)."""

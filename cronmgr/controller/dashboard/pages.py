@@ -69,8 +69,8 @@ from cronmgr.core.specs.validation import validate, validate_query
 from cronmgr.core.version import __version__
 from cronmgr.observability.follow import LEVELS, LogFilter, read_page
 from cronmgr.store import Store
-from cronmgr.store.base import IncidentStatus
 from cronmgr.store.pipeline_sync import file_schedule_id
+from cronmgr.store.records import IncidentStatus
 
 log = structlog.get_logger("cronmgr.dashboard")
 
