@@ -20,7 +20,8 @@ import pytest
 import structlog
 
 from cronmgr.core.config import Settings, load_settings
-from cronmgr.observability.follow import NOWHERE, PAGE_MAX_BYTES, Cursor, LogFilter, read_page
+from cronmgr.observability.log_cursor import NOWHERE, Cursor, LogFilter
+from cronmgr.observability.log_pages import PAGE_MAX_BYTES, read_page
 from cronmgr.observability.logs import (
     BLOCK_SIZE,
     bound_fields,

@@ -29,7 +29,8 @@ from support import Controller
 
 from cronmgr import AsyncClient, Client
 from cronmgr.core.errors import ControllerUnreachable
-from cronmgr.observability.follow import PAGE_MAX_BYTES, Cursor
+from cronmgr.observability.log_cursor import Cursor
+from cronmgr.observability.log_pages import PAGE_MAX_BYTES
 from cronmgr.observability.logs import configure_logging
 
 BACKUPS = 5

@@ -25,7 +25,8 @@ from structlog.testing import capture_logs
 from support import free_port
 
 from cronmgr.core.config import WebhookConfig
-from cronmgr.observability.notify import Notifier, shown_url
+from cronmgr.observability.notify import Notifier
+from cronmgr.observability.notify_events import shown_url
 
 ServerFactory = Callable[..., Awaitable[TestServer]]
 Logs = list[dict[str, Any]]

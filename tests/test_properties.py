@@ -22,7 +22,8 @@ from pydantic import ValidationError
 from cronmgr.core.bounds import FIRST_MOMENT, LAST_MOMENT, MAX_SPAN_SECONDS
 from cronmgr.core.specs.schedules import ScheduleSpec
 from cronmgr.core.triggers.schedules import upcoming
-from cronmgr.observability.follow import Cursor, read_page
+from cronmgr.observability.log_cursor import Cursor
+from cronmgr.observability.log_pages import read_page
 
 ZONES = [
     "UTC",

@@ -29,7 +29,9 @@ from cronmgr.core.specs.queries import FollowQuery, LinesQuery, LogStreamQuery
 from cronmgr.core.specs.validation import validate_query
 from cronmgr.core.supervision import describe
 from cronmgr.observability import logs
-from cronmgr.observability.follow import Cursor, LogFilter, StreamSpec, read_page, stream
+from cronmgr.observability.log_cursor import Cursor, LogFilter
+from cronmgr.observability.log_pages import read_page
+from cronmgr.observability.log_stream import StreamSpec, stream
 
 log = structlog.get_logger("cronmgr.web")
 

@@ -20,7 +20,8 @@ from cronmgr.core.specs.notifications import (
     WebhookDelivery,
 )
 from cronmgr.core.specs.validation import validate_query
-from cronmgr.observability.notify import TEST_EVENT, Webhook
+from cronmgr.observability.notify_events import TEST_EVENT
+from cronmgr.observability.webhook import Webhook
 
 TEST_WAIT_SECONDS = 30.0
 """Longest `POST /api/v1/notifications/test` waits for the deliveries (retries included)."""

@@ -67,7 +67,8 @@ from cronmgr.core.secret_refs import redact
 from cronmgr.core.specs.queries import FollowQuery, StartRequest
 from cronmgr.core.specs.validation import validate, validate_query
 from cronmgr.core.version import __version__
-from cronmgr.observability.follow import LEVELS, LogFilter, read_page
+from cronmgr.observability.log_cursor import LEVELS, LogFilter
+from cronmgr.observability.log_pages import read_page
 from cronmgr.store import Store
 from cronmgr.store.pipeline_sync import file_schedule_id
 from cronmgr.store.records import IncidentStatus
