@@ -17,7 +17,7 @@ from pydantic import BaseModel
 
 from cronmgr.controller.app import create_app
 from cronmgr.controller.keys import DASHBOARD_PREFIX, OPEN_PATHS, STORE
-from cronmgr.controller.openapi import REF_TEMPLATE
+from cronmgr.controller.openapi.endpoints import REF_TEMPLATE
 from cronmgr.core.config import Settings, load_settings
 from cronmgr.core.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.core.specs.schedules import ScheduleSpec

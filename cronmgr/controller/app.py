@@ -24,7 +24,7 @@ from cronmgr.controller.api import schedules as schedules_api
 from cronmgr.controller.api import targets as targets_api
 from cronmgr.controller.auth import ensure_token
 from cronmgr.controller.control import DaemonControl
-from cronmgr.controller.dashboard.pages import add_dashboard
+from cronmgr.controller.dashboard.routes import add_dashboard
 from cronmgr.controller.keys import (
     CONTROL,
     LOCKOUT,
