@@ -5,7 +5,7 @@ The daemon writes `settings.log_file` and rotates it by size itself; the control
 the CLI log to stderr in the same format. The controller reads the daemon's file with
 `tail_lines()` and empties it with `clear_log()`, both from another process than the
 writer, so the file is only ever truncated in place and the writer only ever appends.
-Following the file across rotations and clears is `cronmgr.observability.follow`'s part.
+Following the file across rotations and clears is `log_pages` and `log_stream`'s part.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """How the runners report a step's attempt: its duration, and the caller's callback.
 
-Shared by the command runner (`runner.py`) and the HTTP runner (`http_runner.py`), whose
+Shared by the command runner (`runners.pipeline`) and the HTTP runner (`runners.http`), whose
 callers may pass a plain function or a coroutine function to hear of each result.
 """
 

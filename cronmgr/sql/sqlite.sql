@@ -422,7 +422,7 @@ CREATE TABLE run_stats (
     timed INTEGER NOT NULL,           -- runs with a duration: all but skipped ones
     duration_sum REAL NOT NULL,       -- seconds
     -- A cumulative duration histogram, as Prometheus has it: bNN counts the timed runs that
-    -- took at most the NNth of store.base.DURATION_BOUNDS seconds (`timed` is +Inf):
+    -- took at most the NNth of store.records.DURATION_BOUNDS seconds (`timed` is +Inf):
     -- b01 <= 0.005, b02 <= 0.01, b03 <= 0.025, b04 <= 0.05, b05 <= 0.1, b06 <= 0.25,
     -- b07 <= 0.5, b08 <= 1, b09 <= 2.5, b10 <= 5, b11 <= 10, b12 <= 30, b13 <= 60,
     -- b14 <= 120, b15 <= 300.

@@ -1,9 +1,9 @@
 """The API description: an OpenAPI 3.1 document built from the route table and the models.
 
 Every route of the API is an `Endpoint` (method, path, handler, summary, query and body
-models, reply). `web.add_routes` registers the same table, so nothing of the API is routed
+models, reply). `app.add_routes` registers the same table, so nothing of the API is routed
 that is not described. The dashboard's pages under `/ui` (HTML forms that answer with
-redirects, see `dashboard.py`) are not part of the API and not in the document. Request
+redirects, see `dashboard`) are not part of the API and not in the document. Request
 bodies and query parameters are the pydantic models that validate them
 (`model_json_schema`, with their definitions hoisted into `components/schemas`); resource
 replies are derived from those models plus the read-only fields of the domain records, so

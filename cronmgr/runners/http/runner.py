@@ -82,7 +82,7 @@ class Resolver(Protocol):
 
 
 class HttpRunner:
-    """Runs HTTP targets over one pooled lean client (`http_wire.py`); use as
+    """Runs HTTP targets over one pooled lean client (`wire`); use as
     `async with HttpRunner() as r`."""
 
     def __init__(

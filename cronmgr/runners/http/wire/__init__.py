@@ -10,8 +10,8 @@ limit. No proxies, cookies, HTTP/2 or `Expect: 100-continue`. A response to HEAD
 with its headers: httptools cannot be told that it has no body (its Content-Length is the
 GET's), so the exchange completes there and the next one gets a parser of its own.
 
-Failures are raised as the exceptions of `errors`, which `http_runner.classify_error` sorts into
-error classes and words for the attempt's record.
+Failures are raised as the exceptions of `errors`, which the runner's `classify_error`
+(`cronmgr.runners.http.errors`) sorts into error classes and words for the attempt's record.
 """
 
 from cronmgr.runners.http.wire.client import WireClient
