@@ -41,4 +41,33 @@ from cronmgr.client.aio import AsyncClient
 from cronmgr.client.calls import Call
 from cronmgr.client.sync import Client, CronAPIClient
 
-__all__ = ["AsyncClient", "Call", "Client", "CronAPIClient"]
+# The errors a call raises, importable beside the clients (they live in `cronmgr.core`).
+from cronmgr.core.errors import (
+    BadRequest,
+    Conflict,
+    ControllerUnreachable,
+    CronmgrError,
+    DaemonError,
+    Forbidden,
+    InvalidInput,
+    NotFound,
+    TooManyRequests,
+    Unauthorized,
+)
+
+__all__ = [
+    "AsyncClient",
+    "BadRequest",
+    "Call",
+    "Client",
+    "Conflict",
+    "ControllerUnreachable",
+    "CronAPIClient",
+    "CronmgrError",
+    "DaemonError",
+    "Forbidden",
+    "InvalidInput",
+    "NotFound",
+    "TooManyRequests",
+    "Unauthorized",
+]
