@@ -40,9 +40,9 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
-from cronmgr.engine.daemon import CLAIMED_ORPHAN_REASON
 from cronmgr.engine.orphans import ORPHAN_REASON
-from cronmgr.engine.scheduler import MISSED_DOWN_REASON, OVERLAP_REASON
+from cronmgr.engine.policies import MISSED_DOWN_REASON, OVERLAP_REASON
+from cronmgr.engine.service import CLAIMED_ORPHAN_REASON
 from cronmgr.store import open_store
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

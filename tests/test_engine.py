@@ -35,7 +35,7 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
-from cronmgr.engine.daemon import CLAIMED_ORPHAN_REASON
+from cronmgr.engine.service import CLAIMED_ORPHAN_REASON
 from cronmgr.store import open_store
 
 ServerFactory = Callable[..., Awaitable[TestServer]]

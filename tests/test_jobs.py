@@ -29,7 +29,8 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.core.pipelines.pipeline import PipelineSet
-from cronmgr.engine.jobs import JobRunner, Unclaimed
+from cronmgr.engine.claims import Unclaimed
+from cronmgr.engine.jobs import JobRunner
 from cronmgr.runners.http.runner import HttpRunner
 from cronmgr.store.sqlite import SQLiteStore
 

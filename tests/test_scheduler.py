@@ -30,13 +30,9 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.core.triggers.schedules import jitter_offset
-from cronmgr.engine.scheduler import (
-    MISSED_DOWN_REASON,
-    OVERLAP_REASON,
-    QUEUE_LIMIT,
-    STALE_SLACK,
-    Scheduler,
-)
+from cronmgr.engine.policies import MISSED_DOWN_REASON, OVERLAP_REASON, QUEUE_LIMIT
+from cronmgr.engine.scheduler import Scheduler
+from cronmgr.engine.table import STALE_SLACK
 from cronmgr.store.records import Progress, ScheduleChanges
 
 

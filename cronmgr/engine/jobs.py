@@ -4,7 +4,8 @@ The engine (`scheduler.py`) decides *when*; this module decides nothing about ti
 is claimed by inserting it with its (schedule, scheduled_for) slot: the store's unique
 index makes the claim atomic, so a restarted daemon, or a second one, never runs a slot
 twice. Whatever happens next, the run ends recorded as succeeded, failed or cancelled;
-never left running.
+never left running. The claims are in `claims.py`, the targets read once and ahead in
+`targets.py`, and the runs in flight, by job, in `in_flight.py`.
 """
 
 from __future__ import annotations
@@ -13,9 +14,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -36,7 +36,9 @@ from cronmgr.core.models import (
     utcnow,
 )
 from cronmgr.core.pipelines.pipeline import Pipeline, PipelineSet
-from cronmgr.engine.limits import QueueCallback, RunLimits
+from cronmgr.engine.claims import Claim, Unclaimed, settled
+from cronmgr.engine.in_flight import RunsInFlight
+from cronmgr.engine.targets import TargetCache
 from cronmgr.observability.logs import bound_fields
 from cronmgr.runners.http.attempt import attempt_fields
 from cronmgr.runners.http.request import RequestContext
@@ -48,11 +50,6 @@ from cronmgr.store import Store
 WORK_DIRNAME = "work"
 """Directory under the state directory holding each pipeline run's work directory."""
 
-START_RECORD_SECONDS = 0.05
-"""A claimed run still going after this long has its start (`running`) written."""
-UNCLAIMED_REPORT_SECONDS = 60.0
-"""While slots can't be claimed (a full disk), how often the missed ones are summed up."""
-
 log = structlog.get_logger("cronmgr.jobs")
 
 Recorder = Callable[[int, StepResult], Awaitable[None]]
@@ -60,71 +57,7 @@ Outcome = tuple[RunStatus, str | None, list[tuple[int, StepResult]]]
 """How a run ended: its status, its error, and its attempts not recorded yet (position, result)."""
 
 
-class Unclaimed:
-    """Slots missed because the store could not take their claim (a full disk): the first
-    is logged in full (`run_not_claimed`), the rest summed up every `every` seconds
-    (`runs_not_claimed`), and the outage's end says how many it cost (`runs_claimed_again`).
-    A line per slot would be a thousand a second, and say nothing more."""
-
-    def __init__(
-        self, every: float = UNCLAIMED_REPORT_SECONDS, clock: Callable[[], float] = time.monotonic
-    ) -> None:
-        self._every = every
-        self._clock = clock
-        self.since: float | None = None
-        """When the outage began (the clock's time); None while claims land."""
-        self._missed = 0  # in all, this outage
-        self._unreported = 0  # since the last line
-        self._reported_at = 0.0
-        self._error = ""
-
-    def missed(self, schedule_id: str, slot: datetime, error: str) -> None:
-        """A slot of `schedule_id` was not run: its claim failed with `error`."""
-        now = self._clock()
-        self._missed += 1
-        self._error = error
-        if self.since is None:
-            self.since = self._reported_at = now
-            log.error(
-                "run_not_claimed", schedule_id=schedule_id, slot=slot.isoformat(), error=error
-            )
-            return
-        self._unreported += 1
-        if now - self._reported_at >= self._every:
-            self._report(now)
-
-    def claimed(self) -> None:
-        """A claim landed: the outage, if there was one, is over."""
-        if self.since is None:
-            return
-        now = self._clock()
-        if self._unreported:
-            self._report(now)
-        log.info("runs_claimed_again", missed=self._missed, seconds=round(now - self.since, 1))
-        self.since, self._missed = None, 0
-
-    def _report(self, now: float) -> None:
-        assert self.since is not None
-        log.error(
-            "runs_not_claimed",
-            missed=self._unreported,
-            missed_in_all=self._missed,
-            seconds=round(now - self.since, 1),
-            error=self._error,
-        )
-        self._unreported, self._reported_at = 0, now
-
-
-@dataclass(slots=True)
-class Claim:
-    """A slot claimed ahead of its time: its pending run, and the store write claiming it
-    (shared by every slot of that batch), which yields the ids of the slots won."""
-
-    run: Run
-    batch: asyncio.Future[set[str]]
-
-
-class JobRunner:
+class JobRunner(TargetCache, RunsInFlight):
     """Runs schedules' jobs (HTTP targets and pipelines) and records them in the store."""
 
     def __init__(
@@ -135,6 +68,8 @@ class JobRunner:
         pipelines: Callable[[], PipelineSet],
         on_run_finished: Callable[[Run, RunStatus, str | None], None] | None = None,
     ) -> None:
+        TargetCache.__init__(self)
+        RunsInFlight.__init__(self, settings.max_concurrent_pipeline_runs)
         self.settings = settings
         self.store = store
         self.http = http
@@ -142,49 +77,8 @@ class JobRunner:
         # Told of every run's end once it is recorded (incidents.IncidentTracker): it must
         # only count, never wait.
         self._on_run_finished = on_run_finished
-        # The task of every run executing now, by job, so overlap policies see scheduled
-        # and manual runs of a job alike.
-        self._running: dict[str, dict[str, asyncio.Task[object]]] = {}
-        self._limits = RunLimits(settings.max_concurrent_pipeline_runs)
-        self.on_job_idle: Callable[[str], None] | None = None
-        """Called with a job's name when its last run in flight has ended."""
-        # Targets by id, read once: a target edit re-revisions its schedules, and the
-        # daemon forgets the targets of changed schedules when it applies them.
-        self._targets: dict[str, Target] = {}
-        # Targets being read ahead for slots claimed ahead, by id; `_epoch` counts edits,
-        # so a read that an edit overtook is not cached.
-        self._prefetching: dict[str, asyncio.Task[None]] = {}
-        self._epoch = 0
-        # Claimed runs whose start is not written yet: loop time and start, oldest first.
-        self._unstarted: dict[str, tuple[float, datetime]] = {}
-        self._start_timer: asyncio.TimerHandle | None = None
         self.unclaimed = Unclaimed()
         """Slots not run because their claim failed (a full disk), and how they are told."""
-
-    def forget_targets(self, target_ids: set[str]) -> None:
-        """Drop cached targets so their next run reads the current definition."""
-        self._epoch += 1
-        for target_id in target_ids:
-            self._targets.pop(target_id, None)
-
-    def active_run_ids(self) -> list[str]:
-        """Ids of runs executing now (queued ones included)."""
-        return sorted(run_id for runs in self._running.values() for run_id in runs)
-
-    def queued_run_ids(self) -> list[str]:
-        """Ids of pipeline runs waiting for a free slot under the concurrency limits."""
-        return self._limits.waiting()
-
-    def busy(self, job: str) -> bool:
-        """Whether a run of `job` (scheduled or manual) is executing or queued."""
-        return bool(self._running.get(job))
-
-    def cancel(self, job: str, reason: str) -> int:
-        """Cancel every run of `job` in flight; how many were."""
-        tasks = list(self._running.get(job, {}).values())
-        for task in tasks:
-            task.cancel(reason)
-        return len(tasks)
 
     @property
     def work_root(self) -> Path:
@@ -213,36 +107,6 @@ class JobRunner:
             self._prewarm(due)
         return [Claim(run, batch) for run in runs]
 
-    def _prefetch(self, target_ids: set[str], due: list[tuple[str, datetime]]) -> None:
-        """Read the targets of slots claimed ahead in one query, so their requests do not
-        wait for a read when they fire (2,000 first firings would be 2,000 reads)."""
-        target_ids -= self._prefetching.keys()
-        if not target_ids:
-            return  # all on their way already; that read opens the connections it can
-        task = asyncio.ensure_future(self._read_targets(sorted(target_ids), self._epoch, due))
-        for target_id in target_ids:
-            self._prefetching[target_id] = task
-
-    async def _read_targets(
-        self, target_ids: list[str], epoch: int, due: list[tuple[str, datetime]]
-    ) -> None:
-        try:
-            found = await self.store.get_targets(target_ids)
-            if epoch == self._epoch:
-                self._targets.update(found)
-        except Exception as exc:  # each run reads its own target then
-            log.warning("targets_not_read_ahead", count=len(target_ids), error=str(exc))
-        finally:
-            for target_id in target_ids:
-                self._prefetching.pop(target_id, None)
-        self._prewarm(due)
-
-    def _prewarm(self, due: list[tuple[str, datetime]]) -> None:
-        """Connections opened ahead for the claimed slots that fire together."""
-        known = [(self._targets[t], slot) for t, slot in due if t in self._targets]
-        if known:
-            self.http.prewarm(known)
-
     async def release(self, claims: Sequence[Claim]) -> None:
         """Give back claimed slots that will not fire (their schedule changed, the daemon
         is stopping); their pending runs are deleted once their claims have settled."""
@@ -261,7 +125,7 @@ class JobRunner:
                 run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
                 taken = await self.store.insert_run(run)
             else:
-                taken = claim.run.id in await _settled(claim.batch)
+                taken = claim.run.id in await settled(claim.batch)
                 run = _started(claim.run)
         except StoreError as exc:
             # Not run, since it could not be recorded (a full disk): the slot is missed.
@@ -307,7 +171,7 @@ class JobRunner:
     ) -> None:
         now = utcnow()
         if claim is not None:
-            if claim.run.id in await _settled(claim.batch):
+            if claim.run.id in await settled(claim.batch):
                 await self.store.update_run(
                     claim.run.id, RunStatus.SKIPPED, finished_at=now, error=reason
                 )
@@ -356,38 +220,6 @@ class JobRunner:
             await self._finish(run, status, error, steps)
         return status
 
-    def _defer_start(self, run: Run) -> None:
-        """Write a claimed run's start only if it is still going after a moment: most end
-        sooner, and their end then records the start with it, one write where were two."""
-        assert run.started_at is not None
-        loop = asyncio.get_running_loop()
-        self._unstarted[run.id] = (loop.time(), run.started_at)  # `_finish` takes it back
-        if self._start_timer is None:
-            self._start_timer = loop.call_later(START_RECORD_SECONDS, self._record_starts)
-
-    def _record_starts(self) -> None:
-        """Write the starts of the runs going on for START_RECORD_SECONDS, then wait for
-        the next oldest: one timer for all runs, not one each (a thousand a second)."""
-        self._start_timer = None
-        loop = asyncio.get_running_loop()
-        due = loop.time() - START_RECORD_SECONDS
-        unstarted = self._unstarted
-        while unstarted:
-            run_id, (since, started_at) = next(iter(unstarted.items()))
-            if since > due:
-                self._start_timer = loop.call_at(since + START_RECORD_SECONDS, self._record_starts)
-                return
-            del unstarted[run_id]
-            self.store.start_run(run_id, started_at)
-
-    def _forget(self, run: Run) -> None:
-        runs = self._running.get(run.job, {})
-        runs.pop(run.id, None)
-        if not runs:
-            self._running.pop(run.job, None)
-            if self.on_job_idle is not None:
-                self.on_job_idle(run.job)
-
     async def _finish(
         self,
         run: Run,
@@ -433,16 +265,6 @@ class JobRunner:
         assert schedule.pipeline is not None
         return await self._pipeline(self._pipelines().get(schedule.pipeline), run)
 
-    async def _target_of(self, target_id: str) -> Target:
-        target = self._targets.get(target_id)
-        if target is None and (reading := self._prefetching.get(target_id)) is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(reading)
-            target = self._targets.get(target_id)
-        if target is None:
-            target = self._targets[target_id] = await self.store.get_target(target_id)
-        return target
-
     async def _target(self, target: Target, run: Run) -> Outcome:
         context = RequestContext(
             run_id=run.id, schedule_id=run.schedule_id, scheduled_for=run.scheduled_for
@@ -476,20 +298,6 @@ class JobRunner:
             )
         return run_status(pipeline, results), first_error(results), []
 
-    def _queued_recorder(self, run: Run) -> QueueCallback:
-        async def record(queued: bool, why: str) -> None:
-            if queued:
-                log.info("run_queued", reason=why)
-                await asyncio.shield(self.store.update_run(run.id, RunStatus.PENDING))
-            else:
-                log.info("run_dequeued")
-                now = utcnow()
-                await asyncio.shield(
-                    self.store.update_run(run.id, RunStatus.RUNNING, started_at=now)
-                )
-
-        return record
-
     def _step_recorder(self, run: Run) -> Recorder:
         async def record(position: int, result: StepResult) -> None:
             await asyncio.shield(self.store.insert_step_result(run.id, position, result))
@@ -513,14 +321,6 @@ def _new_run(job: str, slot: datetime, trigger: Trigger, schedule_id: str | None
         status=RunStatus.RUNNING,
         started_at=utcnow(),
     )
-
-
-async def _settled(batch: asyncio.Future[set[str]]) -> set[str]:
-    """A claim batch's outcome. Claimed ahead, it is in as a rule: then without the extra
-    future a shield costs; otherwise shielded, so a cancelled run leaves the batch alone."""
-    if batch.done():
-        return batch.result()
-    return await asyncio.shield(batch)
 
 
 def _cancel_reason(exc: asyncio.CancelledError) -> str:
