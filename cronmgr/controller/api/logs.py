@@ -35,7 +35,6 @@ from cronmgr.observability.log_stream import StreamSpec, stream
 
 log = structlog.get_logger("cronmgr.web")
 
-_HTML = {"type": "string", "contentMediaType": "text/html"}
 _SSE_EVENT = {
     "type": "object",
     "description": "One server-sent event, as its fields.",

@@ -24,16 +24,6 @@ from cronmgr.controller.responses import (
 from cronmgr.core.version import __version__
 
 _HTML = {"type": "string", "contentMediaType": "text/html"}
-_SSE_EVENT = {
-    "type": "object",
-    "description": "One server-sent event, as its fields.",
-    "properties": {
-        "event": {"type": "string", "description": "`rotated` or `cleared`; none for a line."},
-        "data": {"type": "string"},
-        "id": {"type": "string"},
-        "retry": {"type": "integer"},
-    },
-}
 
 
 @aiohttp_jinja2.template("index.html")
