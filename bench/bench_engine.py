@@ -843,7 +843,7 @@ def insert_batch(settings: Settings, schedules: Iterable[Schedule]) -> None:
     The Store interface inserts one schedule per transaction (about a millisecond each):
     100,000 would take minutes. This is what a batch `insert_schedules` verb would do.
     """
-    from cronmgr.store.sqlite.rows import _schedule_params  # no public batch insert yet
+    from cronmgr.store.relational.rows import _schedule_params  # no public batch insert yet
 
     query = load_queries("sqlite")
     path = settings.store_url.removeprefix("sqlite:///")

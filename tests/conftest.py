@@ -1,5 +1,5 @@
-"""Fixtures for the whole suite live in support.py; this file registers them, and runs the
-HTTP client tests on both event loops."""
+"""Fixtures for the whole suite live in support.py and stores.py (the store of each backend);
+this file registers them, and runs the HTTP client tests on both event loops."""
 
 from __future__ import annotations
 
@@ -8,9 +8,18 @@ from collections.abc import Callable, Mapping
 
 import pytest
 import uvloop
+from stores import pg_database, pg_url, store, store_url
 from support import controller, controller_factory, http
 
-__all__ = ["controller", "controller_factory", "http"]
+__all__ = [
+    "controller",
+    "controller_factory",
+    "http",
+    "pg_database",
+    "pg_url",
+    "store",
+    "store_url",
+]
 
 BOTH_LOOPS = frozenset({"test_http_wire.py", "test_http_runner.py"})
 """Test files run on asyncio's loop and on uvloop, which the daemon runs on: the lean HTTP

@@ -32,8 +32,8 @@ from cronmgr.controller.control import DaemonControl
 from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Target, Trigger, new_id
 from cronmgr.core.specs.metrics import IncidentBody
 from cronmgr.observability.incidents import IncidentTracker, failed_step_class
+from cronmgr.store import Store
 from cronmgr.store.records import Incident, IncidentStatus
-from cronmgr.store.sqlite import SQLiteStore
 
 __all__ = ["target"]  # the local target fixture, used by name
 
@@ -60,16 +60,8 @@ class Events:
         return [kind for kind, _ in self.seen]
 
 
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    """A store on a real SQLite file."""
-    opened = await SQLiteStore.open(tmp_path / "cronmgr.db")
-    yield opened
-    await opened.close()
-
-
 async def finish(
-    store: SQLiteStore,
+    store: Store,
     tracker: IncidentTracker,
     status: RunStatus,
     at: datetime,
@@ -84,13 +76,13 @@ async def finish(
     return run
 
 
-async def add_job_target(store: SQLiteStore) -> None:
+async def add_job_target(store: Store) -> None:
     """The target JOB runs: a restarted tracker only goes on with jobs that still exist."""
     await store.insert_target(Target(id="t-1", name="t-1", url="http://127.0.0.1:9/"))
 
 
 async def test_threshold_failures_open_one_incident_and_a_success_resolves_it(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """Three failures in a row open an incident dated from the first one, with its cause;
     more failures open no other; the first success resolves it with the whole streak."""
@@ -128,7 +120,7 @@ async def test_threshold_failures_open_one_incident_and_a_success_resolves_it(
     assert stored.status is IncidentStatus.RESOLVED and stored.id == opened["id"]
 
 
-async def test_cancelled_runs_neither_count_nor_end_a_streak(store: SQLiteStore) -> None:
+async def test_cancelled_runs_neither_count_nor_end_a_streak(store: Store) -> None:
     """failed, cancelled, failed reaches a threshold of 2; a success before it resets."""
     events = Events()
     tracker = IncidentTracker(store, events, threshold=2)
@@ -144,7 +136,7 @@ async def test_cancelled_runs_neither_count_nor_end_a_streak(store: SQLiteStore)
     assert events.seen[0][1]["started_at"] == (T0 + timedelta(seconds=2)).isoformat()
 
 
-async def test_a_restarted_tracker_carries_on_with_the_open_incident(store: SQLiteStore) -> None:
+async def test_a_restarted_tracker_carries_on_with_the_open_incident(store: Store) -> None:
     """A new tracker (a daemon restart) loads the open incident: further failures open no
     second one, and the next success resolves the first, counting all its failures."""
     first = IncidentTracker(store, Events(), threshold=2)
@@ -166,7 +158,7 @@ async def test_a_restarted_tracker_carries_on_with_the_open_incident(store: SQLi
 
 
 async def test_a_restart_goes_on_counting_a_streak_that_had_opened_nothing(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """Two failures, a restart, one more: with a threshold of 3 that is an incident, dated
     from the first failure before the restart."""
@@ -194,7 +186,7 @@ async def test_a_restart_goes_on_counting_a_streak_that_had_opened_nothing(
 
 
 async def test_runs_a_dead_daemon_left_running_count_towards_an_incident(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """The next start fails the orphans; if they reach the threshold, loading opens the
     incident, its cause the orphans' reason."""
@@ -229,7 +221,7 @@ async def test_runs_a_dead_daemon_left_running_count_towards_an_incident(
     assert stored.id == opened["id"]
 
 
-async def test_deleting_a_target_ends_its_incident_and_its_streak(store: SQLiteStore) -> None:
+async def test_deleting_a_target_ends_its_incident_and_its_streak(store: Store) -> None:
     """The open incident of a deleted target is resolved (by no run), and a restart opens
     no new one for the failures it had."""
     await add_job_target(store)
@@ -250,7 +242,7 @@ async def test_deleting_a_target_ends_its_incident_and_its_streak(store: SQLiteS
     assert events.seen == [] and len(await store.list_incidents()) == 1
 
 
-async def test_two_trackers_on_one_store_share_one_incident(store: SQLiteStore) -> None:
+async def test_two_trackers_on_one_store_share_one_incident(store: Store) -> None:
     """The store keeps one open incident per job: a second daemon reaching the threshold
     takes the open one over, and it is resolved (and announced) once."""
     events_a, events_b = Events(), Events()
@@ -274,7 +266,7 @@ async def test_two_trackers_on_one_store_share_one_incident(store: SQLiteStore) 
     assert only.status is IncidentStatus.RESOLVED
 
 
-async def test_a_failing_publish_does_not_stop_the_bookkeeping(store: SQLiteStore) -> None:
+async def test_a_failing_publish_does_not_stop_the_bookkeeping(store: Store) -> None:
     """The notifier raising is logged; the incident is still stored and resolved."""
     events = Events(fail=True)
     tracker = IncidentTracker(store, events, threshold=1)
@@ -286,7 +278,7 @@ async def test_a_failing_publish_does_not_stop_the_bookkeeping(store: SQLiteStor
     assert stored.status is IncidentStatus.RESOLVED
 
 
-async def test_incidents_are_listed_by_status_job_and_time(store: SQLiteStore) -> None:
+async def test_incidents_are_listed_by_status_job_and_time(store: Store) -> None:
     """Newest first; `since` keeps the incidents open at some moment at or after it."""
     old = Incident(id=new_id(), job=JOB, started_at=T0, opened_at=T0, failed_runs=3)
     current = Incident(
@@ -514,7 +506,7 @@ async def test_a_daemon_restart_during_an_incident_opens_no_second_one(
 
 
 async def test_a_forgotten_job_has_its_streak_ended_and_its_incident_resolved(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     events = Events()
     tracker = IncidentTracker(store, events, threshold=2)
@@ -561,7 +553,7 @@ async def test_removing_a_pipelines_file_resolves_its_open_incident(
         assert await incidents(status="open") == []
 
 
-async def test_a_deleted_targets_incident_is_announced_resolved_once(store: SQLiteStore) -> None:
+async def test_a_deleted_targets_incident_is_announced_resolved_once(store: Store) -> None:
     """The store resolves it with the target; the daemon's tracker, told the target is
     gone, still publishes the resolution (alerts elsewhere close), and only once."""
     await add_job_target(store)

@@ -45,6 +45,7 @@ from cronmgr.observability.metrics import (
     quantile,
 )
 from cronmgr.observability.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
+from cronmgr.store import Store
 from cronmgr.store.queries import load_queries
 from cronmgr.store.records import DURATION_BOUNDS, RunStats
 from cronmgr.store.sqlite import SQLiteStore
@@ -58,7 +59,7 @@ FAILED_500 = [(0, RunStatus.FAILED, ErrorType.HTTP_5XX)]
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
     """A store on a real SQLite file."""
     opened = await SQLiteStore.open(tmp_path / "cronmgr.db")
     yield opened
@@ -79,7 +80,7 @@ def cumulative(durations: list[float]) -> tuple[int, ...]:
 
 
 async def test_finished_runs_are_counted_by_status_duration_and_error_class(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """Every way a run ends is counted in its hour: statuses, a cumulative duration
     histogram of the runs that ran (not skipped slots), and the error class of each failure,
@@ -150,7 +151,7 @@ async def test_finished_runs_are_counted_by_status_duration_and_error_class(
     assert later.window == [] and len(later.lifetime) == 2
 
 
-async def test_durations_are_counted_to_the_microsecond(store: SQLiteStore) -> None:
+async def test_durations_are_counted_to_the_microsecond(store: Store) -> None:
     """A 5.064 ms run (start and end in different milliseconds, as any run's are) counts
     over 5 ms, and a 2 s run started late in a second keeps its whole seconds."""
     start = T0 + timedelta(microseconds=900)
@@ -172,7 +173,7 @@ async def test_durations_are_counted_to_the_microsecond(store: SQLiteStore) -> N
     assert long.duration_sum == pytest.approx(2.000002, abs=1e-9)
 
 
-async def test_purged_runs_still_count(store: SQLiteStore) -> None:
+async def test_purged_runs_still_count(store: Store) -> None:
     """Retention deletes runs, never what was counted of them: the counters only grow."""
     for index in range(5):
         await record_run(
@@ -192,20 +193,27 @@ async def test_purged_runs_still_count(store: SQLiteStore) -> None:
 
 
 async def test_compaction_folds_each_hour_once_and_drops_old_hours(
-    store: SQLiteStore, tmp_path: Path
+    sqlite_store: SQLiteStore, tmp_path: Path
 ) -> None:
     """Complete hours go into the lifetime totals exactly once however often compaction
     runs; hour buckets older than the drop horizon go, the lifetime totals keep them, and
     the current hour is never folded early."""
     hours = [T0 - timedelta(days=10), T0 - timedelta(hours=2), T0]
     for hour in hours:
-        await record_run(store, JOB, schedule_id="s1", status=RunStatus.SUCCEEDED, started=hour)
+        await record_run(
+            sqlite_store, JOB, schedule_id="s1", status=RunStatus.SUCCEEDED, started=hour
+        )
     await record_run(
-        store, JOB, schedule_id="s1", status=RunStatus.FAILED, started=T0, attempts=FAILED_500
+        sqlite_store,
+        JOB,
+        schedule_id="s1",
+        status=RunStatus.FAILED,
+        started=T0,
+        attempts=FAILED_500,
     )
     for _ in range(3):
-        await store.compact_run_stats(T0, T0 - timedelta(days=8))
-    summary = await store.metrics_summary(T0 - timedelta(days=11))
+        await sqlite_store.compact_run_stats(T0, T0 - timedelta(days=8))
+    summary = await sqlite_store.metrics_summary(T0 - timedelta(days=11))
     (lifetime,) = summary.lifetime
     assert (lifetime.succeeded, lifetime.failed, lifetime.errors) == (3, 1, {"http_5xx": 1})
     (window,) = summary.window
@@ -215,14 +223,14 @@ async def test_compaction_folds_each_hour_once_and_drops_old_hours(
     db.close()
     assert kept == ["", "2026-03-29T08", "2026-03-29T10"]
     # A run of the current hour after the fold: counted once, in the unfolded hour.
-    await record_run(store, JOB, schedule_id="s1", status=RunStatus.SUCCEEDED, started=T0)
-    await store.compact_run_stats(T0, T0 - timedelta(days=8))
-    (lifetime,) = (await store.metrics_summary(T0)).lifetime
+    await record_run(sqlite_store, JOB, schedule_id="s1", status=RunStatus.SUCCEEDED, started=T0)
+    await sqlite_store.compact_run_stats(T0, T0 - timedelta(days=8))
+    (lifetime,) = (await sqlite_store.metrics_summary(T0)).lifetime
     assert lifetime.succeeded == 4
 
 
 async def test_last_run_and_failures_in_a_row_per_schedule_and_per_job(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """A success ends a streak of failures, a cancelled run neither adds to it nor ends it,
     and a skipped slot is not a last run at all; the job's streak spans its schedules."""
@@ -371,7 +379,7 @@ def test_engine_metrics_measure_lag_and_rate_with_a_clock_of_their_own() -> None
     assert later["runs_per_second"] == pytest.approx(RECENT_LAGS / 100.0, rel=0.01)
 
 
-async def test_report_entries_have_the_documented_fields(store: SQLiteStore) -> None:
+async def test_report_entries_have_the_documented_fields(store: Store) -> None:
     """Schedules, targets and pipelines each get an entry with exactly the fields the
     OpenAPI models list; a job that never ran has no availability yet."""
     await record_run(store, JOB, schedule_id="s1", status=RunStatus.SUCCEEDED, started=T0)
@@ -417,7 +425,7 @@ def samples(family: Any, name: str, **labels: str) -> list[Sample]:
     ]
 
 
-async def test_prometheus_exposition_parses_with_bounded_labels(store: SQLiteStore) -> None:
+async def test_prometheus_exposition_parses_with_bounded_labels(store: Store) -> None:
     """The text parses with prometheus_client's parser; counters, histograms and gauges
     have the cronmgr_ names, types and labels, and no run id or message is a label."""
     for seconds in (0.003, 0.3, 3.0):

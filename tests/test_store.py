@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 
 from cronmgr.core.errors import Conflict, NotFound, StoreError
@@ -38,18 +39,19 @@ from cronmgr.core.models import (
     new_id,
     utcnow,
 )
+from cronmgr.store import Store
 from cronmgr.store.queries import load_queries, migrations
 from cronmgr.store.records import Progress, StepGroup
-from cronmgr.store.sqlite import SQLiteStore
-from cronmgr.store.sqlite.columns import _ts
-from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS
-from cronmgr.store.sqlite.rows import (
+from cronmgr.store.relational.columns import _ts
+from cronmgr.store.relational.rows import (
     SCHEDULE_COLUMNS,
     _schedule_params,
     _target_params,
     schedule_from_row,
     target_from_row,
 )
+from cronmgr.store.sqlite import SQLiteStore
+from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS
 
 T0 = datetime(2026, 3, 29, 0, 30, tzinfo=UTC)
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -61,7 +63,7 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+async def sqlite_store(db_path: Path) -> AsyncIterator[SQLiteStore]:
     opened = await SQLiteStore.open(db_path)
     yield opened
     await opened.close()
@@ -156,11 +158,11 @@ def make_run(
     )
 
 
-async def revision(store: SQLiteStore) -> int:
+async def revision(store: Store) -> int:
     return (await store.changed_schedules(2**62)).revision
 
 
-async def add_target_with_schedules(store: SQLiteStore, count: int) -> tuple[Target, list[str]]:
+async def add_target_with_schedules(store: Store, count: int) -> tuple[Target, list[str]]:
     target = make_target()
     await store.insert_target(target)
     ids = []
@@ -191,14 +193,14 @@ def test_timestamps_are_stored_as_fixed_width_utc_text() -> None:
     assert _ts(None) is None
 
 
-async def test_a_target_round_trips_with_every_field(store: SQLiteStore) -> None:
+async def test_a_target_round_trips_with_every_field(store: Store) -> None:
     target = make_target()
     await store.insert_target(target)
     assert await store.get_target(target.id) == target
 
 
 async def test_update_target_replaces_the_definition_but_not_created_at(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target = make_target()
     await store.insert_target(target)
@@ -216,7 +218,7 @@ async def test_update_target_replaces_the_definition_but_not_created_at(
     assert await store.get_target(target.id) == replace(edited, created_at=T0)
 
 
-async def test_missing_targets_are_not_found_naming_the_id(store: SQLiteStore) -> None:
+async def test_missing_targets_are_not_found_naming_the_id(store: Store) -> None:
     ghost = make_target()
     with pytest.raises(NotFound, match=ghost.id):
         await store.get_target(ghost.id)
@@ -226,7 +228,7 @@ async def test_missing_targets_are_not_found_naming_the_id(store: SQLiteStore) -
         await store.delete_target(ghost.id)
 
 
-async def test_a_taken_target_name_is_a_conflict_naming_it(store: SQLiteStore) -> None:
+async def test_a_taken_target_name_is_a_conflict_naming_it(store: Store) -> None:
     first, second = make_target("alpha"), make_target("beta")
     await store.insert_target(first)
     await store.insert_target(second)
@@ -237,14 +239,14 @@ async def test_a_taken_target_name_is_a_conflict_naming_it(store: SQLiteStore) -
     assert (await store.get_target(second.id)).name == "beta"
 
 
-async def test_a_taken_target_id_is_a_conflict(store: SQLiteStore) -> None:
+async def test_a_taken_target_id_is_a_conflict(store: Store) -> None:
     target = make_target("alpha")
     await store.insert_target(target)
     with pytest.raises(Conflict, match="id already exists"):
         await store.insert_target(replace(target, name="other"))
 
 
-async def test_targets_are_listed_by_name_with_limit_and_offset(store: SQLiteStore) -> None:
+async def test_targets_are_listed_by_name_with_limit_and_offset(store: Store) -> None:
     for name in ("delta", "alpha", "charlie", "bravo"):
         await store.insert_target(make_target(name))
     assert [t.name for t in await store.list_targets()] == ["alpha", "bravo", "charlie", "delta"]
@@ -252,7 +254,7 @@ async def test_targets_are_listed_by_name_with_limit_and_offset(store: SQLiteSto
     assert [t.name for t in page] == ["bravo", "charlie"]
 
 
-async def test_editing_a_target_gives_its_schedules_a_new_revision(store: SQLiteStore) -> None:
+async def test_editing_a_target_gives_its_schedules_a_new_revision(store: Store) -> None:
     """A daemon that caches targets learns of the edit through changed_schedules."""
     target, (used,) = await add_target_with_schedules(store, 1)
     other = make_target("other")
@@ -268,7 +270,7 @@ async def test_editing_a_target_gives_its_schedules_a_new_revision(store: SQLite
 # Schedules
 
 
-async def test_a_schedule_round_trips_with_every_field(store: SQLiteStore) -> None:
+async def test_a_schedule_round_trips_with_every_field(store: Store) -> None:
     target = make_target()
     await store.insert_target(target)
     schedule = make_schedule(target.id)
@@ -278,7 +280,7 @@ async def test_a_schedule_round_trips_with_every_field(store: SQLiteStore) -> No
     assert stored == replace(schedule, revision=1)
 
 
-async def test_a_pipeline_schedule_with_defaults_round_trips(store: SQLiteStore) -> None:
+async def test_a_pipeline_schedule_with_defaults_round_trips(store: Store) -> None:
     schedule = Schedule(
         id=new_id(), name="every-minute", schedule_type=ScheduleType.INTERVAL, pipeline="etl"
     )
@@ -288,14 +290,14 @@ async def test_a_pipeline_schedule_with_defaults_round_trips(store: SQLiteStore)
 
 
 async def test_a_schedule_for_a_missing_target_is_not_found_naming_the_target(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     with pytest.raises(NotFound, match="target 'no-such-target' does not exist"):
         await store.insert_schedule(make_schedule("no-such-target"))
     assert await store.list_schedules() == []
 
 
-async def test_a_taken_schedule_name_is_a_conflict_naming_it(store: SQLiteStore) -> None:
+async def test_a_taken_schedule_name_is_a_conflict_naming_it(store: Store) -> None:
     _, (first, second) = await add_target_with_schedules(store, 2)
     with pytest.raises(Conflict, match="a schedule named 's0000' already exists"):
         await store.insert_schedule(make_schedule(None, name="s0000"))
@@ -306,7 +308,7 @@ async def test_a_taken_schedule_name_is_a_conflict_naming_it(store: SQLiteStore)
 
 
 async def test_update_schedule_replaces_the_definition_not_status_or_progress(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target = make_target()
     await store.insert_target(target)
@@ -344,7 +346,7 @@ async def test_update_schedule_replaces_the_definition_not_status_or_progress(
 
 
 async def test_updating_a_missing_schedule_or_to_a_missing_target_is_not_found(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     _, (schedule_id,) = await add_target_with_schedules(store, 1)
     with pytest.raises(NotFound, match="schedule 'ghost' does not exist"):
@@ -357,7 +359,7 @@ async def test_updating_a_missing_schedule_or_to_a_missing_target_is_not_found(
 
 
 async def test_schedules_are_listed_by_name_filtered_by_status_and_target(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target, ids = await add_target_with_schedules(store, 3)
     await store.insert_schedule(
@@ -374,7 +376,7 @@ async def test_schedules_are_listed_by_name_filtered_by_status_and_target(
     assert [s.id for s in paused] == [ids[1]]
 
 
-async def test_deleting_a_schedule_keeps_its_runs(store: SQLiteStore) -> None:
+async def test_deleting_a_schedule_keeps_its_runs(store: Store) -> None:
     _, (schedule_id,) = await add_target_with_schedules(store, 1)
     run = make_run(schedule_id, T0)
     await store.insert_run(run)
@@ -386,7 +388,7 @@ async def test_deleting_a_schedule_keeps_its_runs(store: SQLiteStore) -> None:
         await store.delete_schedule(schedule_id)
 
 
-async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteStore) -> None:
+async def test_recount_adds_the_runs_after_the_last_counted_slot(store: Store) -> None:
     """What a kill -9 within the engine's flush period leaves: runs recorded after the
     last_run_at its count was written with. The recount adds the succeeded and failed runs
     of the schedule's own firing after that slot, and moves last_run_at along."""
@@ -444,7 +446,7 @@ async def test_recount_adds_the_runs_after_the_last_counted_slot(store: SQLiteSt
 # Revisions
 
 
-async def test_every_schedule_write_takes_the_next_revision(store: SQLiteStore) -> None:
+async def test_every_schedule_write_takes_the_next_revision(store: Store) -> None:
     target = make_target()
     await store.insert_target(target)
     assert await revision(store) == 0, "target writes alone take no revision"
@@ -458,7 +460,7 @@ async def test_every_schedule_write_takes_the_next_revision(store: SQLiteStore) 
     assert (changes.changed, changes.deleted, changes.revision) == ([], [schedule.id], 4)
 
 
-async def test_changed_schedules_returns_only_what_came_after(store: SQLiteStore) -> None:
+async def test_changed_schedules_returns_only_what_came_after(store: Store) -> None:
     _, ids = await add_target_with_schedules(store, 3)
     everything = await store.changed_schedules(0)
     assert [s.id for s in everything.changed] == ids
@@ -474,7 +476,7 @@ async def test_changed_schedules_returns_only_what_came_after(store: SQLiteStore
     assert await store.changed_schedules(5) == replace(later, changed=[], deleted=[])
 
 
-async def test_a_refused_write_takes_no_revision(store: SQLiteStore) -> None:
+async def test_a_refused_write_takes_no_revision(store: Store) -> None:
     await add_target_with_schedules(store, 1)
     before = await revision(store)
     with pytest.raises(Conflict):
@@ -488,7 +490,7 @@ async def test_a_refused_write_takes_no_revision(store: SQLiteStore) -> None:
 
 
 async def test_a_deleted_id_that_comes_back_is_a_change_not_a_deletion(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     schedule = make_schedule(None)
     await store.insert_schedule(schedule)
@@ -514,7 +516,7 @@ def progress_for(schedule_id: str, n: int, **extra: Any) -> Progress:
 
 
 async def test_record_progress_writes_engine_fields_without_a_revision(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """The daemon's own bookkeeping must not look like a definition change to the daemon."""
     _, ids = await add_target_with_schedules(store, 3)
@@ -535,7 +537,7 @@ async def test_record_progress_writes_engine_fields_without_a_revision(
 
 
 async def test_a_status_from_the_engine_is_visible_and_no_status_keeps_the_current_one(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     _, (done, failing, paused) = await add_target_with_schedules(store, 3)
     await store.set_schedule_status(paused, ScheduleStatus.PAUSED, "by hand")
@@ -555,7 +557,7 @@ async def test_a_status_from_the_engine_is_visible_and_no_status_keeps_the_curre
 
 
 async def test_record_progress_skips_deleted_schedules_and_accepts_nothing(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     _, (kept, gone) = await add_target_with_schedules(store, 2)
     await store.delete_schedule(gone)
@@ -565,7 +567,7 @@ async def test_record_progress_skips_deleted_schedules_and_accepts_nothing(
 
 
 async def test_pause_keeps_the_reason_and_resume_resets_failures_circuit_and_reason(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     _, (schedule_id,) = await add_target_with_schedules(store, 1)
     tripped = progress_for(
@@ -589,7 +591,7 @@ async def test_pause_keeps_the_reason_and_resume_resets_failures_circuit_and_rea
 
 
 async def test_progress_of_an_older_revision_keeps_the_failure_reset_of_a_resume(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """A progress write the engine made before an API resume lands after it: run_count and
     slots are the engine's, but the resume's reset failure count and circuit stay."""
@@ -608,7 +610,7 @@ async def test_progress_of_an_older_revision_keeps_the_failure_reset_of_a_resume
     assert (await store.get_schedule(schedule_id)).consecutive_failures == 1
 
 
-async def test_record_progress_of_1000_schedules_in_one_call(store: SQLiteStore) -> None:
+async def test_record_progress_of_1000_schedules_in_one_call(store: Store) -> None:
     target = make_target()
     await store.insert_target(target)
     ids = [new_id() for _ in range(1000)]
@@ -625,7 +627,7 @@ async def test_record_progress_of_1000_schedules_in_one_call(store: SQLiteStore)
 
 
 async def test_deleting_a_used_target_is_a_conflict_counting_its_schedules(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target, ids = await add_target_with_schedules(store, 2)
     before = await revision(store)
@@ -640,7 +642,7 @@ async def test_deleting_a_used_target_is_a_conflict_counting_its_schedules(
 
 
 async def test_cascade_deletes_the_schedules_with_tombstones_and_keeps_runs(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target, ids = await add_target_with_schedules(store, 2)
     survivor = make_schedule(None, name="pipeline-only")
@@ -657,7 +659,7 @@ async def test_cascade_deletes_the_schedules_with_tombstones_and_keeps_runs(
     assert [r.id for r in await store.list_runs(target_id=target.id)] == [run.id]
 
 
-async def test_an_unused_target_is_deleted_without_cascade(store: SQLiteStore) -> None:
+async def test_an_unused_target_is_deleted_without_cascade(store: Store) -> None:
     target = make_target()
     await store.insert_target(target)
     assert await store.delete_target(target.id) == []
@@ -667,7 +669,7 @@ async def test_an_unused_target_is_deleted_without_cascade(store: SQLiteStore) -
 # Runs
 
 
-async def test_runs_of_a_target_are_listed_newest_first_page_by_page(store: SQLiteStore) -> None:
+async def test_runs_of_a_target_are_listed_newest_first_page_by_page(store: Store) -> None:
     target, (schedule_id,) = await add_target_with_schedules(store, 1)
     job = f"target:{target.id}"
     mine = [make_run(schedule_id, T0 + timedelta(minutes=n), job=job) for n in range(5)]
@@ -683,7 +685,7 @@ async def test_runs_of_a_target_are_listed_newest_first_page_by_page(store: SQLi
     assert await store.list_runs(job="pipeline:etl", target_id=target.id) == []
 
 
-async def test_list_runs_filters_by_schedule_status_and_since(store: SQLiteStore) -> None:
+async def test_list_runs_filters_by_schedule_status_and_since(store: Store) -> None:
     runs = [
         make_run("a", T0, RunStatus.SUCCEEDED),
         make_run("a", T0 + timedelta(minutes=1), RunStatus.FAILED),
@@ -705,7 +707,7 @@ async def test_list_runs_filters_by_schedule_status_and_since(store: SQLiteStore
     assert await ids(job="pipeline:etl", schedule_id="b") == [runs[2].id]
 
 
-async def test_a_slot_is_one_run_and_a_run_keeps_its_steps(store: SQLiteStore) -> None:
+async def test_a_slot_is_one_run_and_a_run_keeps_its_steps(store: Store) -> None:
     run = make_run("a", T0, RunStatus.RUNNING)
     assert await store.insert_run(run)
     assert not await store.insert_run(replace(run, id=new_id()))
@@ -738,7 +740,7 @@ def claim(schedule_id: str, slot: datetime) -> Run:
     )
 
 
-async def test_claiming_many_slots_at_once_wins_only_the_free_ones(store: SQLiteStore) -> None:
+async def test_claiming_many_slots_at_once_wins_only_the_free_ones(store: Store) -> None:
     """One claim write of many slots: the ids won are those whose slot was free."""
     taken = make_run("a", T0)
     assert await store.insert_run(taken)
@@ -751,7 +753,7 @@ async def test_claiming_many_slots_at_once_wins_only_the_free_ones(store: SQLite
     assert all(r.started_at is None for r in pending)
 
 
-async def test_a_claimed_run_starts_then_finishes_in_order(store: SQLiteStore) -> None:
+async def test_a_claimed_run_starts_then_finishes_in_order(store: Store) -> None:
     """start_run is queued without waiting, and lands before the end written after it."""
     run = claim("a", T0)
     await store.claim_runs([run])
@@ -766,7 +768,7 @@ async def test_a_claimed_run_starts_then_finishes_in_order(store: SQLiteStore) -
     assert (await store.get_run(run.id)).started_at == T0 + timedelta(milliseconds=5)
 
 
-async def test_an_end_may_carry_the_start_of_a_claimed_run(store: SQLiteStore) -> None:
+async def test_an_end_may_carry_the_start_of_a_claimed_run(store: Store) -> None:
     """A claimed run that ended before its start was written gets both in one write."""
     run = claim("a", T0)
     await store.claim_runs([run])
@@ -781,7 +783,7 @@ async def test_an_end_may_carry_the_start_of_a_claimed_run(store: SQLiteStore) -
 
 
 async def test_releasing_claims_frees_their_slots_and_spares_started_runs(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """A released claim is gone and its slot free again; a started run is never released."""
     idle, started = claim("a", T0), claim("a", T0 + timedelta(seconds=1))
@@ -794,7 +796,7 @@ async def test_releasing_claims_frees_their_slots_and_spares_started_runs(
 
 
 async def test_requested_runs_are_the_pending_manual_ones_not_the_claims(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """Pending runs someone asked for are listed for pick-up; slots claimed ahead are not."""
     await store.claim_runs([claim("a", T0 + timedelta(seconds=n)) for n in range(3)])
@@ -809,7 +811,7 @@ async def test_requested_runs_are_the_pending_manual_ones_not_the_claims(
     assert [r.id for r in await store.list_requested_runs(limit=10)] == [manual.id]
 
 
-async def test_orphaned_claims_fail_with_their_own_reason(store: SQLiteStore) -> None:
+async def test_orphaned_claims_fail_with_their_own_reason(store: Store) -> None:
     """After a crash a running run fails with the reason, a claimed slot with the claim
     reason; a pending manual run waits for the next daemon."""
     running = make_run("a", T0, RunStatus.RUNNING)
@@ -833,17 +835,17 @@ async def test_orphaned_claims_fail_with_their_own_reason(store: SQLiteStore) ->
 # Retention
 
 
-async def insert_runs(store: SQLiteStore, runs: list[Run]) -> None:
+async def insert_runs(store: Store, runs: list[Run]) -> None:
     for run in runs:
         assert await store.insert_run(run)
 
 
-async def remaining(store: SQLiteStore) -> set[str]:
+async def remaining(store: Store) -> set[str]:
     return {r.id for r in await store.list_runs(limit=10_000)}
 
 
 async def test_purge_keeps_the_newest_finished_runs_per_schedule_and_every_unfinished_one(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     slots = [T0 + timedelta(minutes=n) for n in range(6)]
     a = [make_run("a", s) for s in slots[:4]]
@@ -858,7 +860,7 @@ async def test_purge_keeps_the_newest_finished_runs_per_schedule_and_every_unfin
     assert await remaining(store) == expected | {manual[1].id, manual[2].id, manual_other[0].id}
 
 
-async def test_purge_older_than_deletes_only_runs_finished_before_it(store: SQLiteStore) -> None:
+async def test_purge_older_than_deletes_only_runs_finished_before_it(store: Store) -> None:
     old = make_run("a", T0, finished_at=T0 + timedelta(seconds=5))
     old_running = make_run("a", T0 + timedelta(minutes=1), RunStatus.RUNNING)
     recent = make_run("a", T0 + timedelta(minutes=2), finished_at=T0 + timedelta(days=2))
@@ -867,7 +869,7 @@ async def test_purge_older_than_deletes_only_runs_finished_before_it(store: SQLi
     assert await remaining(store) == {old_running.id, recent.id}
 
 
-async def test_purge_with_both_bounds_deletes_what_either_condemns(store: SQLiteStore) -> None:
+async def test_purge_with_both_bounds_deletes_what_either_condemns(store: Store) -> None:
     runs = [make_run("a", T0 + timedelta(days=n)) for n in range(4)]
     await insert_runs(store, runs)
     deleted = await store.purge_runs(keep_per_schedule=3, older_than=T0 + timedelta(days=2))
@@ -875,19 +877,21 @@ async def test_purge_with_both_bounds_deletes_what_either_condemns(store: SQLite
     assert await remaining(store) == {runs[2].id, runs[3].id}
 
 
-async def test_purge_takes_step_results_with_the_runs(store: SQLiteStore, db_path: Path) -> None:
+async def test_purge_takes_step_results_with_the_runs(
+    sqlite_store: SQLiteStore, db_path: Path
+) -> None:
     runs = [make_run("a", T0 + timedelta(minutes=n)) for n in range(2)]
-    await insert_runs(store, runs)
+    await insert_runs(sqlite_store, runs)
     for run in runs:
         step = StepResult(step="s", status=RunStatus.SUCCEEDED, started_at=T0, duration_ms=1)
-        await store.insert_step_result(run.id, 0, step)
-    assert await store.purge_runs(keep_per_schedule=1) == 1
+        await sqlite_store.insert_step_result(run.id, 0, step)
+    assert await sqlite_store.purge_runs(keep_per_schedule=1) == 1
     with sqlite3.connect(db_path) as db:
         left = db.execute("SELECT run_id FROM step_results").fetchall()
     assert left == [(runs[1].id,)]
 
 
-async def test_purge_without_bounds_deletes_nothing(store: SQLiteStore) -> None:
+async def test_purge_without_bounds_deletes_nothing(store: Store) -> None:
     await insert_runs(store, [make_run("a", T0)])
     assert await store.purge_runs() == 0
     assert await store.purge_runs(keep_per_schedule=1) == 0
@@ -919,14 +923,14 @@ def fill_runs(path: Path, schedules: int, per_schedule: int) -> None:
     db.close()  # `with` commits but does not close
 
 
-async def test_purge_of_100k_runs(store: SQLiteStore, db_path: Path) -> None:
+async def test_purge_of_100k_runs(sqlite_store: SQLiteStore, db_path: Path) -> None:
     """Timing is printed, not asserted: 100 schedules x 1,000 runs, keep the newest 100."""
     fill_runs(db_path, schedules=100, per_schedule=1000)
     started = time.perf_counter()
-    deleted = await store.purge_runs(keep_per_schedule=100)
+    deleted = await sqlite_store.purge_runs(keep_per_schedule=100)
     first = time.perf_counter() - started
     started = time.perf_counter()
-    assert await store.purge_runs(keep_per_schedule=100) == 0
+    assert await sqlite_store.purge_runs(keep_per_schedule=100) == 0
     again = time.perf_counter() - started
     print(
         f"\npurge of 100k runs: {deleted} deleted in {first * 1000:.0f} ms;"
@@ -945,7 +949,7 @@ async def test_purge_of_100k_runs(store: SQLiteStore, db_path: Path) -> None:
 # Step process groups
 
 
-async def test_step_groups_are_listed_while_their_run_is_unfinished(store: SQLiteStore) -> None:
+async def test_step_groups_are_listed_while_their_run_is_unfinished(store: Store) -> None:
     """A step's recorded group is listed (with its leader's create time) while its run is
     pending or running, and forgotten once the run ends, however it ends."""
     running = make_run("s1", T0, RunStatus.RUNNING)
@@ -995,14 +999,14 @@ async def test_a_version_1_database_is_upgraded_keeping_its_runs(db_path: Path) 
 
 
 async def test_the_store_runs_in_wal_mode_with_a_busy_timeout(
-    store: SQLiteStore, db_path: Path
+    sqlite_store: SQLiteStore, db_path: Path
 ) -> None:
     """The store's own connection waits out a writer (busy_timeout) instead of failing at
     once, and the file is in WAL mode, which is persistent: a fresh connection sees it."""
-    async with store._db.execute("PRAGMA busy_timeout") as cursor:
+    async with sqlite_store._db.execute("PRAGMA busy_timeout") as cursor:
         (busy_timeout,) = await cursor.fetchone() or (None,)
     assert busy_timeout == BUSY_TIMEOUT_MS and busy_timeout >= 1000
-    async with store._db.execute("PRAGMA journal_mode") as cursor:
+    async with sqlite_store._db.execute("PRAGMA journal_mode") as cursor:
         assert tuple(await cursor.fetchone() or ()) == ("wal",)
     with sqlite3.connect(db_path) as db:
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
@@ -1051,26 +1055,26 @@ async def test_two_connections_write_at_once_without_locking_errors(db_path: Pat
 
 
 async def test_a_write_cancelled_while_waiting_for_the_lock_leaves_no_transaction_open(
-    store: SQLiteStore, db_path: Path
+    sqlite_store: SQLiteStore, db_path: Path
 ) -> None:
     blocker = sqlite3.connect(db_path, isolation_level=None)
     blocker.execute("BEGIN IMMEDIATE")
-    task = asyncio.create_task(store.insert_schedule(make_schedule(None, name="cancelled")))
+    task = asyncio.create_task(sqlite_store.insert_schedule(make_schedule(None, name="cancelled")))
     await asyncio.sleep(0.2)
     task.cancel()
     await asyncio.sleep(0.1)
     blocker.execute("ROLLBACK")
     with pytest.raises(asyncio.CancelledError):
         await task
-    await store.insert_schedule(make_schedule(None, name="after"))
+    await sqlite_store.insert_schedule(make_schedule(None, name="after"))
     blocker.execute("BEGIN IMMEDIATE")  # the store let go of the write lock
     blocker.execute("ROLLBACK")
     blocker.close()
-    assert [s.name for s in await store.list_schedules()] == ["after"]
+    assert [s.name for s in await sqlite_store.list_schedules()] == ["after"]
 
 
 async def test_many_tasks_share_one_store_without_interleaving_transactions(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     target, ids = await add_target_with_schedules(store, 10)
     tasks = [store.insert_schedule(make_schedule(target.id, name=f"t{n}")) for n in range(50)]
@@ -1090,6 +1094,7 @@ import asyncio, sys
 from datetime import UTC, datetime
 from pathlib import Path
 from cronmgr.store.records import Progress
+from cronmgr.store import Store
 from cronmgr.store.sqlite import SQLiteStore
 from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS
 
@@ -1109,9 +1114,9 @@ asyncio.run(main(sys.argv[1], sys.argv[3:]))
 
 
 async def test_a_daemon_process_records_progress_while_the_controller_writes(
-    store: SQLiteStore, db_path: Path
+    sqlite_store: SQLiteStore, db_path: Path
 ) -> None:
-    target, ids = await add_target_with_schedules(store, 20)
+    target, ids = await add_target_with_schedules(sqlite_store, 20)
     child = await asyncio.create_subprocess_exec(
         sys.executable,
         "-c",
@@ -1126,12 +1131,12 @@ async def test_a_daemon_process_records_progress_while_the_controller_writes(
     inserts = 0
     # Both sides write a fixed number of times, at once: each waits out the other's lock.
     while inserts < CONCURRENT_WRITES:
-        await store.insert_schedule(make_schedule(target.id, name=f"c{inserts:05d}"))
+        await sqlite_store.insert_schedule(make_schedule(target.id, name=f"c{inserts:05d}"))
         inserts += 1
     child_writes = int(await child.stdout.readline())
     assert await child.wait() == 0
     assert inserts > 10 and child_writes > 10
-    assert (await store.get_schedule(ids[0])).run_count == child_writes - 1
+    assert (await sqlite_store.get_schedule(ids[0])).run_count == child_writes - 1
 
 
 async def test_an_unusable_file_is_a_store_error(tmp_path: Path) -> None:
@@ -1141,7 +1146,7 @@ async def test_an_unusable_file_is_a_store_error(tmp_path: Path) -> None:
         await SQLiteStore.open(path)
 
 
-async def test_many_targets_are_read_in_one_call(store: SQLiteStore) -> None:
+async def test_many_targets_are_read_in_one_call(store: Store) -> None:
     """get_targets returns those that exist, by id; unknown ids are left out."""
     first, second = make_target("a"), make_target("b")
     for target in (first, second):
@@ -1164,18 +1169,31 @@ async def test_an_sqlite_too_old_for_the_store_is_named(
 # Row mappings
 
 
-def stored_row(path: Path, table: str) -> dict[str, Any]:
-    """The one row of `table` in the store file, by column (every column of the table)."""
-    with contextlib.closing(sqlite3.connect(path)) as db:
-        db.row_factory = sqlite3.Row
-        columns = [info["name"] for info in db.execute(f"PRAGMA table_info({table})")]
-        (row,) = db.execute(f"SELECT * FROM {table}").fetchall()
-    assert list(row.keys()) == columns
-    return dict(row)
+async def stored_row(url: str, table: str) -> dict[str, Any]:
+    """The one row of `table` in the store at `url`, by column (every column of the table)."""
+    if url.startswith("sqlite:///"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as db:
+            db.row_factory = sqlite3.Row
+            columns = [info["name"] for info in db.execute(f"PRAGMA table_info({table})")]
+            (row,) = db.execute(f"SELECT * FROM {table}").fetchall()
+        assert list(row.keys()) == columns
+        return dict(row)
+    connection = await asyncpg.connect(url)
+    try:
+        columns = await connection.fetch(
+            "SELECT column_name FROM information_schema.columns"
+            " WHERE table_schema = current_schema() AND table_name = $1 ORDER BY ordinal_position",
+            table,
+        )
+        (record,) = await connection.fetch(f"SELECT * FROM {table}")
+    finally:
+        await connection.close()
+    assert list(record.keys()) == [c["column_name"] for c in columns]
+    return dict(record)
 
 
 async def test_schedule_row_mapping_covers_every_field_and_column(
-    store: SQLiteStore, db_path: Path
+    store: Store, store_url: str
 ) -> None:
     """Every Schedule field has a `schedules` column and every column a field, and a stored
     row read and written back is that row again, column by column: a field added without
@@ -1183,7 +1201,7 @@ async def test_schedule_row_mapping_covers_every_field_and_column(
     target = make_target()
     await store.insert_target(target)
     await store.insert_schedule(make_schedule(target.id))
-    row = stored_row(db_path, "schedules")
+    row = await stored_row(store_url, "schedules")
     fields = [f.name for f in dataclasses.fields(Schedule)]
     assert set(row) == set(fields)
     assert tuple(fields) == SCHEDULE_COLUMNS
@@ -1191,11 +1209,11 @@ async def test_schedule_row_mapping_covers_every_field_and_column(
 
 
 async def test_target_row_mapping_covers_every_stored_field_and_column(
-    store: SQLiteStore, db_path: Path
+    store: Store, store_url: str
 ) -> None:
     """As for schedules; `status_reason` alone is not stored: it is found when read."""
     await store.insert_target(make_target())
-    row = stored_row(db_path, "targets")
+    row = await stored_row(store_url, "targets")
     fields = {f.name for f in dataclasses.fields(Target)}
     assert set(row) == fields - {"status_reason"}
     assert _target_params(target_from_row(row)) == row

@@ -6,7 +6,7 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,19 +14,13 @@ import pytest
 from support import until
 
 from cronmgr.core.models import ErrorType, Run, RunStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.store import Store
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries
+from cronmgr.store.relational.writes import WRITE_KINDS
 from cronmgr.store.sqlite import SQLiteStore
-from cronmgr.store.sqlite.writes import WRITE_KINDS
 
 SLOT = datetime(2030, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    opened = await SQLiteStore.open(tmp_path / "cronmgr.db")
-    yield opened
-    await opened.close()
 
 
 def run_at(slot: datetime, schedule_id: str = "s1") -> Run:
@@ -42,7 +36,7 @@ def run_at(slot: datetime, schedule_id: str = "s1") -> Run:
 
 
 async def test_concurrent_claims_each_learn_whether_their_slot_was_free(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """300 runs for 200 slots, all at once: exactly one claim per slot wins."""
     slots = [SLOT + timedelta(seconds=i) for i in range(200)]
@@ -53,7 +47,7 @@ async def test_concurrent_claims_each_learn_whether_their_slot_was_free(
     assert {r.id for r in stored} == {r.id for r in runs[:200]}
 
 
-async def test_steps_and_updates_of_many_runs_land_together(store: SQLiteStore) -> None:
+async def test_steps_and_updates_of_many_runs_land_together(store: Store) -> None:
     runs = [run_at(SLOT + timedelta(seconds=i)) for i in range(50)]
     await asyncio.gather(*(store.insert_run(run) for run in runs))
     result = StepResult(
@@ -214,7 +208,7 @@ async def test_flush_sends_lingering_writes_at_once() -> None:
 
 
 async def test_finish_run_records_the_last_attempt_and_the_end_together(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """The end's trigger counts the error class of the attempt written with it."""
     run = run_at(SLOT)
@@ -378,7 +372,7 @@ def test_each_run_write_kind_has_a_query_and_a_place_of_its_own() -> None:
 
 
 async def test_a_step_group_and_its_runs_end_in_one_batch_leave_no_group(
-    store: SQLiteStore,
+    store: Store,
 ) -> None:
     """A group is recorded before an end written in the same batch, whose trigger then
     forgets it: it is never left behind for an ended run."""

@@ -31,10 +31,11 @@ from cronmgr.core.models import (
 )
 from cronmgr.store.queries import load_queries
 from cronmgr.store.records import Progress
+from cronmgr.store.relational.columns import _ts
+from cronmgr.store.relational.rows import _run_params, _step_params, _update_params
+from cronmgr.store.relational.writes import _statement
 from cronmgr.store.sqlite import SQLiteStore
-from cronmgr.store.sqlite.columns import _ts
-from cronmgr.store.sqlite.rows import _run_params, _step_params, _update_params
-from cronmgr.store.sqlite.writes import _statement, _write_progress
+from cronmgr.store.sqlite.connection import _write_progress
 from cronmgr.store.writer import Statement, apply_writes
 
 SLOT = datetime(2030, 1, 1, tzinfo=UTC)

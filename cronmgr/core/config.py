@@ -53,6 +53,9 @@ EVENT_KINDS = ("incident_opened", "incident_resolved", "schedule_disabled", "dae
 EventKind = Literal["incident_opened", "incident_resolved", "schedule_disabled", "daemon_died"]
 WEBHOOKS_ENV = ENV_PREFIX + "WEBHOOKS"
 """How the controller hands the webhooks to the daemon it launches (JSON)."""
+STORE_URL_ENV = ENV_PREFIX + "STORE_URL"
+"""The store URL under the name the cluster documents (CRONMGR_DATABASE_URL works too)."""
+STORE_SCHEMES = ("sqlite:///", "postgresql://", "postgres://")
 
 
 class WebhookConfig(BaseModel):
@@ -110,7 +113,12 @@ class Settings(BaseModel):
     port: int = Field(
         DEFAULT_PORT, ge=0, le=MAX_PORT, description="Port the controller listens on."
     )
-    database_url: str | None = Field(None, description="Store URL; default SQLite in state_dir.")
+    database_url: str | None = Field(
+        None,
+        description="Store URL (also `store_url`): sqlite:///<path>, default the state_dir's "
+        "cronmgr.db, or postgresql://<user>@<host>:<port>/<db> shared by several daemons.",
+        max_length=4096,
+    )
     api_token: str | None = Field(
         None, min_length=MIN_TOKEN_LENGTH, description="Bearer token for the API."
     )
@@ -188,6 +196,28 @@ class Settings(BaseModel):
     notify_queue_size: int = Field(
         1000, ge=1, le=1_000_000, description="Events waiting per webhook; beyond, oldest dropped."
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _store_url_alias(cls, values: Any) -> Any:
+        # `store_url` is the name the cluster documents; `database_url` the first one.
+        if not isinstance(values, dict) or "store_url" not in values:
+            return values
+        values = dict(values)
+        url = values.pop("store_url")
+        if values.get("database_url") not in (None, url):
+            raise ValueError("store_url and database_url name different stores: set one")
+        values["database_url"] = url
+        return values
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_store(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(STORE_SCHEMES):
+            raise ValueError(
+                "expected sqlite:///<path> or postgresql://<user>@<host>:<port>/<database>"
+            )
+        return value
 
     @field_validator("home", "pipelines_dir", "log_dir", "state_dir")
     @classmethod
@@ -291,6 +321,8 @@ def load_settings(
 
 def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
     found: dict[str, Any] = dict(from_env(env, Settings.model_fields))
+    if STORE_URL_ENV in env:
+        found["store_url"] = env[STORE_URL_ENV]
     if "webhooks" in found:
         found["webhooks"] = _webhooks_from_env(found["webhooks"])
     return found

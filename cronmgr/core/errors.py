@@ -109,6 +109,13 @@ class StoreFull(StoreError):
     status = 507
 
 
+class StoreUnavailable(StoreError):
+    """The store cannot be reached for now (its server is down or the network cut); the
+    daemon holds its run writes until it is back, and the API answers 503 meanwhile."""
+
+    status = 503
+
+
 class ControllerUnreachable(CronmgrError):
     """No answer from the controller at all (refused, timed out); raised by the client only."""
 

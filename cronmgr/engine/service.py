@@ -83,6 +83,10 @@ class Daemon(Upkeep):
             open_store(self.settings.store_url) as store,
             HttpRunner(environ=environ) as http,
         ):
+            # Alone on the store, or the orphans failed below could be another daemon's runs.
+            await store.lock_daemon()
+            # Changes written by any controller (the one here also signals SIGUSR1).
+            await store.watch_changes(self._refresh_wanted.set)
             # Before their runs are failed, which forgets their groups.
             self._inherited = await end_orphans(store, self._orphan_grace())
             recovered = await store.fail_orphaned_runs(

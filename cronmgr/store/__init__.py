@@ -2,8 +2,10 @@
 
 It owns the `Store` protocol (`base`), the write batcher and its writer, the row checks on
 read (`readable`), the file pipelines' schedules (`pipeline_sync`) and the SQLite store with
-its SQL; `open_store` picks the backend from a URL. It may import `cronmgr.core` only: the
-controller and the daemon both use it, and it knows neither.
+its SQL, and the PostgreSQL store that several hosts share; both run the operations of
+`relational` over their own connections. `open_store` picks the backend from a URL. It
+may import `cronmgr.core` only: the controller and the daemon both use it, and it knows
+neither.
 """
 
 from __future__ import annotations
@@ -14,17 +16,30 @@ from pathlib import Path
 
 from cronmgr.core.errors import ConfigError
 from cronmgr.store.base import Store
+from cronmgr.store.postgres import PostgresStore
 from cronmgr.store.sqlite import SQLiteStore
 
 __all__ = ["Store", "open_store"]
 
 
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # as core.config.STORE_SCHEMES
+
+
+async def _open(url: str) -> SQLiteStore | PostgresStore:
+    if url.startswith("sqlite:///"):
+        return await SQLiteStore.open(Path(url.removeprefix("sqlite:///")))
+    if url.startswith(POSTGRES_SCHEMES):
+        return await PostgresStore.open(url)
+    raise ConfigError(
+        f"unsupported store_url {url!r}: expected sqlite:///<path> or postgresql://<host>/<db>"
+    )
+
+
 @asynccontextmanager
 async def open_store(url: str) -> AsyncIterator[Store]:
-    """Open the store named by `url` (`sqlite:///path`) for the life of the block."""
-    if not url.startswith("sqlite:///"):
-        raise ConfigError(f"unsupported database_url {url!r}: expected sqlite:///<path>")
-    store = await SQLiteStore.open(Path(url.removeprefix("sqlite:///")))
+    """Open the store named by `url` (`sqlite:///path`, `postgresql://host/db`) for the
+    life of the block."""
+    store = await _open(url)
     try:
         yield store
     finally:

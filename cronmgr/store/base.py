@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
@@ -207,6 +207,18 @@ class Store(Protocol):
         self, *, keep_per_schedule: int | None = None, older_than: datetime | None = None
     ) -> int:
         """Delete finished runs beyond the newest N per schedule and/or older than a date."""
+        ...
+
+    async def watch_changes(self, changed: Callable[[], None]) -> None:
+        """Call `changed()` whenever definitions change in the store, written by any
+        process on any host, until the store is closed. The SQLite store has nothing to
+        watch: the controller on its machine signals its daemon."""
+        ...
+
+    async def lock_daemon(self) -> None:
+        """Claim the store for this process's daemon, for as long as the store is open;
+        StoreError naming the reason when another daemon holds it. (The PID file keeps one
+        daemon per home; this keeps one per shared store until daemons share one as nodes.)"""
         ...
 
     async def close(self) -> None:

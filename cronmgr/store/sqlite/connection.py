@@ -13,7 +13,7 @@ import functools
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import aiosqlite
@@ -21,8 +21,12 @@ import aiosqlite
 from cronmgr.core.errors import StoreError, StoreFull
 from cronmgr.store.batch import Write, WriteBatcher
 from cronmgr.store.queries import load_queries, migrations
-from cronmgr.store.sqlite.writes import WRITE_KINDS
-from cronmgr.store.writer import SyncWriter, apply_writes
+from cronmgr.store.records import Progress
+from cronmgr.store.relational.columns import Row
+from cronmgr.store.relational.connection import Refusal, RelationalConnection
+from cronmgr.store.relational.rows import _progress_params
+from cronmgr.store.relational.writes import PROGRESS_WRITE, WRITE_KINDS
+from cronmgr.store.writer import Statement, SyncWriter, apply_writes, rollback, run_many
 
 BUSY_TIMEOUT_MS = 5000
 
@@ -58,8 +62,10 @@ def _store_error(what: str, exc: sqlite3.Error) -> StoreError:
     return StoreError(f"store {what} failed: {exc}")
 
 
-class SQLiteConnection:
+class SQLiteConnection(RelationalConnection):
     """The connection, its lock and transactions, and the run writes' way to the writer."""
+
+    _integrity_errors = (sqlite3.IntegrityError,)
 
     def __init__(self, connection: aiosqlite.Connection, writer: SyncWriter) -> None:
         self._db = connection
@@ -67,6 +73,7 @@ class SQLiteConnection:
         self._writer = writer
         self._q = load_queries("sqlite")
         self._statements = {name: kind.prepared(self._q) for name, kind in WRITE_KINDS.items()}
+        self._progress_statement = PROGRESS_WRITE.prepared(self._q)
         # All tasks of a process share this one connection: a transaction's statements must
         # not interleave with another task's, so every use of the connection takes the lock.
         self._lock = asyncio.Lock()
@@ -130,25 +137,37 @@ class SQLiteConnection:
                 await self._db.rollback()
                 raise
 
+    def _snapshot(self, what: str) -> AbstractAsyncContextManager[None]:
+        # A deferred transaction reads one snapshot of the WAL and takes no write lock.
+        return self._transaction(what, begin="BEGIN")
+
     async def _run(self, name: str, params: Mapping[str, Any]) -> int:
         cursor = await self._db.execute(self._q[name], params)
         return cursor.rowcount
 
-    async def _rows(self, name: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
+    async def _rows(self, name: str, params: Mapping[str, Any]) -> list[Row]:
         async with self._db.execute(self._q[name], params) as cursor:
             return list(await cursor.fetchall())
 
-    async def _read(self, name: str, params: Mapping[str, Any]) -> list[sqlite3.Row]:
-        async with self._guard(name):
-            return await self._rows(name, params)
+    def _constraint(self, exc: Exception) -> str | None:
+        code = getattr(exc, "sqlite_errorname", None)
+        if code == "SQLITE_CONSTRAINT_FOREIGNKEY":
+            return Refusal.FOREIGN_KEY
+        if code == "SQLITE_CONSTRAINT_UNIQUE" and str(exc).endswith(".name"):
+            return Refusal.NAME_TAKEN
+        if code in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
+            return Refusal.ID_TAKEN
+        return None
 
-    async def _write(self, name: str, params: Mapping[str, Any]) -> int:
-        # A single statement commits on its own (autocommit) and takes the write lock at once.
-        async with self._guard(name):
-            return await self._run(name, params)
-
-    async def _bump_revision(self) -> None:
-        await self._run("bump_revision", {})
+    async def _write_progress(self, progress: Sequence[Progress]) -> None:
+        # On the writer thread, parameters included: the event loop only hands over the
+        # tuples, and these writes queue behind run writes instead of racing them for the
+        # write lock.
+        call = functools.partial(_write_progress, self._progress_statement, progress)
+        try:
+            await self._writer.call(call)
+        except sqlite3.Error as exc:
+            raise _store_error("record_progress", exc) from exc
 
     async def _apply_writes(self, writes: Sequence[Write]) -> list[int]:
         """Apply queued run writes in one transaction, in one trip to the writer thread."""
@@ -166,3 +185,17 @@ class SQLiteConnection:
         for index, count in zip(order, applied, strict=True):
             counts[index] = count
         return counts
+
+
+def _write_progress(
+    statement: Statement, chunk: Sequence[Progress], connection: sqlite3.Connection
+) -> None:
+    """Progress rows in one transaction of their own, on the writer thread."""
+    params = [_progress_params(p) for p in chunk]
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        run_many(connection, statement, params)
+        connection.execute("COMMIT")
+    except BaseException:
+        rollback(connection)
+        raise

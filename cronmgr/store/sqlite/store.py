@@ -1,22 +1,23 @@
 """The embedded store: one SQLite file in WAL mode, driven through aiosqlite's thread.
 
-`SQLiteStore` is the `Store` on that file, composed of its parts by concern: targets and
-schedules (`definitions`), runs and attempts (`runs`), statistics and incidents (`stats`),
-all over one connection (`connection`). Here it is opened, checked, upgraded and closed.
+`SQLiteStore` is the `Store` on that file: the operations every SQL backend shares
+(store/relational: definitions, runs, stats) over this backend's own connection
+(`connection`). Here it is opened, checked, upgraded and closed.
 """
 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
 
 from cronmgr.core.errors import StoreError
-from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS, PRAGMAS
-from cronmgr.store.sqlite.definitions import SchedulesMixin, TargetsMixin
-from cronmgr.store.sqlite.runs import RunsMixin
-from cronmgr.store.sqlite.stats import MetricsMixin
+from cronmgr.store.relational.definitions import SchedulesMixin, TargetsMixin
+from cronmgr.store.relational.runs import RunsMixin
+from cronmgr.store.relational.stats import MetricsMixin
+from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS, PRAGMAS, SQLiteConnection
 from cronmgr.store.writer import SyncWriter
 
 MIN_SQLITE = (3, 35)
@@ -24,7 +25,7 @@ CLOSE_HOLD_SECONDS = 10.0
 """How long a closing store goes on trying writes held for want of room."""
 
 
-class SQLiteStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin):
+class SQLiteStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, SQLiteConnection):
     """The Store on one SQLite file.
 
     The controller and the daemon open the same file from two processes. Every write runs
@@ -61,6 +62,13 @@ class SQLiteStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin):
             await connection.close()
             raise
         return store
+
+    async def watch_changes(self, changed: Callable[[], None]) -> None:
+        """Nothing to watch: the controller on this machine signals its daemon (SIGUSR1)."""
+
+    async def lock_daemon(self) -> None:
+        """Nothing to take: a SQLite file belongs to one home, whose PID file's lock
+        already keeps its daemon alone."""
 
     async def close(self) -> None:
         """Flush and release the connection. Writes held for want of room are tried for

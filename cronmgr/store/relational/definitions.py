@@ -7,39 +7,24 @@ schedules that use it. Progress, the engine's bookkeeping, takes no revision.
 
 from __future__ import annotations
 
-import functools
-import sqlite3
 from collections.abc import Sequence
 
-from cronmgr.core.errors import Conflict, NotFound, StoreError
+from cronmgr.core.errors import Conflict, NotFound
 from cronmgr.core.models import Schedule, ScheduleStatus, Target, utcnow
 from cronmgr.store.records import Progress, ScheduleChanges
-from cronmgr.store.sqlite.columns import _column, _json, _ts
-from cronmgr.store.sqlite.connection import SQLiteConnection, _store_error
-from cronmgr.store.sqlite.rows import (
+from cronmgr.store.relational.columns import _column, _json, _ts
+from cronmgr.store.relational.connection import RelationalConnection, refusal_error
+from cronmgr.store.relational.rows import (
     _schedule_params,
     _target_params,
     schedule_from_row,
     target_from_row,
 )
-from cronmgr.store.sqlite.writes import PROGRESS_WRITE, _write_progress
 
 PROGRESS_CHUNK = 2000  # rows per transaction of record_progress: ~0.1 s of write lock
 
 
-def _refusal(exc: sqlite3.IntegrityError, kind: str, name: str, target_id: str | None) -> Exception:
-    """The caller's words for a constraint SQLite enforced."""
-    code = exc.sqlite_errorname
-    if code == "SQLITE_CONSTRAINT_FOREIGNKEY":
-        return NotFound(f"target {target_id!r} does not exist")
-    if code == "SQLITE_CONSTRAINT_UNIQUE" and str(exc).endswith(".name"):
-        return Conflict(f"a {kind} named {name!r} already exists")
-    if code in ("SQLITE_CONSTRAINT_PRIMARYKEY", "SQLITE_CONSTRAINT_UNIQUE"):
-        return Conflict(f"a {kind} with this id already exists: {exc}")
-    return StoreError(f"the store refused the {kind} {name!r}: {exc}")
-
-
-class TargetsMixin(SQLiteConnection):
+class TargetsMixin(RelationalConnection):
     """Targets: added, edited, read and deleted (with their schedules, on cascade)."""
 
     async def insert_target(self, target: Target) -> None:
@@ -62,8 +47,8 @@ class TargetsMixin(SQLiteConnection):
     async def _write_target(self, name: str, target: Target) -> int:
         try:
             return await self._run(name, _target_params(target))
-        except sqlite3.IntegrityError as exc:
-            raise _refusal(exc, "target", target.name, None) from exc
+        except self._integrity_errors as exc:
+            raise refusal_error(self._constraint(exc), exc, "target", target.name, None) from exc
 
     async def get_target(self, target_id: str) -> Target:
         """One target; NotFound."""
@@ -118,7 +103,7 @@ class TargetsMixin(SQLiteConnection):
         await self._run("delete_target_schedules", {"target_id": target_id})
 
 
-class SchedulesMixin(SQLiteConnection):
+class SchedulesMixin(RelationalConnection):
     """Schedules: their definitions, their status, the daemon's progress and its changes."""
 
     async def insert_schedule(self, schedule: Schedule) -> None:
@@ -140,8 +125,11 @@ class SchedulesMixin(SQLiteConnection):
     async def _write_schedule(self, name: str, schedule: Schedule) -> int:
         try:
             return await self._run(name, _schedule_params(schedule))
-        except sqlite3.IntegrityError as exc:
-            raise _refusal(exc, "schedule", schedule.name, schedule.target_id) from exc
+        except self._integrity_errors as exc:
+            constraint = self._constraint(exc)
+            raise refusal_error(
+                constraint, exc, "schedule", schedule.name, schedule.target_id
+            ) from exc
 
     async def get_schedule(self, schedule_id: str) -> Schedule:
         """One schedule with its progress; NotFound."""
@@ -204,16 +192,8 @@ class SchedulesMixin(SQLiteConnection):
         split: one transaction over 100,000 rows would hold the write lock for seconds and
         make the controller's writes wait out their busy timeout.
         """
-        statement = PROGRESS_WRITE.prepared(self._q)
         for start in range(0, len(progress), PROGRESS_CHUNK):
-            chunk = progress[start : start + PROGRESS_CHUNK]
-            # On the writer thread, parameters included: the event loop only hands over
-            # the tuples, and these writes queue behind run writes instead of racing them
-            # for the write lock.
-            try:
-                await self._writer.call(functools.partial(_write_progress, statement, chunk))
-            except sqlite3.Error as exc:
-                raise _store_error("record_progress", exc) from exc
+            await self._write_progress(progress[start : start + PROGRESS_CHUNK])
 
     async def changed_schedules(self, since_revision: int) -> ScheduleChanges:
         """Schedules written and ids deleted after `since_revision` (0: everything), read
@@ -221,13 +201,13 @@ class SchedulesMixin(SQLiteConnection):
         since = {"since": since_revision}
         # Everything: a plain table scan, a third faster than walking the revision index.
         query = "changed_schedules" if since_revision else "all_schedules"
-        async with self._transaction("changed_schedules", begin="BEGIN"):
+        async with self._snapshot("changed_schedules"):
             revision = await self._rows("get_revision", {})
             changed = await self._rows(query, since)
             deleted = await self._rows("deleted_schedules", since)
-        keys = changed[0].keys() if changed else []
+        keys = tuple(changed[0].keys()) if changed else ()
         return ScheduleChanges(
-            # By name, sqlite3.Row scans its columns one by one: a dict first is faster.
+            # By name, a driver's row may scan its columns one by one: a dict first is faster.
             changed=[schedule_from_row(dict(zip(keys, row, strict=True))) for row in changed],
             deleted=[row["id"] for row in deleted],
             revision=revision[0]["revision"],

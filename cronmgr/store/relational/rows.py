@@ -40,7 +40,7 @@ from cronmgr.store.readable import (
     unreadable_target,
 )
 from cronmgr.store.records import Progress
-from cronmgr.store.sqlite.columns import Row, _column, _dt, _json, _members, _required_dt, _ts
+from cronmgr.store.relational.columns import Row, _column, _dt, _json, _members, _required_dt, _ts
 
 
 def run_from_row(row: Row, steps: Iterable[StepResult] = ()) -> Run:

@@ -1,25 +1,22 @@
-"""The kinds of run write the batcher may queue, and progress written on the writer thread.
+"""The kinds of run write the batcher may queue, the same for every SQL backend.
 
 Each kind of run write is one `WriteKind` row: its named query, its place in a shared
 transaction, which row it changes and whether it may change none. Progress is not a run
-write: it goes in transactions of its own, run on the writer thread by `_write_progress`.
+write: each backend writes it in transactions of its own (`_write_progress`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sqlite3
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 
-from cronmgr.store.records import Progress
-from cronmgr.store.sqlite.rows import _progress_params
-from cronmgr.store.writer import Statement, rollback, run_many
+from cronmgr.store.writer import Statement
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class WriteKind:
     """One kind of run write, all the store needs to know of it in one place: adding a
-    kind is one row of `WRITE_KINDS` (and its named query in sqlite.sql)."""
+    kind is one row of `WRITE_KINDS` (and its named query in each dialect's SQL file)."""
 
     statement: str
     """The named query it runs; a `<statement>_bulk` query, if any, is its bulk form."""
@@ -63,16 +60,3 @@ _ALL_WRITES = {**WRITE_KINDS, PROGRESS_WRITE.statement: PROGRESS_WRITE}
 def _statement(queries: Mapping[str, str], name: str) -> Statement:
     """The statement of the write kind `name`, run writes and progress alike."""
     return _ALL_WRITES[name].prepared(queries)
-
-
-def _write_progress(
-    statement: Statement, chunk: Sequence[Progress], connection: sqlite3.Connection
-) -> None:
-    params = [_progress_params(p) for p in chunk]
-    connection.execute("BEGIN IMMEDIATE")
-    try:
-        run_many(connection, statement, params)
-        connection.execute("COMMIT")
-    except BaseException:
-        rollback(connection)
-        raise

@@ -1,6 +1,6 @@
 """Run statistics and incidents: read from what the triggers keep, and their rows.
 
-The run statistics are written by triggers (sql/sqlite.sql, migration 3) in the
+The run statistics are written by triggers (sql/sqlite.sql's migration 3, sql/postgres.sql's) in the
 transaction that finishes each run, per hour bucket and for the lifetime; the store only
 reads them, folds old hours into the lifetime totals and drops them. Incidents, a job's
 downtime windows, are opened and resolved by the daemon.
@@ -22,21 +22,18 @@ from cronmgr.store.records import (
     MetricsSummary,
     RunStats,
 )
-from cronmgr.store.sqlite.columns import Row, _column, _dt, _required_dt, _schedule_status, _ts
-from cronmgr.store.sqlite.connection import SQLiteConnection
+from cronmgr.store.relational.columns import Row, _column, _dt, _required_dt, _schedule_status, _ts
+from cronmgr.store.relational.connection import RelationalConnection
 
 
-class MetricsMixin(SQLiteConnection):
+class MetricsMixin(RelationalConnection):
     """Run statistics and incidents."""
-
-    # Metrics and incidents: the run statistics are written by triggers (sql/sqlite.sql,
-    # migration 3) in the transaction that finishes each run; these only read them.
 
     async def metrics_summary(self, since: datetime) -> MetricsSummary:
         """Run statistics: per hour bucket from the hour of `since` on, and lifetime totals,
         read from one snapshot."""
         window_params = {"since": _hour(since)}
-        async with self._transaction("metrics_summary", begin="BEGIN"):
+        async with self._snapshot("metrics_summary"):
             window = await self._rows("run_stats_since", window_params)
             window_errors = await self._rows("run_error_stats_since", window_params)
             lifetime = await self._rows("run_stats_lifetime", {})

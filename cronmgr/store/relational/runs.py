@@ -18,9 +18,9 @@ import structlog
 from cronmgr.core.errors import NotFound
 from cronmgr.core.models import Run, RunStatus, StepResult, utcnow
 from cronmgr.store.records import StepGroup
-from cronmgr.store.sqlite.columns import _column, _ts
-from cronmgr.store.sqlite.connection import SQLiteConnection
-from cronmgr.store.sqlite.rows import (
+from cronmgr.store.relational.columns import _column, _ts
+from cronmgr.store.relational.connection import RelationalConnection
+from cronmgr.store.relational.rows import (
     _run_params,
     _step_params,
     _update_params,
@@ -41,7 +41,7 @@ def _log_failed_attempt(future: asyncio.Future[int]) -> None:
         log.error("run_attempt_not_recorded", error=str(exc))
 
 
-class RunsMixin(SQLiteConnection):
+class RunsMixin(RelationalConnection):
     """Runs and their attempts, as the daemon records them and the API reads them."""
 
     async def insert_run(self, run: Run) -> bool:

@@ -1,0 +1,51 @@
+"""A real daemon on the PostgreSQL store: changes written anywhere reach it through the
+store alone, and a second daemon on the same store is refused, saying why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import aiohttp
+from aiohttp.test_utils import TestServer
+from support import Controller, add_target_schedule, until
+from test_engine import Hits, runs_of, start_daemon, target_server
+
+from cronmgr.core.models import RunStatus
+
+__all__ = ["target_server"]
+
+
+async def test_a_schedule_written_without_a_signal_runs_on_the_daemon_of_the_store(
+    controller_factory: Callable[..., Controller],
+    pg_url: str,
+    target_server: tuple[TestServer, Hits],
+) -> None:
+    """Written by another home's store connection and nobody signals the daemon: the
+    store's change notice alone brings the schedule to it."""
+    server, hits = target_server
+    running = controller_factory(database_url=pg_url)
+    await start_daemon(running)
+    elsewhere = controller_factory(database_url=pg_url)
+    schedule = await add_target_schedule(elsewhere, server, "/ok", tell=False, max_runs=2)
+
+    async def ran_twice() -> bool:
+        runs = await runs_of(running, schedule.id)
+        return [r.status for r in runs] == [RunStatus.SUCCEEDED] * 2
+
+    await until(ran_twice, what="two runs of the schedule written elsewhere")
+    assert hits.count("/ok") == 2
+
+
+async def test_a_second_daemon_on_one_store_is_refused_with_the_reason(
+    controller_factory: Callable[..., Controller], pg_url: str
+) -> None:
+    first = controller_factory(database_url=pg_url)
+    await start_daemon(first)
+    second = controller_factory(database_url=pg_url)
+    async with (
+        aiohttp.ClientSession(second.url, headers=second.headers) as http,
+        http.post("/api/cron/start", json={"interval_seconds": 600, "pipeline": "quick"}) as r,
+    ):
+        body = await r.json()
+    assert r.status == 503, body
+    assert "another cronmgr daemon already runs on the PostgreSQL store" in body["detail"]
