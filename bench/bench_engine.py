@@ -50,7 +50,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -312,13 +312,20 @@ def _repo() -> Path:
 
 
 @asynccontextmanager
-async def cronmgr_home() -> AsyncIterator[Settings]:
-    """Settings for a daemon on a fresh temporary home with a do-nothing pipeline."""
+async def cronmgr_home(store_url: str | None = None) -> AsyncIterator[Settings]:
+    """Settings for a daemon on a fresh temporary home with a do-nothing pipeline, its
+    store in the home (SQLite) or at `store_url`."""
     root = Path(tempfile.mkdtemp(prefix="cronmgr-bench-"))
     (root / "pipelines").mkdir()
     (root / "pipelines" / "bench.toml").write_text(PIPELINE)
     try:
-        yield load_settings(env={}, home=root, supervise=False, stop_grace_seconds=5.0)
+        yield load_settings(
+            env={},
+            home=root,
+            supervise=False,
+            stop_grace_seconds=5.0,
+            database_url=store_url,
+        )
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
@@ -380,8 +387,19 @@ async def insert_schedules(settings: Settings, schedules: Sequence[Schedule]) ->
             await store.insert_schedule(schedule)
 
 
-def recorded_runs(settings: Settings) -> Counter[str]:
+async def recorded_runs(settings: Settings) -> Counter[str]:
     """Runs of target jobs in the daemon's store, by status."""
+    if not settings.store_url.startswith("sqlite:///"):
+        import asyncpg
+
+        connection = await asyncpg.connect(settings.store_url)
+        try:
+            records = await connection.fetch(
+                "SELECT status, count(*) FROM runs WHERE job LIKE 'target:%' GROUP BY status"
+            )
+        finally:
+            await connection.close()
+        return Counter({record[0]: record[1] for record in records})
     path = settings.store_url.removeprefix("sqlite:///")
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
         rows = db.execute(
@@ -425,9 +443,18 @@ async def spread_rows(target: TargetServer, size: Sizes) -> list[dict[str, Any]]
     return spread_table(f"{size.spread}/s x {size.seconds} s", ours, peer, bare, floor)
 
 
-async def cronmgr_load(target: TargetServer, n: int, spacing: float, slots: int) -> LoadResult:
-    """A load on a real daemon; CPU over the load; the runs its store holds checked after."""
-    async with cronmgr_home() as settings:
+async def cronmgr_load(
+    target: TargetServer,
+    n: int,
+    spacing: float,
+    slots: int,
+    store_url: str | None = None,
+    watch: Callable[[TargetServer, Plan, psutil.Process], Awaitable[LoadResult]] | None = None,
+) -> LoadResult:
+    """A load on a real daemon; CPU over the load; the runs its store holds checked after.
+    The store is SQLite in the home, or the one at `store_url`; `watch` measures the load
+    (default `watch_load`)."""
+    async with cronmgr_home(store_url) as settings:
         tag = f"cronmgr-{time.time_ns()}"
         targets = [bench_target(i, f"{target.url}/{tag}") for i in range(n)]
         per_target = await insert_targets(settings, targets)
@@ -436,8 +463,8 @@ async def cronmgr_load(target: TargetServer, n: int, spacing: float, slots: int)
         plan = Plan(n=n, t0=t0, spacing=spacing, slots=slots, tag=tag)
         await insert_schedules(settings, plan_schedules(plan))
         async with daemon(settings) as (process, _ready):
-            result = await watch_load(target, plan, process)
-        result.notes += runs_note(recorded_runs(settings), plan)
+            result = await (watch or watch_load)(target, plan, process)
+        result.notes += runs_note(await recorded_runs(settings), plan)
     return result
 
 
