@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+from cronmgr.core.config import STORE_SCHEMES
 from cronmgr.core.errors import ConfigError
 from cronmgr.store.base import Store
 from cronmgr.store.postgres import PostgresStore
@@ -22,13 +23,13 @@ from cronmgr.store.sqlite import SQLiteStore
 __all__ = ["Store", "open_store"]
 
 
-POSTGRES_SCHEMES = ("postgresql://", "postgres://")  # as core.config.STORE_SCHEMES
+SQLITE_SCHEME, *POSTGRES_SCHEMES = STORE_SCHEMES
 
 
 async def _open(url: str) -> SQLiteStore | PostgresStore:
-    if url.startswith("sqlite:///"):
-        return await SQLiteStore.open(Path(url.removeprefix("sqlite:///")))
-    if url.startswith(POSTGRES_SCHEMES):
+    if url.startswith(SQLITE_SCHEME):
+        return await SQLiteStore.open(Path(url.removeprefix(SQLITE_SCHEME)))
+    if url.startswith(tuple(POSTGRES_SCHEMES)):
         return await PostgresStore.open(url)
     raise ConfigError(
         f"unsupported store_url {url!r}: expected sqlite:///<path> or postgresql://<host>/<db>"

@@ -58,8 +58,10 @@ class PostgresConnection(RelationalConnection):
 
     _integrity_errors = (asyncpg.IntegrityConstraintViolationError,)
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         self._pool = pool
+        self._url = url
+        """Where the pool connects; connections of their own (locks, LISTEN) use it too."""
         self._q = load_queries("postgres")
         self._queries: dict[str, Query] = compile_queries(self._q)
         self._current: contextvars.ContextVar[asyncpg.Connection | None] = contextvars.ContextVar(

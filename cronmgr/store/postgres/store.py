@@ -60,9 +60,10 @@ class PostgresStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, Postg
     SQLite's is on one file; every write is a transaction of its own connection.
     """
 
-    _url = ""
-    _daemon_lock: asyncpg.Connection | None = None
-    _listeners: list[ChangeListener]
+    def __init__(self, pool: asyncpg.Pool, url: str) -> None:
+        super().__init__(pool, url)
+        self._daemon_lock: asyncpg.Connection | None = None
+        self._listeners: list[ChangeListener] = []
 
     @classmethod
     async def open(cls, url: str) -> PostgresStore:
@@ -79,9 +80,7 @@ class PostgresStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, Postg
             )
         except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             raise _open_error(where, exc) from exc
-        store = cls(pool)
-        store._url = url
-        store._listeners = []
+        store = cls(pool, url)
         try:
             await store._migrate()
         except BaseException:
