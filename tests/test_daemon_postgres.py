@@ -1,16 +1,17 @@
 """A real daemon on the PostgreSQL store: changes written anywhere reach it through the
-store alone, and a second daemon on the same store is refused, saying why."""
+store alone, and a second daemon on the same store joins it as a node of its own."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import aiohttp
 from aiohttp.test_utils import TestServer
 from support import Controller, add_target_schedule, until
 from test_engine import Hits, runs_of, start_daemon, target_server
 
-from cronmgr.core.models import RunStatus
+from cronmgr.core.models import NodeState, RunStatus
+from cronmgr.core.pidfile import inspect
+from cronmgr.store import open_store
 
 __all__ = ["target_server"]
 
@@ -36,16 +37,20 @@ async def test_a_schedule_written_without_a_signal_runs_on_the_daemon_of_the_sto
     assert hits.count("/ok") == 2
 
 
-async def test_a_second_daemon_on_one_store_is_refused_with_the_reason(
+async def test_a_second_daemon_on_one_store_joins_it_as_another_node(
     controller_factory: Callable[..., Controller], pg_url: str
 ) -> None:
     first = controller_factory(database_url=pg_url)
     await start_daemon(first)
     second = controller_factory(database_url=pg_url)
-    async with (
-        aiohttp.ClientSession(second.url, headers=second.headers) as http,
-        http.post("/api/cron/start", json={"interval_seconds": 600, "pipeline": "quick"}) as r,
-    ):
-        body = await r.json()
-    assert r.status == 503, body
-    assert "another cronmgr daemon already runs on the PostgreSQL store" in body["detail"]
+    await start_daemon(second)
+    async with open_store(pg_url) as store:
+        nodes = await store.list_nodes()
+    assert [n.state for n in nodes] == [NodeState.LIVE, NodeState.LIVE]
+    assert len({n.id for n in nodes}) == 2
+    assert {n.pid for n in nodes} == {_daemon_pid(first), _daemon_pid(second)}
+
+
+def _daemon_pid(controller: Controller) -> int | None:
+    process = inspect(controller.settings.pid_file).process
+    return process.pid if process is not None else None

@@ -114,6 +114,7 @@ def run(i: int, slot: int | None = None) -> Run:
         scheduled_for=SLOT + timedelta(seconds=i if slot is None else slot),
         trigger=Trigger.SCHEDULE,
         status=RunStatus.PENDING,
+        node_id=f"node-{i % 2}" if i % 5 else None,  # claimed by a node, or by none
     )
 
 
@@ -175,6 +176,8 @@ def test_claims_starts_releases_attempts_and_ends_match_row_by_row(
     kept = bulk.execute("SELECT error FROM runs WHERE id = ?", (runs[0].id,)).fetchone()
     assert kept == ("http_5xx",)
     assert bulk.execute("SELECT count(*) FROM runs WHERE status = 'skipped'").fetchone()[0] == 5
+    nodes = bulk.execute("SELECT node_id, count(*) FROM runs GROUP BY node_id ORDER BY 1")
+    assert nodes.fetchall() == [(None, 5), ("node-0", 10), ("node-1", 10)]
 
 
 def test_two_writes_of_one_row_in_a_batch_apply_in_order(

@@ -1,6 +1,6 @@
-"""What only the PostgreSQL store has to show: migrations under a lock, one daemon per
-store, and connections that break (backends terminated, the server unreachable) without
-a record lost. The rest of its contract runs in the store tests, on both backends."""
+"""What only the PostgreSQL store has to show: migrations under a lock, and connections
+that break (backends terminated, the server unreachable) without a record lost. The rest
+of its contract runs in the store tests, on both backends."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from test_store import T0, make_run, make_schedule, make_target
 from cronmgr.core.errors import StoreError, StoreUnavailable
 from cronmgr.core.models import RunStatus, StepResult, Trigger
 from cronmgr.store.postgres import PostgresStore
+from cronmgr.store.queries import load_queries, migrations
 
 DEADLINE_SECONDS = 30.0
 
@@ -57,7 +58,9 @@ async def test_stores_starting_at_once_migrate_the_schema_once(pg_url: str) -> N
             versions = await connection.fetch("SELECT version FROM schema_version")
         finally:
             await connection.close()
-        assert [row["version"] for row in versions] == [1]
+        # Every migration once, whichever is the newest.
+        expected = [version for version, _ in migrations(load_queries("postgres"))]
+        assert [row["version"] for row in versions] == expected
         await stores[0].insert_target(make_target())
         assert len(await stores[3].list_targets()) == 1
     finally:
@@ -65,19 +68,31 @@ async def test_stores_starting_at_once_migrate_the_schema_once(pg_url: str) -> N
             await store.close()
 
 
-async def test_a_second_daemon_on_one_store_is_refused_until_the_first_stops(
-    pg_url: str,
-) -> None:
-    first = await PostgresStore.open(pg_url)
-    second = await PostgresStore.open(pg_url)
+async def test_a_version_1_schema_is_upgraded_keeping_its_runs(pg_url: str) -> None:
+    """A store of the first schema (before nodes) gains the node of each run, None for the
+    runs it holds, and the nodes table."""
+    connection = await asyncpg.connect(pg_url)
     try:
-        await first.lock_daemon()
-        with pytest.raises(StoreError, match="another cronmgr daemon already runs"):
-            await second.lock_daemon()
-        await first.close()
-        await second.lock_daemon()
+        await connection.execute(load_queries("postgres")["migration_1"])
+        await connection.execute(
+            "CREATE TABLE schema_version (version integer NOT NULL,"
+            " applied_at timestamptz NOT NULL DEFAULT now());"
+            " INSERT INTO schema_version (version) VALUES (1)"
+        )
+        slot = T0.isoformat(timespec="microseconds")
+        await connection.execute(
+            "INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, created_at)"
+            " VALUES ('r1', 'pipeline:etl', 'a', $1, 'schedule', 'succeeded', $1)",
+            slot,
+        )
     finally:
-        await second.close()
+        await connection.close()
+    store = await PostgresStore.open(pg_url)
+    try:
+        assert [(r.id, r.node_id) for r in await store.list_runs()] == [("r1", None)]
+        assert await store.list_nodes() == []
+    finally:
+        await store.close()
 
 
 async def test_an_unreachable_server_at_open_is_named_without_the_password() -> None:

@@ -119,6 +119,21 @@ class Settings(BaseModel):
         "cronmgr.db, or postgresql://<user>@<host>:<port>/<db> shared by several daemons.",
         max_length=4096,
     )
+    node_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]*$",
+        description="This daemon's id among the nodes of its store; default the host name "
+        "and a hash of the state_dir (the same across restarts).",
+    )
+    lease_seconds: float = Field(
+        10.0,
+        ge=1,
+        le=3600,
+        description="How long a node's lease lasts unrenewed (renewed every third of it): "
+        "a dead node's schedules move to the others within it.",
+    )
     api_token: str | None = Field(
         None, min_length=MIN_TOKEN_LENGTH, description="Bearer token for the API."
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -130,11 +131,48 @@ class Run:
     finished_at: datetime | None = None
     error: str | None = None
     steps: tuple[StepResult, ...] = field(default_factory=tuple)
+    node_id: str | None = None
+    """The node (daemon) that ran or skipped it; None before it was claimed by one."""
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping, steps included."""
         data = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "steps"}
         data["steps"] = [s.as_dict() for s in self.steps]
+        return data
+
+
+class NodeState(StrEnum):
+    """Where a node (one daemon of those sharing a store) stands."""
+
+    LIVE = "live"
+    LEFT = "left"
+    """It stopped cleanly: the others take over its schedules at once."""
+    LOST = "lost"
+    """Its lease ran out without a renewal: another node declared it gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    """One daemon of those sharing a store, as its row in the store shows it: who it is,
+    until when its lease holds, and what it runs."""
+
+    id: str
+    host: str
+    pid: int
+    version: str
+    started_at: datetime
+    heartbeat_at: datetime
+    lease_expires_at: datetime
+    state: NodeState = NodeState.LIVE
+    pipelines: Mapping[str, str] = field(default_factory=dict)
+    """The pipelines it has loaded: name -> content hash."""
+    schedules_owned: int = 0
+    runs_in_flight: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping."""
+        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
+        data["pipelines"] = dict(self.pipelines)  # any Mapping: _plain knows only dicts
         return data
 
 

@@ -133,8 +133,18 @@ class Claimer:
             self._claim_heap = [item for item in self._claim_heap if is_current(item)]
             heapq.heapify(self._claim_heap)
 
+    def holds(self, schedule_id: str, slot: datetime | None) -> bool:
+        """Whether `slot` of `schedule_id` is claimed (its pending run is in the store)."""
+        return slot is not None and slot in self._claims.get(schedule_id, ())
+
+    def resume(self) -> None:
+        """Claim again after `stop` (a node fenced off its store, back)."""
+        self._stopped = False
+        if self._claim_heap:
+            self.want_claim(self._claim_heap[0][0])
+
     def stop(self) -> None:
-        """Claim nothing more."""
+        """Claim nothing more (until `resume`)."""
         self._stopped = True
         if self._claim_timer is not None:
             self._claim_timer.cancel()

@@ -79,6 +79,8 @@ class JobRunner(TargetCache, RunsInFlight):
         self._on_run_finished = on_run_finished
         self.unclaimed = Unclaimed()
         """Slots not run because their claim failed (a full disk), and how they are told."""
+        self.node_id: str | None = None
+        """The node recorded on every run this runner makes or claims."""
 
     @property
     def work_root(self) -> Path:
@@ -95,6 +97,7 @@ class JobRunner(TargetCache, RunsInFlight):
                 schedule_id=schedule.id,
                 scheduled_for=slot,
                 trigger=Trigger.SCHEDULE,
+                node_id=self.node_id,
             )
             for schedule, slot in slots
         ]
@@ -122,7 +125,7 @@ class JobRunner(TargetCache, RunsInFlight):
         slot was taken already."""
         try:
             if claim is None:
-                run = _new_run(schedule.job, slot, Trigger.SCHEDULE, schedule.id)
+                run = _new_run(schedule.job, slot, schedule.id, self.node_id)
                 taken = await self.store.insert_run(run)
             else:
                 taken = claim.run.id in await settled(claim.batch)
@@ -143,9 +146,9 @@ class JobRunner(TargetCache, RunsInFlight):
 
     async def run_requested(self, run: Run) -> RunStatus | None:
         """Run a pending manual run of a pipeline; None when another daemon claimed it."""
-        if not await self.store.claim_run(run.id):
+        if not await self.store.claim_run(run.id, self.node_id):
             return None
-        run = replace(run, status=RunStatus.RUNNING, started_at=utcnow())
+        run = replace(run, status=RunStatus.RUNNING, started_at=utcnow(), node_id=self.node_id)
         with bound_fields(run_id=run.id):
             pipeline = self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX))
             return await self._execute(run, lambda: self._pipeline(pipeline, run))
@@ -189,6 +192,7 @@ class JobRunner(TargetCache, RunsInFlight):
             started_at=now,
             finished_at=now,
             error=reason,
+            node_id=self.node_id,
         )
         if await self.store.insert_run(run):
             log.info("run_skipped", schedule_id=schedule.id, slot=slot.isoformat(), reason=reason)
@@ -311,15 +315,16 @@ class JobRunner(TargetCache, RunsInFlight):
         return record
 
 
-def _new_run(job: str, slot: datetime, trigger: Trigger, schedule_id: str | None) -> Run:
+def _new_run(job: str, slot: datetime, schedule_id: str, node_id: str | None) -> Run:
     return Run(
         id=new_id(),
         job=job,
         schedule_id=schedule_id,
         scheduled_for=slot,
-        trigger=trigger,
+        trigger=Trigger.SCHEDULE,
         status=RunStatus.RUNNING,
         started_at=utcnow(),
+        node_id=node_id,
     )
 
 
@@ -349,4 +354,5 @@ def _started(run: Run) -> Run:
         finished_at=run.finished_at,
         error=run.error,
         steps=run.steps,
+        node_id=run.node_id,
     )

@@ -38,10 +38,19 @@ PICK_UP_LIMIT = 1000
 class ManualRuns:
     """Pending manual runs taken from the store, queued or running in this daemon."""
 
-    def __init__(self, jobs: JobRunner, store: Store, pipelines: Callable[[], PipelineSet]) -> None:
+    def __init__(
+        self,
+        jobs: JobRunner,
+        store: Store,
+        pipelines: Callable[[], PipelineSet],
+        *,
+        takes: Callable[[Run], bool] = lambda run: True,
+    ) -> None:
         self._jobs = jobs
         self._store = store
         self._pipelines = pipelines
+        # Whether this node takes a run: with several nodes, one that has its pipeline.
+        self._takes = takes
         self._taken: set[str] = set()
         self._queued: dict[str, deque[Run]] = {}
         self._tasks: set[asyncio.Task[RunStatus | None]] = set()
@@ -52,7 +61,7 @@ class ManualRuns:
         if self._stopped:
             return 0
         pending = await self._store.list_requested_runs(limit=PICK_UP_LIMIT)
-        new = [run for run in reversed(pending) if run.id not in self._taken]
+        new = [r for r in reversed(pending) if r.id not in self._taken and self._takes(r)]
         for run in new:
             self._taken.add(run.id)
             await self._take(run)
@@ -106,6 +115,6 @@ class ManualRuns:
 
     async def _refuse(self, run: Run, status: RunStatus, why: str) -> None:
         self._taken.discard(run.id)
-        if await self._store.claim_run(run.id):
+        if await self._store.claim_run(run.id, self._jobs.node_id):
             await self._store.update_run(run.id, status, finished_at=utcnow(), error=why)
             log.info("manual_run_not_started", run_id=run.id, status=status.value, reason=why)

@@ -165,15 +165,17 @@ async def _wait_gone(pgid: int, seconds: float) -> bool:
     return True
 
 
-async def end_orphans(store: Store, grace: float) -> list[OrphanGroup]:
-    """End the step groups a dead daemon left, fail their runs saying so; the groups.
+async def end_orphans(store: Store, grace: float, node_id: str | None) -> list[OrphanGroup]:
+    """End the step groups a dead daemon of node `node_id` left, fail their runs saying
+    so; the groups. (Another node's groups are its own, even on the same host.)
 
     Call it before the runs left running are failed: their records go with their end.
     """
-    recorded = await store.list_step_groups()
+    recorded = [g for g in await store.list_step_groups() if await _ours(store, g, node_id)]
     seen = await asyncio.to_thread(scan)
     known = {group.run_id for group in recorded}
-    unfinished = known | {r for r in carried_run_ids(seen) - known if await _unfinished(store, r)}
+    carried = carried_run_ids(seen) - known
+    unfinished = known | {r for r in carried if await _unfinished(store, r, node_id)}
     groups = find_orphans(recorded, unfinished, seen)
     await asyncio.gather(*(_end_and_log(group, grace) for group in groups))
     for run_id in dict.fromkeys(group.run_id for group in groups):
@@ -203,9 +205,17 @@ async def _end_and_log(group: OrphanGroup, grace: float) -> None:
     log.warning("orphan_group_killed", run_id=group.run_id, pgid=group.pgid, count=count)
 
 
-async def _unfinished(store: Store, run_id: str) -> bool:
+async def _ours(store: Store, group: StepGroup, node_id: str | None) -> bool:
+    try:
+        run = await store.get_run(group.run_id)
+    except NotFound:
+        return False
+    return run.node_id in (None, node_id)
+
+
+async def _unfinished(store: Store, run_id: str, node_id: str | None) -> bool:
     try:
         run = await store.get_run(run_id)
     except NotFound:
         return False
-    return run.status in (RunStatus.PENDING, RunStatus.RUNNING)
+    return run.status in (RunStatus.PENDING, RunStatus.RUNNING) and run.node_id in (None, node_id)

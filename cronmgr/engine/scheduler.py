@@ -74,6 +74,9 @@ class Scheduler(ScheduleTable):
         self._alarm: Alarm | None = None
         self._timer_at = float("inf")  # when the alarm is set for; inf: not set
         self._stopped = False
+        self._held = False  # fenced off the store: fires nothing until resumed
+        # Schedules handed to another node whose claimed slot still fires here first.
+        self._leaving: set[str] = set()
         self.revision = 0
 
     # --- definitions -----------------------------------------------------------------
@@ -81,9 +84,11 @@ class Scheduler(ScheduleTable):
     def apply(self, changes: ScheduleChanges) -> None:
         """Take new, edited and deleted schedules into the engine at once."""
         for schedule_id in changes.deleted:
+            self._leaving.discard(schedule_id)
             self._remove(schedule_id)
         now = from_ts(self._clock())
         for schedule in changes.changed:
+            self._leaving.discard(schedule.id)
             self._upsert(schedule, now)
         self.revision = max(self.revision, changes.revision)
         self._drop_stale_items()
@@ -127,6 +132,22 @@ class Scheduler(ScheduleTable):
             self._plan(entry, trigger.at_or_after(now))
         else:
             self._plan_first(entry, now)
+
+    def schedule_ids(self) -> list[str]:
+        """The ids of the schedules the engine holds."""
+        return list(self._entries)
+
+    def hand_over(self, schedule_ids: list[str]) -> None:
+        """Give up schedules another node now owns. A slot already claimed here still
+        fires here (the other node's try at it finds the slot taken); the rest go now."""
+        for schedule_id in schedule_ids:
+            entry = self._entries.get(schedule_id)
+            if entry is not None and self._claimer.holds(schedule_id, entry.slot):
+                self._leaving.add(schedule_id)
+            else:
+                self._remove(schedule_id)
+        if schedule_ids:
+            log.info("schedules_handed_over", count=len(schedule_ids), total=len(self._entries))
 
     # --- planning --------------------------------------------------------------------
 
@@ -192,7 +213,7 @@ class Scheduler(ScheduleTable):
     def _arm(self) -> None:
         while self._heap and not self._is_current(self._heap[0]):
             heapq.heappop(self._heap)
-        if self._stopped or not self._heap:
+        if self._stopped or self._held or not self._heap:
             return
         fire_at = self._heap[0][0]
         if fire_at >= self._timer_at:
@@ -231,6 +252,10 @@ class Scheduler(ScheduleTable):
             self._skip(entry, slot, "circuit open after failures")
         else:
             self._fire_by_overlap(entry, slot)
+        if entry.schedule.id in self._leaving:  # its last slot here: another node goes on
+            self._leaving.discard(entry.schedule.id)
+            self._remove(entry.schedule.id)
+            return
         self._plan(entry, entry.trigger.after(slot))
 
     # --- firing ----------------------------------------------------------------------
@@ -299,15 +324,33 @@ class Scheduler(ScheduleTable):
         idle = entry.slot is None and not entry.running and not entry.queued
         return idle and entry.schedule.status is ScheduleStatus.ACTIVE
 
+    def hold(self) -> None:
+        """Fire and claim nothing until `resume` (the node is fenced off its store)."""
+        self._held = True
+        self._disarm()
+        self._claimer.stop()
+
+    def resume(self) -> None:
+        """Fire again after `hold`; re-apply the schedules first, so that what fell due
+        meanwhile is planned by each schedule's misfire policy."""
+        if self._stopped:  # the daemon is stopping: nothing fires any more
+            return
+        self._held = False
+        self._claimer.resume()
+        self._arm()
+
+    def _disarm(self) -> None:
+        if self._alarm is not None:
+            self._alarm.close()
+            self._alarm = None
+        self._timer_at = float("inf")
+
     # --- shutdown --------------------------------------------------------------------
 
     def stop_firing(self) -> None:
         """No new firings from now on; runs in flight continue."""
         self._stopped = True
-        if self._alarm is not None:
-            self._alarm.close()
-            self._alarm = None
-        self._timer_at = float("inf")
+        self._disarm()
         self._claimer.stop()
 
     async def drain(self, grace: float) -> int:

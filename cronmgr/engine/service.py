@@ -27,9 +27,12 @@ from cronmgr.core.models import PIPELINE_JOB_PREFIX, TARGET_JOB_PREFIX, utcnow
 from cronmgr.core.pipelines.loading import load_pipelines
 from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.core.supervision import spawn, supervised
+from cronmgr.engine.cluster import ClusterShare, pipeline_digests
 from cronmgr.engine.jobs import JobRunner
 from cronmgr.engine.manual import ManualRuns
+from cronmgr.engine.membership import Membership, default_node_id
 from cronmgr.engine.orphans import OrphanGroup, end_orphans, end_remaining
+from cronmgr.engine.ownership import Ownership
 from cronmgr.engine.scheduler import Scheduler
 from cronmgr.engine.startup import ReadyPipe, bulk_load, ensure_start_schedule
 from cronmgr.engine.upkeep import Upkeep
@@ -68,6 +71,10 @@ class Daemon(Upkeep):
         self._engine: Scheduler | None = None
         self._manual: ManualRuns | None = None
         self._sync_wanted = asyncio.Event()  # pipeline files re-read: sync their schedules
+        self._membership: Membership | None = None
+        self._share: ClusterShare | None = None
+        self._rebalance_wanted = False  # the live set changed: move the share
+        self._resync_wanted = False  # back from a fence: re-read the whole share
         self._metrics = EngineMetrics()  # schedule lag and firing rate, for the state file
         self._inherited: list[OrphanGroup] = []  # step groups a dead daemon left, ended
         self._state_unwritten = False  # the state file's last write failed (a full disk)
@@ -83,21 +90,22 @@ class Daemon(Upkeep):
             open_store(self.settings.store_url) as store,
             HttpRunner(environ=environ) as http,
         ):
-            # Alone on the store, or the orphans failed below could be another daemon's runs.
-            await store.lock_daemon()
+            pipelines = self._load_pipelines()
+            pipelines.get(self.spec.pipeline)  # fail the start if it is missing
+            membership = await self._join(store, pipelines)
+            node_id = membership.node_id
             # Changes written by any controller (the one here also signals SIGUSR1).
             await store.watch_changes(self._refresh_wanted.set)
             # Before their runs are failed, which forgets their groups.
-            self._inherited = await end_orphans(store, self._orphan_grace())
+            self._inherited = await end_orphans(store, self._orphan_grace(), node_id)
             recovered = await store.fail_orphaned_runs(
                 "the daemon stopped before this run finished",
                 claimed_reason=CLAIMED_ORPHAN_REASON,
+                node_id=node_id,
             )
             recounted = await store.recount_runs()
-            pipelines = self._load_pipelines()
-            pipelines.get(self.spec.pipeline)  # fail the start if it is missing
             await ensure_start_schedule(store, self.spec)
-            await sync_pipeline_schedules(store, pipelines)
+            await self._sync_pipelines(store)
             incidents = IncidentTracker(
                 store, self.notifier.publish, self.settings.incident_threshold
             )
@@ -107,20 +115,25 @@ class Daemon(Upkeep):
             self._jobs = JobRunner(
                 self.settings, store, http, self._current_pipelines, incidents.run_finished
             )
+            self._jobs.node_id = node_id
             self._engine = Scheduler(
                 self._jobs,
                 store.record_progress,
                 publish=self.notifier.publish,
                 metrics=self._metrics,
             )
-            self._manual = ManualRuns(self._jobs, store, self._current_pipelines)
+            share = self._share = ClusterShare(self._engine, store, membership)
+            self._manual = ManualRuns(
+                self._jobs, store, self._current_pipelines, takes=share.takes_run
+            )
             self._jobs.on_job_idle = self._manual.job_idle
             with bulk_load():
-                self._engine.apply(await store.changed_schedules(0))
+                self._engine.apply(share.share(await store.changed_schedules(0)))
             self._install_signal_handlers()
             ready.ok()
             log.info(
                 "daemon_ready",
+                node=node_id,
                 orphaned_runs_failed=recovered + len({g.run_id for g in self._inherited}),
                 run_counts_raised=recounted,
                 **spec_fields(self.spec),
@@ -129,10 +142,62 @@ class Daemon(Upkeep):
             async with self.notifier:
                 await self._serve(store)
                 await incidents.drain()
+            await membership.leave()
             # Whatever of the inherited groups outlived their ending at start (a member
             # that was stuck, or slipped out between the scan and the signals).
             await end_remaining(self._inherited, self._orphan_grace())
         log.info("daemon_stopped")
+
+    async def _join(self, store: Store, pipelines: PipelineSet) -> Membership:
+        """Join the store's nodes (Conflict: the node id is another live daemon's)."""
+        settings = self.settings
+        membership = Membership(
+            store,
+            settings.node_id or default_node_id(settings.state_path),
+            settings.lease_seconds,
+            counts=self._counts,
+            on_view=self._view_changed,
+            on_fence=self._fenced,
+        )
+        membership.set_pipelines(pipeline_digests(pipelines))
+        await membership.join()
+        logs.set_node(membership.node_id)
+        self._membership = membership
+        return membership
+
+    async def _sync_pipelines(self, store: Store) -> None:
+        """Write the schedules the pipeline files declare; a pipeline this node has
+        otherwise than most nodes is left to them, and so are the ones only they have."""
+        pipelines, view = self._current_pipelines(), self._current_membership().ownership
+        mine = pipeline_digests(pipelines)
+        differing = view.differing(mine)
+        for name in differing:
+            log.warning("pipeline_differs", pipeline=name, reason="other nodes have it otherwise")
+        agreed = PipelineSet(
+            pipelines.directory,
+            {n: p for n, p in pipelines.pipelines.items() if n not in differing},
+            pipelines.errors,
+        )
+        # Only the others have these, or they have them otherwise: theirs to delete.
+        theirs = set(view.agreement(mine)) - set(agreed.pipelines)
+        await sync_pipeline_schedules(store, agreed, keep=theirs)
+
+    def _counts(self) -> tuple[int, int]:
+        engine, jobs = self._engine, self._jobs
+        owned = engine.schedule_count() if engine else 0
+        return owned, len(jobs.active_run_ids()) if jobs else 0
+
+    def _view_changed(self, view: Ownership) -> None:
+        self._rebalance_wanted = True
+        self._refresh_wanted.set()
+
+    def _fenced(self, fenced: bool) -> None:
+        if fenced:
+            if self._engine is not None:
+                self._engine.hold()
+        else:  # renewed again: re-read the share, then fire
+            self._resync_wanted = True
+            self._refresh_wanted.set()
 
     async def _serve(self, store: Store) -> None:
         assert self._engine is not None
@@ -160,6 +225,7 @@ class Daemon(Upkeep):
         assert self._engine is not None
         steps: list[tuple[str, Callable[[], Awaitable[object]]]] = [
             ("heartbeat", self._heartbeat),
+            ("membership", self._current_membership().beat),
             ("progress_writer", self._engine.progress_writer),
             ("refresher", partial(self._refresher, store)),
             ("stats_compaction", partial(self._compact_run_stats, store)),
@@ -175,6 +241,10 @@ class Daemon(Upkeep):
             log.error("pipeline_invalid", file=str(problem.file), error=problem.message)
         self._pipelines = pipelines
         return pipelines
+
+    def _current_membership(self) -> Membership:
+        assert self._membership is not None
+        return self._membership
 
     def _current_pipelines(self) -> PipelineSet:
         assert self._pipelines is not None
@@ -196,6 +266,8 @@ class Daemon(Upkeep):
     def _reload(self) -> None:
         logs.reopen_log_file()
         pipelines = self._load_pipelines()
+        if self._membership is not None:
+            self._membership.set_pipelines(pipeline_digests(pipelines))
         self._sync_wanted.set()
         self._refresh_wanted.set()
         log.info(
@@ -231,10 +303,26 @@ class Daemon(Upkeep):
         assert self._engine is not None and self._jobs is not None
         if self._sync_wanted.is_set():
             self._sync_wanted.clear()
-            await sync_pipeline_schedules(store, self._current_pipelines())
+            await self._sync_pipelines(store)
         changes = await store.changed_schedules(self._engine.revision)
         self._jobs.forget_targets({s.target_id for s in changes.changed if s.target_id})
-        self._engine.apply(changes)
+        assert self._share is not None
+        self._engine.apply(self._share.share(changes))
+        if self._resync_wanted or self._rebalance_wanted:
+            await self._move_share(self._share)
+
+    async def _move_share(self, share: ClusterShare) -> None:
+        assert self._engine is not None and self._membership is not None
+        full = self._resync_wanted
+        self._resync_wanted = self._rebalance_wanted = False  # a change meanwhile: again
+        try:
+            await share.rebalance(full=full)
+        except Exception:
+            self._resync_wanted |= full
+            self._rebalance_wanted = True
+            raise
+        if full and not self._membership.fenced:  # fenced again meanwhile: not yet
+            self._engine.resume()
 
     async def _forget_removed_jobs(self, store: Store) -> None:
         """End the streaks and incidents of pipelines whose file is gone and of deleted
@@ -288,6 +376,7 @@ class Daemon(Upkeep):
         depth = len(queued) + (engine.queued_slots() if engine else 0)
         return {
             "pid": os.getpid(),
+            "node": self._membership.node_id if self._membership else None,
             "heartbeat_at": utcnow().isoformat(),
             "active_runs": jobs.active_run_ids() if jobs else [],
             "queued_runs": queued,

@@ -161,7 +161,15 @@ def _add_level_time_pid(
     # than isoformat() would (structlog's TimeStamper), and this runs for every line.
     event_dict["timestamp"] = datetime.now(UTC)
     event_dict["pid"] = _pid
+    if _node is not None:
+        event_dict["node"] = _node
     return event_dict
+
+
+def set_node(node_id: str) -> None:
+    """Put `node` (this daemon's node id) on every line logged from now on."""
+    global _node
+    _node = node_id
 
 
 def _forked() -> None:
@@ -172,6 +180,7 @@ def _forked() -> None:
 # Known, not asked per line: a process that forks after configuring logging (the daemon
 # detaching) learns its new pid in the child.
 _pid = os.getpid()
+_node: str | None = None  # the daemon's node id, once it joined its store
 os.register_at_fork(after_in_child=_forked)
 
 

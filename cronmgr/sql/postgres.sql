@@ -5,7 +5,7 @@
 -- Schema upgrades are `migration_<version>` blocks, applied in version order in one
 -- transaction under an advisory lock, and recorded in the table schema_version (created
 -- and written by the store, never by a migration). migration_1 is the schema SQLite
--- reaches after its migrations 1 to 5.
+-- reaches after its migrations 1 to 5; migration_2 is its migration 6.
 --
 -- Kept as in SQLite: ids and timestamps are TEXT in the fixed-width UTC form of `_ts`, so
 -- text order is time order; structured fields are JSON text (orjson); flags are 0/1
@@ -342,9 +342,9 @@ EXECUTE FUNCTION cronmgr_notify_change();
 -- name: insert_run
 -- No row when the slot (runs_slot) or the id is taken already.
 INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, started_at,
-                  finished_at, error, created_at)
+                  finished_at, error, created_at, node_id)
 VALUES (:id, :job, :schedule_id, :scheduled_for, :trigger, :status, :started_at,
-        :finished_at, :error, :created_at)
+        :finished_at, :error, :created_at, :node_id)
 ON CONFLICT DO NOTHING;
 
 -- name: update_run
@@ -437,7 +437,10 @@ ORDER BY created_at DESC, id DESC
 LIMIT CAST(:limit AS bigint);
 
 -- name: claim_run
-UPDATE runs SET status = 'running', started_at = :now WHERE id = :id AND status = 'pending';
+-- The node that claims a requested run runs it (node_id, migration 2); none keeps the old.
+UPDATE runs
+SET status = 'running', started_at = :now, node_id = COALESCE(CAST(:node_id AS text), node_id)
+WHERE id = :id AND status = 'pending';
 
 -- name: bump_revision
 -- The row lock this takes on the one meta row is held until the transaction commits, so
@@ -804,6 +807,116 @@ WHERE (CAST(:status AS text) IS NULL OR (CAST(:status AS text) = 'open') = (reso
 ORDER BY started_at DESC, id DESC
 LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint);
 
+-- name: migration_2
+-- Several daemons (nodes) share one store (see sqlite.sql, migration 6): each run records
+-- the node that ran or skipped it, and each node has a row with its lease. No index on
+-- node_id, as in SQLite: the queries by node look at pending and running runs only.
+ALTER TABLE runs ADD COLUMN node_id text;
+-- pipelines is a JSON object (name to content hash) as text, like every structured column.
+-- Ordered by id in the C collation, as SQLite orders text: the same order on every server.
+CREATE TABLE nodes (
+    id text PRIMARY KEY,
+    host text NOT NULL,
+    pid bigint NOT NULL,
+    version text NOT NULL,
+    started_at text NOT NULL,
+    heartbeat_at text NOT NULL,
+    lease_expires_at text NOT NULL,
+    state text NOT NULL,              -- live, left or lost
+    pipelines text NOT NULL DEFAULT '{}',
+    schedules_owned bigint NOT NULL DEFAULT 0,
+    runs_in_flight bigint NOT NULL DEFAULT 0
+);
+
+-- name: join_node
+-- The row of a node joining, or the row of its id replaced (see sqlite.sql). The upsert
+-- locks a row it does not replace, so the row read next for the refusal is the one that
+-- refused, and two daemons joining one id at once are serialized on it.
+INSERT INTO nodes AS t (id, host, pid, version, started_at, heartbeat_at, lease_expires_at,
+                        state, pipelines, schedules_owned, runs_in_flight)
+VALUES (:id, :host, :pid, :version, :started_at, :heartbeat_at, :lease_expires_at,
+        'live', :pipelines, :schedules_owned, :runs_in_flight)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host,
+    pid = excluded.pid,
+    version = excluded.version,
+    started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at,
+    lease_expires_at = excluded.lease_expires_at,
+    state = 'live',
+    pipelines = excluded.pipelines,
+    schedules_owned = excluded.schedules_owned,
+    runs_in_flight = excluded.runs_in_flight
+WHERE t.state <> 'live' OR t.lease_expires_at <= excluded.heartbeat_at
+   OR t.host = excluded.host
+RETURNING id;
+
+-- name: get_node
+SELECT * FROM nodes WHERE id = :id;
+
+-- name: renew_lease
+-- Only while live: a node declared lost (or that left) meanwhile changes nothing.
+UPDATE nodes
+SET heartbeat_at = :heartbeat_at,
+    lease_expires_at = :lease_expires_at,
+    pipelines = :pipelines,
+    schedules_owned = :schedules_owned,
+    runs_in_flight = :runs_in_flight
+WHERE id = :id AND state = 'live';
+
+-- name: live_nodes
+SELECT * FROM nodes WHERE state = 'live' AND lease_expires_at > :now ORDER BY id COLLATE "C";
+
+-- name: expire_nodes
+-- A second node expiring at once waits for the row lock of the first, then reads the row
+-- again and finds it lost already: each id is returned to one caller.
+UPDATE nodes SET state = 'lost'
+WHERE state = 'live' AND lease_expires_at <= :now
+RETURNING id;
+
+-- name: leave_node
+-- A clean stop: the lease ends now, so that the others take over at once.
+UPDATE nodes SET state = 'left', heartbeat_at = :now, lease_expires_at = :now WHERE id = :id;
+
+-- name: list_nodes
+SELECT * FROM nodes ORDER BY id COLLATE "C";
+
+-- name: prune_nodes
+DELETE FROM nodes WHERE state <> 'live' AND heartbeat_at < :before;
+
+-- name: fail_node_runs
+-- The runs a gone node left: running ones, and the slots it claimed ahead that are due
+-- already (they may or may not have been sent, so their own reason). Its claims still to
+-- come go instead (free_node_claims), for the node taking over the schedule to fire.
+UPDATE runs
+SET status = 'failed', finished_at = :now,
+    error = CASE WHEN status = 'running' THEN CAST(:reason AS text)
+                 ELSE CAST(:claimed_reason AS text) END
+WHERE node_id = :node_id
+  AND (status = 'running'
+       OR (status = 'pending' AND trigger = 'schedule' AND started_at IS NULL
+           AND scheduled_for <= :now));
+
+-- name: free_node_claims
+DELETE FROM runs
+WHERE node_id = :node_id AND status = 'pending' AND trigger = 'schedule'
+  AND started_at IS NULL AND scheduled_for > :now;
+
+-- name: fail_orphaned_runs_of_node
+-- fail_orphaned_runs for a node starting among others: only its own runs, those of no
+-- node, and those of nodes no longer live with an unexpired lease; the runs of the live
+-- ones are theirs.
+UPDATE runs
+SET status = 'failed', finished_at = :now,
+    error = CASE WHEN status = 'pending' AND started_at IS NULL
+                 THEN CAST(:claimed_reason AS text)
+                 ELSE CAST(:reason AS text) END
+WHERE (status = 'running' OR (status = 'pending' AND trigger = 'schedule'))
+  AND (node_id IS NULL OR node_id = :node_id
+       OR NOT EXISTS (SELECT 1 FROM nodes AS n
+                      WHERE n.id = runs.node_id AND n.state = 'live'
+                        AND n.lease_expires_at > :now));
+
 -- Bulk forms of the run and progress writes: <name>_bulk does what <name> does for every
 -- object of the JSON array rows (text), whose keys are the parameters of <name>, in one
 -- statement (see sqlite.sql).
@@ -811,12 +924,12 @@ LIMIT CAST(:limit AS bigint) OFFSET CAST(:offset AS bigint);
 -- name: insert_run_bulk
 -- RETURNING names the runs that went in: a slot or id taken already inserts nothing.
 INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, started_at,
-                  finished_at, error, created_at)
+                  finished_at, error, created_at, node_id)
 SELECT w.id, w.job, w.schedule_id, w.scheduled_for, w.trigger, w.status, w.started_at,
-       w.finished_at, w.error, w.created_at
+       w.finished_at, w.error, w.created_at, w.node_id
 FROM jsonb_to_recordset(CAST(CAST(:rows AS text) AS jsonb))
     AS w(id text, job text, schedule_id text, scheduled_for text, trigger text, status text,
-         started_at text, finished_at text, error text, created_at text)
+         started_at text, finished_at text, error text, created_at text, node_id text)
 ON CONFLICT DO NOTHING
 RETURNING id;
 

@@ -38,10 +38,11 @@ CREATE TABLE step_results (
 );
 
 -- name: insert_run
+-- node_id: migration 6.
 INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, started_at,
-                  finished_at, error, created_at)
+                  finished_at, error, created_at, node_id)
 VALUES (:id, :job, :schedule_id, :scheduled_for, :trigger, :status, :started_at,
-        :finished_at, :error, :created_at)
+        :finished_at, :error, :created_at, :node_id)
 ON CONFLICT DO NOTHING;
 
 -- name: update_run
@@ -129,7 +130,9 @@ ORDER BY created_at DESC, id DESC
 LIMIT :limit;
 
 -- name: claim_run
-UPDATE runs SET status = 'running', started_at = :now WHERE id = :id AND status = 'pending';
+-- The node that claims a requested run runs it (node_id: migration 6); none keeps the old.
+UPDATE runs SET status = 'running', started_at = :now, node_id = COALESCE(:node_id, node_id)
+WHERE id = :id AND status = 'pending';
 
 -- name: migration_2
 -- Definitions written by the controller, progress by the daemon. Structured fields are JSON
@@ -884,6 +887,116 @@ WHERE (:status IS NULL OR (:status = 'open') = (resolved_at IS NULL))
 ORDER BY started_at DESC, id DESC
 LIMIT :limit OFFSET :offset;
 
+-- name: migration_6
+-- Several daemons ("nodes") share one store. Each run records the node that ran or skipped
+-- it, so that when a node is gone its runs can be failed and its claims freed by another.
+-- No index on node_id: every run would pay for it, and the queries by node look at the
+-- few pending and running runs only, through runs_status.
+ALTER TABLE runs ADD COLUMN node_id TEXT;
+-- One row per node, renewed by its heartbeat: it holds its lease until lease_expires_at
+-- (the fixed-width UTC text of `_ts`, compared as text). A node that stops cleanly is
+-- 'left', one whose lease ran out is declared 'lost' by another; rows that are neither
+-- are pruned after a while. pipelines is a JSON object of name -> content hash.
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    version TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    heartbeat_at TEXT NOT NULL,
+    lease_expires_at TEXT NOT NULL,
+    state TEXT NOT NULL,              -- live, left or lost
+    pipelines TEXT NOT NULL DEFAULT '{}',
+    schedules_owned INTEGER NOT NULL DEFAULT 0,
+    runs_in_flight INTEGER NOT NULL DEFAULT 0
+);
+
+-- name: join_node
+-- The row of a node joining, or the row of its id replaced: a restarted daemon of the same
+-- home keeps its id. Not while a live daemon on another host holds the id with an unexpired
+-- lease: then no row comes back (on the same host the PID file keeps one daemon per home).
+INSERT INTO nodes (id, host, pid, version, started_at, heartbeat_at, lease_expires_at,
+                   state, pipelines, schedules_owned, runs_in_flight)
+VALUES (:id, :host, :pid, :version, :started_at, :heartbeat_at, :lease_expires_at,
+        'live', :pipelines, :schedules_owned, :runs_in_flight)
+ON CONFLICT (id) DO UPDATE SET
+    host = excluded.host,
+    pid = excluded.pid,
+    version = excluded.version,
+    started_at = excluded.started_at,
+    heartbeat_at = excluded.heartbeat_at,
+    lease_expires_at = excluded.lease_expires_at,
+    state = 'live',
+    pipelines = excluded.pipelines,
+    schedules_owned = excluded.schedules_owned,
+    runs_in_flight = excluded.runs_in_flight
+WHERE nodes.state <> 'live' OR nodes.lease_expires_at <= excluded.heartbeat_at
+   OR nodes.host = excluded.host
+RETURNING id;
+
+-- name: get_node
+SELECT * FROM nodes WHERE id = :id;
+
+-- name: renew_lease
+-- Only while live: a node declared lost (or that left) meanwhile changes nothing.
+UPDATE nodes
+SET heartbeat_at = :heartbeat_at,
+    lease_expires_at = :lease_expires_at,
+    pipelines = :pipelines,
+    schedules_owned = :schedules_owned,
+    runs_in_flight = :runs_in_flight
+WHERE id = :id AND state = 'live';
+
+-- name: live_nodes
+SELECT * FROM nodes WHERE state = 'live' AND lease_expires_at > :now ORDER BY id;
+
+-- name: expire_nodes
+-- Under the write lock: of several nodes expiring at once, one gets each id.
+UPDATE nodes SET state = 'lost'
+WHERE state = 'live' AND lease_expires_at <= :now
+RETURNING id;
+
+-- name: leave_node
+-- A clean stop: the lease ends now, so that the others take over at once.
+UPDATE nodes SET state = 'left', heartbeat_at = :now, lease_expires_at = :now WHERE id = :id;
+
+-- name: list_nodes
+SELECT * FROM nodes ORDER BY id;
+
+-- name: prune_nodes
+DELETE FROM nodes WHERE state <> 'live' AND heartbeat_at < :before;
+
+-- name: fail_node_runs
+-- The runs a gone node left: running ones, and the slots it claimed ahead that are due
+-- already (they may or may not have been sent: their own reason). Its claims still to come
+-- go instead (free_node_claims), for the node taking over the schedule to fire.
+UPDATE runs
+SET status = 'failed', finished_at = :now,
+    error = CASE WHEN status = 'running' THEN :reason ELSE :claimed_reason END
+WHERE node_id = :node_id
+  AND (status = 'running'
+       OR (status = 'pending' AND trigger = 'schedule' AND started_at IS NULL
+           AND scheduled_for <= :now));
+
+-- name: free_node_claims
+DELETE FROM runs
+WHERE node_id = :node_id AND status = 'pending' AND trigger = 'schedule'
+  AND started_at IS NULL AND scheduled_for > :now;
+
+-- name: fail_orphaned_runs_of_node
+-- fail_orphaned_runs for a node starting among others: only its own runs, those of no
+-- node, and those of nodes that are no longer live with an unexpired lease; the runs of
+-- the live ones are theirs.
+UPDATE runs
+SET status = 'failed', finished_at = :now,
+    error = CASE WHEN status = 'pending' AND started_at IS NULL THEN :claimed_reason
+                 ELSE :reason END
+WHERE (status = 'running' OR (status = 'pending' AND trigger = 'schedule'))
+  AND (node_id IS NULL OR node_id = :node_id
+       OR NOT EXISTS (SELECT 1 FROM nodes AS n
+                      WHERE n.id = runs.node_id AND n.state = 'live'
+                        AND n.lease_expires_at > :now));
+
 -- Bulk forms of the run and progress writes: `<name>_bulk` does what `<name>` does for
 -- every object of the JSON array :rows, whose keys are `<name>`'s parameters, in one
 -- statement. executemany takes the GIL back for every row it binds, and while the event
@@ -892,12 +1005,13 @@ LIMIT :limit OFFSET :offset;
 
 -- name: insert_run_bulk
 INSERT INTO runs (id, job, schedule_id, scheduled_for, trigger, status, started_at,
-                  finished_at, error, created_at)
+                  finished_at, error, created_at, node_id)
 SELECT json_extract(value, '$.id'), json_extract(value, '$.job'),
        json_extract(value, '$.schedule_id'), json_extract(value, '$.scheduled_for'),
        json_extract(value, '$.trigger'), json_extract(value, '$.status'),
        json_extract(value, '$.started_at'), json_extract(value, '$.finished_at'),
-       json_extract(value, '$.error'), json_extract(value, '$.created_at')
+       json_extract(value, '$.error'), json_extract(value, '$.created_at'),
+       json_extract(value, '$.node_id')
 FROM json_each(:rows)
 WHERE true
 ON CONFLICT DO NOTHING;

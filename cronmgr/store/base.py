@@ -6,7 +6,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from typing import Protocol
 
-from cronmgr.core.models import Run, RunStatus, Schedule, ScheduleStatus, StepResult, Target
+from cronmgr.core.models import (
+    Node,
+    Run,
+    RunStatus,
+    Schedule,
+    ScheduleStatus,
+    StepResult,
+    Target,
+)
 from cronmgr.store.records import (
     Incident,
     IncidentStatus,
@@ -181,18 +189,28 @@ class Store(Protocol):
         """Runs, newest first, without their steps."""
         ...
 
-    async def claim_run(self, run_id: str) -> bool:
-        """Move a pending run to running, started now; False when it was not pending."""
+    async def claim_run(self, run_id: str, node_id: str | None = None) -> bool:
+        """Move a pending run to running, started now, by node `node_id` (when given);
+        False when it was not pending."""
         ...
 
     async def list_requested_runs(self, *, limit: int = 1000) -> list[Run]:
         """Pending manual and API runs, newest first (not slots claimed ahead)."""
         ...
 
-    async def fail_orphaned_runs(self, reason: str, *, claimed_reason: str | None = None) -> int:
+    async def fail_orphaned_runs(
+        self,
+        reason: str,
+        *,
+        claimed_reason: str | None = None,
+        node_id: str | None = None,
+        now: datetime | None = None,
+    ) -> int:
         """Mark runs a dead daemon left running (or queued by a schedule) as failed; pending
         manual runs, which never started, stay for the next daemon. Slots it claimed ahead
-        and never started get `claimed_reason` (default `reason`). Returns how many."""
+        and never started get `claimed_reason` (default `reason`). Returns how many. With
+        `node_id`, only the runs of that node, of no node, or of a node not live with a
+        lease unexpired at `now` (default: now)."""
         ...
 
     async def recount_runs(self) -> int:
@@ -215,14 +233,47 @@ class Store(Protocol):
         watch: the controller on its machine signals its daemon."""
         ...
 
-    async def lock_daemon(self) -> None:
-        """Claim the store for this process's daemon, for as long as the store is open;
-        StoreError naming the reason when another daemon holds it. (The PID file keeps one
-        daemon per home; this keeps one per shared store until daemons share one as nodes.)"""
-        ...
-
     async def close(self) -> None:
         """Flush and release the connection."""
+        ...
+
+    # Nodes: the daemons sharing the store
+
+    async def join_node(self, node: Node) -> None:
+        """Insert the node's row, or replace the row of its id (live again, with the new
+        host, pid, version, times and pipelines); Conflict when a live daemon on another
+        host holds the id with a lease unexpired at `node.heartbeat_at`."""
+        ...
+
+    async def renew_lease(self, node: Node) -> list[Node] | None:
+        """In one transaction: renew the lease of `node` (heartbeat, lease, pipelines,
+        counts) while it is live, and return every node live at `node.heartbeat_at` by id,
+        this one included; None when it is no longer live (declared lost, or it left)."""
+        ...
+
+    async def expire_nodes(self, now: datetime) -> list[str]:
+        """Mark every live node whose lease ran out by `now` as lost; their ids. Of several
+        callers at once, each id is returned to one of them."""
+        ...
+
+    async def fail_node_runs(
+        self, node_id: str, now: datetime, reason: str, claimed_reason: str
+    ) -> int:
+        """End the runs of a gone node: running ones fail with `reason`, slots it claimed
+        ahead due by `now` with `claimed_reason`; its claims of later slots are deleted.
+        Pending manual runs stay. Returns how many runs failed."""
+        ...
+
+    async def leave_node(self, node_id: str, now: datetime) -> None:
+        """Record a clean stop: state left, its lease ended at `now`."""
+        ...
+
+    async def list_nodes(self) -> list[Node]:
+        """Every node the store knows of, by id."""
+        ...
+
+    async def prune_nodes(self, before: datetime) -> int:
+        """Delete the rows of nodes not live and last heard of before `before`; how many."""
         ...
 
     # Metrics and incidents

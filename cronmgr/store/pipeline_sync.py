@@ -11,6 +11,7 @@ A file that fails to load keeps its schedule as it was, so a typo never deletes 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -54,8 +55,11 @@ class SyncReport:
         return bool(self.created or self.updated or self.status_changed or self.deleted)
 
 
-async def sync_pipeline_schedules(store: Store, pipelines: PipelineSet) -> SyncReport:
-    """Make the store's file-declared schedules match the files; what changed."""
+async def sync_pipeline_schedules(
+    store: Store, pipelines: PipelineSet, keep: Collection[str] = ()
+) -> SyncReport:
+    """Make the store's file-declared schedules match the files; what changed. The
+    schedules of pipelines named in `keep` (other nodes have them) are never deleted."""
     report = SyncReport()
     wanted = {p.name: p for p in pipelines if p.schedule is not None}
     for pipeline in wanted.values():
@@ -67,7 +71,7 @@ async def sync_pipeline_schedules(store: Store, pipelines: PipelineSet) -> SyncR
     broken = {problem.name for problem in pipelines.errors}
     for schedule_id in await store.schedule_ids(FILE_SCHEDULE_PREFIX):
         name = schedule_id.removeprefix(FILE_SCHEDULE_PREFIX)
-        if name not in wanted and name not in broken:
+        if name not in wanted and name not in broken and name not in keep:
             await store.delete_schedule(schedule_id)
             report.deleted.append(schedule_id)
     if report.changed:

@@ -9,7 +9,8 @@ that can't be parsed) is not an error of the reader: it comes back as a schedule
 `error`, its reason in `status_reason`, so a list still answers, the dashboard still shows
 it, the engine never fires it, and it can be fixed with a PATCH or deleted. A target is
 read back the same way (with `status_reason` set; its runs fail without sending), and a
-run or step row that can't be mapped comes back failed, its error saying why.
+run or step row that can't be mapped comes back failed, its error saying why; a node row,
+with what of it can be read (a node has no field for the reason: the store logs it).
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from cronmgr.core.bounds import FIRST_MOMENT
 from cronmgr.core.models import (
     FailurePolicy,
     MisfirePolicy,
+    Node,
+    NodeState,
     OverlapPolicy,
     Run,
     RunStatus,
@@ -115,6 +118,26 @@ def unreadable_run(
         schedule_id=_or_none(str, row.get("schedule_id")),
         error=f"its stored row can't be read ({type(exc).__name__}: {exc})",
         steps=steps,
+        node_id=_or_none(str, row.get("node_id")),
+    )
+
+
+def unreadable_node(row: Mapping[str, Any]) -> Node:
+    """The node of a row that can't be mapped: its id, and what else can be read, so that
+    the others still count it (a node left out would have its schedules taken over while
+    it runs them). A state that can't be read is `lost`: it is gone as far as anyone can tell.
+    """
+    return Node(
+        id=str(row.get("id")),
+        host=_or_none(str, row.get("host")) or "",
+        pid=_or_none(int, row.get("pid")) or 0,
+        version=_or_none(str, row.get("version")) or "",
+        started_at=_moment(row.get("started_at")),
+        heartbeat_at=_moment(row.get("heartbeat_at")),
+        lease_expires_at=_moment(row.get("lease_expires_at")),
+        state=_or_none(NodeState, row.get("state")) or NodeState.LOST,
+        schedules_owned=_or_none(int, row.get("schedules_owned")) or 0,
+        runs_in_flight=_or_none(int, row.get("runs_in_flight")) or 0,
     )
 
 

@@ -19,6 +19,7 @@ from cronmgr.store.postgres.connection import PostgresConnection, store_error
 from cronmgr.store.postgres.listen import ChangeListener
 from cronmgr.store.queries import load_queries, migrations
 from cronmgr.store.relational.definitions import SchedulesMixin, TargetsMixin
+from cronmgr.store.relational.nodes import NodesMixin
 from cronmgr.store.relational.runs import RunsMixin
 from cronmgr.store.relational.stats import MetricsMixin
 
@@ -40,7 +41,6 @@ CREATE TABLE IF NOT EXISTS schema_version (
 # each other; taken for the transaction only, so a migrator that dies frees it.
 # A session lock: it lasts as long as the daemon's own connection, and a daemon killed with
 # -9 loses it when the server sees the connection close.
-_DAEMON_LOCK = "SELECT pg_try_advisory_lock(hashtext('cronmgr daemon ' || current_schema()))"
 _MIGRATE_LOCK = "SELECT pg_advisory_xact_lock(hashtext('cronmgr migrate ' || current_schema()))"
 
 
@@ -53,7 +53,9 @@ def describe_url(url: str) -> str:
     return f"postgresql://{user}{host}{port}{parts.path}"
 
 
-class PostgresStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, PostgresConnection):
+class PostgresStore(
+    TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, NodesMixin, PostgresConnection
+):
     """The Store on a PostgreSQL database.
 
     Uniqueness of a slot, of an open incident and of a name is PostgreSQL's to enforce, as
@@ -62,7 +64,6 @@ class PostgresStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, Postg
 
     def __init__(self, pool: asyncpg.Pool, url: str) -> None:
         super().__init__(pool, url)
-        self._daemon_lock: asyncpg.Connection | None = None
         self._listeners: list[ChangeListener] = []
 
     @classmethod
@@ -113,23 +114,6 @@ class PostgresStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, Postg
             raise store_error("watch_changes", exc) from exc
         self._listeners.append(listener)
 
-    async def lock_daemon(self) -> None:
-        """Take the store's daemon lock on a connection of its own, held while the store is
-        open; StoreError when another daemon (on any host) holds it."""
-        try:
-            connection = await asyncpg.connect(self._url, timeout=CONNECT_TIMEOUT_SECONDS)
-            taken = await connection.fetchval(_DAEMON_LOCK)
-        except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            raise store_error("lock_daemon", exc) from exc
-        if not taken:
-            await connection.close()
-            raise StoreError(
-                f"another cronmgr daemon already runs on the PostgreSQL store at"
-                f" {describe_url(self._url)}: one daemon per store (stop it, or give this"
-                " one a store of its own)"
-            )
-        self._daemon_lock = connection
-
     async def close(self) -> None:
         """Flush and release the pool. Writes held while the server is away are tried for
         CLOSE_HOLD_SECONDS more, then given up (the next daemon fails the runs they would
@@ -138,8 +122,6 @@ class PostgresStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, Postg
             await listener.close()
         await self._batcher.flush(give_up_after=CLOSE_HOLD_SECONDS)
         await self._pool.close()
-        if self._daemon_lock is not None:
-            await self._daemon_lock.close()  # the session ends: the lock goes with it
 
 
 def _open_error(where: str, exc: BaseException) -> StoreError:

@@ -64,6 +64,7 @@ def _mapped_run(row: Row, steps: Iterable[StepResult]) -> Run:
         finished_at=_dt(row["finished_at"]),
         error=row["error"],
         steps=tuple(steps),
+        node_id=row["node_id"],
     )
 
 
@@ -200,6 +201,7 @@ def _run_params(run: Run) -> dict[str, Any]:
         "finished_at": _ts(run.finished_at),
         "error": run.error,
         "created_at": _ts(utcnow()),
+        "node_id": run.node_id,
     }
 
 

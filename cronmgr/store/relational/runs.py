@@ -165,9 +165,11 @@ class RunsMixin(RelationalConnection):
         }
         return [run_from_row(row) for row in await self._read(_runs_query(params), params)]
 
-    async def claim_run(self, run_id: str) -> bool:
-        """Move a pending run to running, started now; False when it was not pending."""
-        return await self._write("claim_run", {"id": run_id, "now": _ts(utcnow())}) == 1
+    async def claim_run(self, run_id: str, node_id: str | None = None) -> bool:
+        """Move a pending run to running, started now, by node `node_id` (when given);
+        False when it was not pending."""
+        params = {"id": run_id, "now": _ts(utcnow()), "node_id": node_id}
+        return await self._write("claim_run", params) == 1
 
     async def list_requested_runs(self, *, limit: int = 1000) -> list[Run]:
         """Pending manual and API runs, newest first (not slots claimed ahead)."""
@@ -175,16 +177,29 @@ class RunsMixin(RelationalConnection):
             run_from_row(row) for row in await self._read("list_requested_runs", {"limit": limit})
         ]
 
-    async def fail_orphaned_runs(self, reason: str, *, claimed_reason: str | None = None) -> int:
+    async def fail_orphaned_runs(
+        self,
+        reason: str,
+        *,
+        claimed_reason: str | None = None,
+        node_id: str | None = None,
+        now: datetime | None = None,
+    ) -> int:
         """Mark runs a dead daemon left running (or queued by a schedule) as failed; pending
         manual runs, which never started, stay for the next daemon. Slots it claimed ahead
-        and never started get `claimed_reason` (default `reason`). Returns how many."""
+        and never started get `claimed_reason` (default `reason`). Returns how many.
+
+        With `node_id`, only the runs of that node, of no node, or of a node that is not
+        live with a lease unexpired at `now` (default: now): the runs of the other live
+        nodes are theirs to finish."""
         params = {
-            "now": _ts(utcnow()),
+            "now": _ts(now or utcnow()),
             "reason": reason,
             "claimed_reason": claimed_reason or reason,
         }
-        return await self._write("fail_orphaned_runs", params)
+        if node_id is None:
+            return await self._write("fail_orphaned_runs", params)
+        return await self._write("fail_orphaned_runs_of_node", {**params, "node_id": node_id})
 
     async def recount_runs(self) -> int:
         """Add to each max_runs schedule's run_count the succeeded and failed runs of its

@@ -1,7 +1,7 @@
 """The embedded store: one SQLite file in WAL mode, driven through aiosqlite's thread.
 
 `SQLiteStore` is the `Store` on that file: the operations every SQL backend shares
-(store/relational: definitions, runs, stats) over this backend's own connection
+(store/relational: definitions, runs, stats, nodes) over this backend's own connection
 (`connection`). Here it is opened, checked, upgraded and closed.
 """
 
@@ -15,6 +15,7 @@ import aiosqlite
 
 from cronmgr.core.errors import StoreError
 from cronmgr.store.relational.definitions import SchedulesMixin, TargetsMixin
+from cronmgr.store.relational.nodes import NodesMixin
 from cronmgr.store.relational.runs import RunsMixin
 from cronmgr.store.relational.stats import MetricsMixin
 from cronmgr.store.sqlite.connection import BUSY_TIMEOUT_MS, PRAGMAS, SQLiteConnection
@@ -25,7 +26,9 @@ CLOSE_HOLD_SECONDS = 10.0
 """How long a closing store goes on trying writes held for want of room."""
 
 
-class SQLiteStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, SQLiteConnection):
+class SQLiteStore(
+    TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, NodesMixin, SQLiteConnection
+):
     """The Store on one SQLite file.
 
     The controller and the daemon open the same file from two processes. Every write runs
@@ -65,10 +68,6 @@ class SQLiteStore(TargetsMixin, SchedulesMixin, RunsMixin, MetricsMixin, SQLiteC
 
     async def watch_changes(self, changed: Callable[[], None]) -> None:
         """Nothing to watch: the controller on this machine signals its daemon (SIGUSR1)."""
-
-    async def lock_daemon(self) -> None:
-        """Nothing to take: a SQLite file belongs to one home, whose PID file's lock
-        already keeps its daemon alone."""
 
     async def close(self) -> None:
         """Flush and release the connection. Writes held for want of room are tried for
