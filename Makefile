@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 BROWSER_STAMP := $(VENV)/.browser-stamp
 
-.PHONY: install run test lint format bench fuzz clean systemd-tools browser-tools
+.PHONY: install run test soak lint format bench fuzz clean systemd-tools browser-tools
 
 install: $(STAMP)
 
@@ -51,6 +51,11 @@ $(BROWSER_STAMP): $(STAMP)
 PYTEST_WORKERS ?= 4
 test: install systemd-tools browser-tools
 	$(BIN)/python -m pytest -q -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
+
+## The slow checks, not in `make test`: the cluster soak (three daemons on PostgreSQL,
+## nodes killed and restarted under a load of a few thousand slots).
+soak: install
+	$(BIN)/python -m pytest -q -m slow $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

@@ -53,7 +53,9 @@ def pg_database(worker_id: str) -> Iterator[str]:
     """A database of this worker's own on the test server; skipped without a server."""
     if (reason := _unreachable()) is not None:
         pytest.skip(reason)
-    name = f"cronmgr_test_{worker_id}".replace("-", "_")
+    # The process id too: two test sessions at once on one server (a second checkout,
+    # a helper's run) must not drop each other's databases.
+    name = f"cronmgr_test_{worker_id}_{os.getpid()}".replace("-", "_")
     asyncio.run(_admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     asyncio.run(_admin(f"CREATE DATABASE {name}"))
     yield _with_database(PG_SERVER, name)

@@ -18,6 +18,7 @@ from support import make_home
 
 from cronmgr.client import AsyncClient
 from cronmgr.controller.app import create_app
+from cronmgr.controller.auth import new_token
 from cronmgr.controller.lockout import FAILURE_LIMIT, WINDOW_SECONDS, Lockout
 from cronmgr.core.config import Settings, load_settings
 from cronmgr.core.errors import TooManyRequests
@@ -144,3 +145,10 @@ async def test_the_openapi_document_names_the_refusal(client: Client) -> None:
     assert "Retry-After" in refusal["description"]
     assert refusal["headers"]["Retry-After"]["schema"] == {"type": "integer"}
     assert "429" not in document["paths"]["/health"]["get"]["responses"]
+
+
+def test_a_generated_token_never_starts_with_a_dash_a_command_line_would_misread() -> None:
+    """`cronmgr status --token -x…` would take the token for an option."""
+    tokens = [new_token() for _ in range(2000)]
+    assert not any(token.startswith("-") for token in tokens)
+    assert len(set(tokens)) == 2000 and {len(t) for t in tokens} == {43}

@@ -26,11 +26,19 @@ def ensure_token(settings: Settings) -> str | None:
     with contextlib.suppress(FileExistsError):
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as fh:
-            fh.write(secrets.token_urlsafe(32) + "\n")
+            fh.write(new_token() + "\n")
         log.info("api_token_generated", path=str(path))
     _check_private(settings)
     token = read_token(settings)
     assert token is not None
+    return token
+
+
+def new_token() -> str:
+    """A fresh API token: 43 URL-safe characters, never starting with "-", which a
+    command line would take for an option (`cronmgr status --token -x…`)."""
+    while (token := secrets.token_urlsafe(32)).startswith("-"):
+        pass
     return token
 
 

@@ -24,6 +24,11 @@ from cronmgr.store.records import ScheduleChanges
 
 log = structlog.get_logger("cronmgr.nodes")
 
+MOVED_REASON = "missed while this schedule moved to this node from another"
+"""Why a slot that fell before this node took its schedule over, and came behind a run
+of it, is skipped."""
+FENCED_REASON = "missed: this node was cut off from its store"
+"""Why a slot that fell while this node was fenced, and came behind a run, is skipped."""
 DIGEST_LENGTH = 16
 """Hex digits of a pipeline file's content hash shown and compared between nodes."""
 
@@ -77,7 +82,9 @@ class ClusterShare:
         taken = owned if full else [s for s in owned if s.id not in held_now]
         # Revision 0: the engine's own revision stays, so edits made meanwhile to the
         # schedules it kept still come with the next incremental read.
-        self._engine.apply(ScheduleChanges(taken, [], 0))
+        self._engine.apply(
+            ScheduleChanges(taken, [], 0), taken_over=FENCED_REASON if full else MOVED_REASON
+        )
         log.info(
             "schedules_rebalanced",
             node=self._membership.node_id,

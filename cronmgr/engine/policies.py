@@ -47,12 +47,17 @@ def circuit_open(entry: Entry, clock: Callable[[], float]) -> bool:
 
 
 def missed_reason(
-    entry: Entry, slot: datetime, started: float, clock: Callable[[], float]
+    entry: Entry,
+    slot: datetime,
+    started: float,
+    clock: Callable[[], float],
+    down_reason: str = MISSED_DOWN_REASON,
 ) -> str | None:
     """Why a slot the daemon got to late is not run, if it was late: not that a run was
-    going (it would have been run at its time), but what made it late."""
+    going (it would have been run at its time), but what made it late (`down_reason` for
+    a slot that fell before `started`, when this daemon got the schedule)."""
     if ts(slot) < started:
-        return MISSED_DOWN_REASON
+        return down_reason
     late = clock() - entry.fire_at
     grace = entry.schedule.misfire_grace_seconds
     if late <= grace:

@@ -77,18 +77,26 @@ class Scheduler(ScheduleTable):
         self._held = False  # fenced off the store: fires nothing until resumed
         # Schedules handed to another node whose claimed slot still fires here first.
         self._leaving: set[str] = set()
+        # Schedules this node took over from another, and when, with why slots before then
+        # were missed: they are to this node what the time before its start is to a daemon.
+        self._taken: dict[str, tuple[float, str]] = {}
         self.revision = 0
 
     # --- definitions -----------------------------------------------------------------
 
-    def apply(self, changes: ScheduleChanges) -> None:
-        """Take new, edited and deleted schedules into the engine at once."""
+    def apply(self, changes: ScheduleChanges, *, taken_over: str | None = None) -> None:
+        """Take new, edited and deleted schedules into the engine at once; `taken_over`:
+        they come from another node (or back after a fence), and why the slots that fell
+        before now were missed, when they were."""
         for schedule_id in changes.deleted:
             self._leaving.discard(schedule_id)
+            self._taken.pop(schedule_id, None)
             self._remove(schedule_id)
         now = from_ts(self._clock())
         for schedule in changes.changed:
             self._leaving.discard(schedule.id)
+            if taken_over is not None:
+                self._taken[schedule.id] = (self._clock(), taken_over)
             self._upsert(schedule, now)
         self.revision = max(self.revision, changes.revision)
         self._drop_stale_items()
@@ -142,6 +150,7 @@ class Scheduler(ScheduleTable):
         fires here (the other node's try at it finds the slot taken); the rest go now."""
         for schedule_id in schedule_ids:
             entry = self._entries.get(schedule_id)
+            self._taken.pop(schedule_id, None)
             if entry is not None and self._claimer.holds(schedule_id, entry.slot):
                 self._leaving.add(schedule_id)
             else:
@@ -267,7 +276,7 @@ class Scheduler(ScheduleTable):
         if not busy or policy is OverlapPolicy.ALLOW:
             self._fire(entry, slot)
         elif policy is OverlapPolicy.SKIP:
-            reason = missed_reason(entry, slot, self._started, self._clock)
+            reason = self._missed_reason(entry, slot)
             self._skip(entry, slot, reason or OVERLAP_REASON)
         elif policy is OverlapPolicy.QUEUE:
             self._enqueue(entry, slot)
@@ -276,6 +285,12 @@ class Scheduler(ScheduleTable):
                 task.cancel("replaced by a newer run")
             self._jobs.cancel(entry.schedule.job, "replaced by a newer run")
             self._fire(entry, slot)
+
+    def _missed_reason(self, entry: Entry, slot: datetime) -> str | None:
+        taken = self._taken.get(entry.schedule.id)
+        if taken is None:
+            return missed_reason(entry, slot, self._started, self._clock)
+        return missed_reason(entry, slot, taken[0], self._clock, taken[1])
 
     def _enqueue(self, entry: Entry, slot: datetime) -> None:
         if len(entry.queued) >= QUEUE_LIMIT:
