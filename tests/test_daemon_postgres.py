@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import aiohttp
 from aiohttp.test_utils import TestServer
 from support import Controller, add_target_schedule, until
 from test_engine import Hits, runs_of, start_daemon, target_server
@@ -49,6 +50,17 @@ async def test_a_second_daemon_on_one_store_joins_it_as_another_node(
     assert [n.state for n in nodes] == [NodeState.LIVE, NodeState.LIVE]
     assert len({n.id for n in nodes}) == 2
     assert {n.pid for n in nodes} == {_daemon_pid(first), _daemon_pid(second)}
+    # Each host's status names its own daemon's node.
+    assert {await _status_node(c) for c in (first, second)} == {n.id for n in nodes}
+
+
+async def _status_node(controller: Controller) -> str:
+    async with (
+        aiohttp.ClientSession(controller.url, headers=controller.headers) as http,
+        http.get("/api/cron/status") as response,
+    ):
+        node: str = (await response.json())["node"]
+        return node
 
 
 def _daemon_pid(controller: Controller) -> int | None:

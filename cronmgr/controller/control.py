@@ -200,6 +200,7 @@ class DaemonControl:
             "pipeline": spec.pipeline if spec else None,
             "interval_seconds": spec.interval_seconds if spec else None,
             "heartbeat_at": report.get("heartbeat_at") if running else None,
+            "node": report.get("node") if running else None,  # its id among the store's nodes
             # {last, p50, p99, samples} over the engine's latest firings; None before any.
             "schedule_lag_seconds": (
                 (report.get("metrics") or {}).get("schedule_lag_seconds") if running else None

@@ -44,6 +44,9 @@ was sent: two renewals in a row may fail first, and the rest of the lease covers
 skew of up to a fifth of it between hosts."""
 RETRY_SECONDS = 1.0
 """Pause after a failed renewal (capped at a tenth of the lease)."""
+GONE_NODES_KEPT = timedelta(days=7)
+"""Rows of nodes that left or were lost are kept this long after their last heartbeat
+(pruned when a node joins), so that `cronmgr nodes` still shows a recent loss."""
 EXPIRY_SLACK_SECONDS = 0.05
 """The watch wakes this long after another node's lease runs out, so that it has."""
 LOST_REASON = "node {node} lost its lease while this run was in flight"
@@ -112,7 +115,8 @@ class Membership:
         await self._store.join_node(self._stamped())
         live = await self._store.renew_lease(self._stamped())
         self._landed(sent, live or [self.node])
-        log.info("node_joined", node=self.node_id, lease_seconds=self.lease)
+        pruned = await self._store.prune_nodes(utcnow() - GONE_NODES_KEPT)
+        log.info("node_joined", node=self.node_id, lease_seconds=self.lease, pruned=pruned)
 
     async def beat(self) -> None:
         """One round, for `supervised`: wait for its time, renew, watch the others."""

@@ -93,6 +93,10 @@ FIXED_SCHEMAS: dict[str, Schema] = {
                 "format": "date-time",
                 "description": "When the daemon last published its state (every few seconds).",
             },
+            "node": {
+                "type": ["string", "null"],
+                "description": "The daemon's id among the nodes of its store (null when stopped).",
+            },
             "schedule_lag_seconds": {
                 "type": ["object", "null"],
                 "description": "How late slots fired lately: last, p50, p99 and samples.",
