@@ -75,8 +75,12 @@ class Membership:
         counts: Callable[[], tuple[int, int]],
         on_view: Callable[[Ownership], None],
         on_fence: Callable[[bool], None],
+        fencing: bool = True,
     ) -> None:
         self._store = store
+        # Off for a store of one host (SQLite): no other node could take over, and a
+        # full disk must not stop the firing of what can still be claimed.
+        self._fencing = fencing
         self.lease = lease_seconds
         self._counts = counts  # (schedules owned, runs in flight), for the node's row
         self._on_view = on_view
@@ -207,6 +211,8 @@ class Membership:
 
     def _arm_fence_timer(self) -> None:
         self._cancel_fence_timer()
+        if not self._fencing:
+            return
         loop = asyncio.get_running_loop()
         at = self._renewed_at + self.lease * FENCE_FRACTION
         self._fence_timer = loop.call_later(max(0.0, at - time.monotonic()), self._fence)

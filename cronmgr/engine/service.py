@@ -158,6 +158,7 @@ class Daemon(Upkeep):
             counts=self._counts,
             on_view=self._view_changed,
             on_fence=self._fenced,
+            fencing=not settings.store_url.startswith("sqlite:"),
         )
         membership.set_pipelines(pipeline_digests(pipelines))
         await membership.join()
