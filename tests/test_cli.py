@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import signal
+import socket
 import subprocess
 import sys
 from datetime import datetime, timedelta
@@ -18,7 +20,7 @@ from support import Controller, free_port, wait_for
 
 from cronmgr.core.config import Settings
 
-CLIENT_COMMANDS = ["start", "stop", "restart", "reload", "status", "logs", "clear-logs"]
+CLIENT_COMMANDS = ["start", "stop", "restart", "reload", "status", "nodes", "logs", "clear-logs"]
 GOOD_PIPELINE = """
 name = "nightly"
 description = "Two steps"
@@ -221,6 +223,35 @@ def test_url_option_overrides_the_settings(controller: Controller, tmp_path: Pat
     result = cronmgr("status", "--url", controller.url, "--token", controller.token, env=env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("Daemon is not running")
+
+
+def test_nodes_prints_the_daemons_of_the_store_as_a_table_or_json(
+    controller: Controller,
+) -> None:
+    """No node before a start; then the daemon's node in the columns, and --json is the
+    API's answer."""
+    env = controller.env()
+    empty = cronmgr("nodes", env=env)
+    assert empty.returncode == 0, empty.stderr
+    assert empty.stdout.strip() == "no nodes: no daemon has used this store yet"
+    assert orjson.loads(cronmgr("nodes", "--json", env=env).stdout) == []
+    assert cronmgr("start", "--pipeline", "quick", env=env).returncode == 0
+
+    result = cronmgr("nodes", env=env)
+    assert result.returncode == 0, result.stderr
+    header, row = (re.split(r" {2,}", line) for line in result.stdout.splitlines())
+    assert header == ["NODE", "HOST", "STATE", "SCHEDULES", "IN-FLIGHT", "LEASE", "PIPELINES"]
+    (node,) = orjson.loads(cronmgr("nodes", "--json", env=env).stdout)
+    status = orjson.loads(cronmgr("status", "--json", env=env).stdout)
+    assert node["state"] == "live" and node["pid"] == status["pid"]
+    assert row[:3] == [node["id"], f"{socket.gethostname()} (this host)", "live"]
+    assert row[3].isdigit() and row[4].isdigit()
+    assert re.fullmatch(r"in \d+\.\ds", row[5]), row[5]
+    assert row[6] == "default, quick, slow"
+    assert cronmgr("stop", env=env).returncode == 0
+    (left,) = orjson.loads(cronmgr("nodes", "--json", env=env).stdout)
+    assert left["state"] == "left" and left["id"] == node["id"]
+    assert re.search(r"  left  .*  expired \d+\.\ds ago  ", cronmgr("nodes", env=env).stdout)
 
 
 def test_logs_prints_the_last_n_lines(controller: Controller) -> None:

@@ -9,6 +9,7 @@ store, as the daemon would write them; no daemon is started.
 from __future__ import annotations
 
 import inspect
+import socket
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -18,7 +19,16 @@ from support import Controller
 
 from cronmgr import AsyncClient, Client
 from cronmgr.core.errors import Conflict, InvalidInput, NotFound
-from cronmgr.core.models import Run, RunStatus, ScheduleStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.core.models import (
+    Node,
+    Run,
+    RunStatus,
+    ScheduleStatus,
+    StepResult,
+    Trigger,
+    new_id,
+    utcnow,
+)
 from cronmgr.store import open_store
 
 TARGET = {"method": "post", "headers": {"Authorization": "Bearer s3cr3t"}, "timeout_seconds": 9}
@@ -257,6 +267,32 @@ async def test_pipelines_and_the_openapi_document(api: Api) -> None:
     document = await api.openapi()
     assert document["openapi"].startswith("3.1")
     assert {"/api/v1/runs", "/api/v1/schedules/{id}/next"} <= document["paths"].keys()
+
+
+# --- nodes --------------------------------------------------------------------------------
+
+
+async def test_nodes_lists_the_daemons_of_the_store(api: Api, controller: Controller) -> None:
+    """None before a daemon joins; then each node by id with what the controller reads in
+    its row: the lease's seconds left, the pipelines that differ, whether it is this host."""
+    assert await api.nodes() == []
+    now = utcnow()
+    lease = now + timedelta(seconds=30)
+    written = [
+        ("b", "elsewhere", "1" * 16),  # alone with its hash: it differs
+        ("a", socket.gethostname(), "2" * 16),
+        ("c", "elsewhere", "2" * 16),
+    ]
+    async with open_store(controller.settings.store_url) as store:
+        for node_id, host, digest in written:  # as a daemon joins
+            node = Node(node_id, host, 7, "1.0", now, now, lease, pipelines={"quick": digest})
+            await store.join_node(node)
+    listed = await api.nodes()
+    assert ids(listed) == ["a", "b", "c"]
+    assert [n["pipelines_differing"] for n in listed] == [[], ["quick"], []]
+    assert [n["this_host"] for n in listed] == [True, False, False]
+    assert all(0 < n["lease_expires_in_seconds"] <= 30 for n in listed)
+    assert listed[0]["state"] == "live" and listed[0]["pipelines"] == {"quick": "2" * 16}
 
 
 # --- observability -------------------------------------------------------------------------

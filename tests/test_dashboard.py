@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +29,7 @@ from cronmgr.controller.sessions import SessionKeeper
 from cronmgr.core.config import Settings, load_settings
 from cronmgr.core.models import (
     ErrorType,
+    Node,
     Run,
     RunStatus,
     ScheduleStatus,
@@ -51,6 +53,7 @@ PAGES = (
     "/ui/pipelines/quick",
     "/ui/targets",
     "/ui/incidents",
+    "/ui/nodes",
     "/ui/logs",
     "/ui/logs/stream",
 )
@@ -514,6 +517,62 @@ async def test_incidents_are_listed_open_first(client: Client, settings: Setting
     assert "exit_code" in html and ">3<" in html
     assert "pipeline quick" in await page(client, "/ui/")
     assert "No resolved incidents" in await page(client, "/ui/incidents?status=resolved")
+
+
+def a_node(node_id: str, host: str, lease_seconds: float, quick: str) -> Node:
+    """A node that joined a minute ago, its lease holding `lease_seconds` from now."""
+    now = utcnow()
+    return Node(
+        node_id, host, 4242, "9.9.9", now - timedelta(minutes=1), now,
+        now + timedelta(seconds=lease_seconds), pipelines={"quick": quick, "slow": "5" * 16},
+        schedules_owned=7, runs_in_flight=2,
+    )  # fmt: skip
+
+
+def node_row(html: str, node_id: str) -> str:
+    """The table row of one node."""
+    row = html[html.index(f'id="node-{node_id}"') :]
+    return row[: row.index("</tr>")]
+
+
+async def test_nodes_show_state_lease_counts_and_the_pipeline_that_differs(
+    client: Client, settings: Settings
+) -> None:
+    """Each node of the store, as the daemons write them: its state as a badge, the lease
+    in words, what it runs, its pipelines' short hashes (the whole one in the title), and
+    the pipeline whose content differs from what most live nodes have marked."""
+    await logged_in(client, settings)
+    assert "No nodes yet" in await page(client, "/ui/nodes")
+    store = store_of(client)
+    agreed, otherwise = "a" * 16, "c" * 16
+    await store.join_node(a_node("here", socket.gethostname(), 8.1, agreed))
+    await store.join_node(a_node("there", SCRIPT_NAME, 20, agreed))
+    await store.join_node(a_node("odd", "elsewhere", 20, otherwise))
+    await store.join_node(a_node("gone", "elsewhere", 20, otherwise))
+    await store.leave_node("gone", utcnow() - timedelta(seconds=3))
+    await store.join_node(a_node("dead", "elsewhere", -1, otherwise))
+    assert await store.expire_nodes(utcnow()) == ["dead"]
+
+    html = await page(client, "/ui/nodes")
+    assert '<a href="/ui/nodes" aria-current="page">Nodes</a>' in html
+    here = node_row(html, "here")
+    assert 'class="badge s-live"' in here and "this host" in here
+    assert re.search(r">in \d(\.\d)? s<", here), here  # 8.1 s when written
+    assert ">7<" in here and ">2<" in here and "9.9.9" in here and "PID 4242" in here
+    assert f'<code title="{agreed}">{agreed[:8]}</code>' in here and "differs" not in here
+    odd = node_row(html, "odd")
+    assert f'<code title="{otherwise}">{otherwise[:8]}</code>' in odd
+    assert odd.count("differs") == 2  # the quick pipeline's class and badge; slow agrees
+    assert "this host" not in odd
+    gone = node_row(html, "gone")
+    assert 'class="badge s-left"' in gone and re.search(r">expired \d(\.\d)? s ago<", gone)
+    assert "differs" in gone  # measured against the live nodes all the same
+    assert 'class="badge s-lost"' in node_row(html, "dead")
+    there = node_row(html, "there")
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in there and "<script>" not in there
+    assert (
+        html.index('id="node-dead"') < html.index('id="node-gone"') < html.index('id="node-here"')
+    )
 
 
 def write_log(settings: Settings, *records: dict[str, Any]) -> None:

@@ -306,3 +306,29 @@ def test_a_phone_and_no_javascript(
     shoot(page, shots, "overview-phone")
     page.get_by_role("button", name="Stop").click()
     expect(page.locator("#daemon-state")).to_have_text("stopped")
+
+
+def test_the_nodes_page_from_the_navigation_on_a_phone(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """The running daemon's node is listed, live on this host with its lease counting
+    down by itself, and the table scrolls within its card on a phone's width."""
+    controller = controller_with_hello(controller_factory)
+    api(controller, "POST", "/api/cron/start", {"interval_seconds": 60, "pipeline": "hello"})
+    (node,) = api(controller, "GET", "/api/v1/nodes")
+    page = open_page(viewport=PHONE)
+    log_in(page, controller)
+    page.get_by_role("link", name="Nodes").click()
+    row = page.locator(f"#node-{node['id']}")
+    expect(row.locator(".badge")).to_have_text("live")
+    expect(row).to_contain_text("this host")
+    expect(row).to_contain_text("hello")
+    lease = row.locator("time").first
+    before = lease.inner_text()
+    assert before.startswith("in ")
+    expect(lease).not_to_have_text(before, timeout=10_000)  # the page refreshes itself
+    overflow = page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than the phone"
+    shoot(page, shots, "nodes-phone")
+    page.set_viewport_size(DESKTOP)
+    shoot(page, shots, "nodes")

@@ -5,6 +5,7 @@ daemon firing local targets on 127.0.0.1."""
 from __future__ import annotations
 
 import math
+import socket
 import sqlite3
 import statistics
 from collections.abc import AsyncIterator, Callable
@@ -28,7 +29,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 from support import Controller, until
 
-from cronmgr.core.models import ErrorType, RunStatus, ScheduleStatus
+from cronmgr.core.launch import STATE_FILENAME, read_json
+from cronmgr.core.models import ErrorType, Node, NodeState, RunStatus, ScheduleStatus
 from cronmgr.core.specs.metrics import (
     JobMetrics,
     MetricsReport,
@@ -47,7 +49,7 @@ from cronmgr.observability.metrics import (
 from cronmgr.observability.prometheus import CONTENT_TYPE, CronmgrCollector, exposition
 from cronmgr.store import Store
 from cronmgr.store.queries import load_queries
-from cronmgr.store.records import DURATION_BOUNDS, RunStats
+from cronmgr.store.records import DURATION_BOUNDS, MetricsSummary, RunStats
 from cronmgr.store.sqlite import SQLiteStore
 from cronmgr.store.sqlite.connection import split_statements
 
@@ -437,6 +439,7 @@ async def test_prometheus_exposition_parses_with_bounded_labels(store: Store) ->
     )
     summary = await store.metrics_summary(T0)
     state = {
+        "node": "n-1",
         "heartbeat_at": T0.isoformat(),
         "active_runs": ["r1"],
         "metrics": {
@@ -444,7 +447,8 @@ async def test_prometheus_exposition_parses_with_bounded_labels(store: Store) ->
             "lag_histogram": {"bounds": list(LAG_BOUNDS), "buckets": [1] * 16, "sum": 0.001},
         },
     }
-    text = exposition(CronmgrCollector(summary, [], state)).decode()
+    nodes = [make_node("n-1", lease_seconds=10)]
+    text = exposition(CronmgrCollector(summary, [], state, nodes, T0)).decode()
     found = families(text)
     types = {name: family.type for name, family in found.items()}
     assert types == {
@@ -460,6 +464,7 @@ async def test_prometheus_exposition_parses_with_bounded_labels(store: Store) ->
         "cronmgr_daemon_active_runs": "gauge",
         "cronmgr_daemon_queue_depth": "gauge",
         "cronmgr_schedule_lag_seconds": "histogram",
+        **dict.fromkeys(NODE_GAUGES, "gauge"),
     }
     labels = {"kind": "target", "job_id": "t-1", "schedule_id": "s1"}
     runs = found["cronmgr_runs"]
@@ -477,11 +482,62 @@ async def test_prometheus_exposition_parses_with_bounded_labels(store: Store) ->
     schedules = found["cronmgr_schedules"]
     assert {s.labels["status"] for s in schedules.samples} == {s.value for s in ScheduleStatus}
     all_labels = {k for family in found.values() for s in family.samples for k in s.labels}
-    assert all_labels == {"kind", "job_id", "schedule_id", "status", "error_class", "le"}
+    assert all_labels == {
+        *("kind", "job_id", "schedule_id", "status", "error_class", "le", "node", "host")
+    }
     assert failed.id not in text and "it broke" not in text
     down = families(exposition(CronmgrCollector(summary, [], None)).decode())
     assert down["cronmgr_daemon_up"].samples[0].value == 0
+    assert down["cronmgr_daemon_up"].samples[0].labels == {"node": ""}
     assert "cronmgr_daemon_heartbeat_timestamp_seconds" not in down
+    assert all(down[name].samples == [] for name in NODE_GAUGES)
+
+
+NODE_GAUGES = (
+    "cronmgr_node_up",
+    "cronmgr_node_schedules_owned",
+    "cronmgr_node_runs_in_flight",
+    "cronmgr_node_lease_expires_seconds",
+    "cronmgr_node_heartbeat_timestamp_seconds",
+)
+
+
+def make_node(node_id: str, lease_seconds: float, **changes: Any) -> Node:
+    """A node whose last renewal was a second before T0, its lease `lease_seconds` from T0."""
+    renewed = T0 - timedelta(seconds=1)
+    lease = T0 + timedelta(seconds=lease_seconds)
+    return Node(node_id, f"host-{node_id}", 99, "1.0", renewed, renewed, lease, **changes)
+
+
+def test_every_node_of_the_store_has_its_gauges_and_the_daemon_its_node() -> None:
+    """Per node: up (live with a lease that holds), schedules, runs in flight, the lease's
+    seconds left (negative once run out) and the last renewal; the daemon's own families
+    carry the node id of its state file."""
+    summary = MetricsSummary([], [], [], {}, {})
+    nodes = [
+        make_node("a", 8.5, schedules_owned=12, runs_in_flight=3),
+        make_node("b", -2.0),  # live in its row, but its lease ran out: not up
+        make_node("c", -30.0, state=NodeState.LEFT),
+    ]
+    state = {"node": "a", "heartbeat_at": T0.isoformat(), "active_runs": ["r1", "r2"]}
+    found = families(exposition(CronmgrCollector(summary, [], state, nodes, T0)).decode())
+
+    def by_node(name: str) -> dict[str, float]:
+        return {s.labels["node"]: s.value for s in found[name].samples}
+
+    assert by_node("cronmgr_node_up") == {"a": 1, "b": 0, "c": 0}
+    hosts = {s.labels["host"] for s in found["cronmgr_node_up"].samples}
+    assert hosts == {"host-a", "host-b", "host-c"}
+    assert by_node("cronmgr_node_schedules_owned") == {"a": 12, "b": 0, "c": 0}
+    assert by_node("cronmgr_node_runs_in_flight") == {"a": 3, "b": 0, "c": 0}
+    assert by_node("cronmgr_node_lease_expires_seconds") == {"a": 8.5, "b": -2.0, "c": -30.0}
+    renewed = (T0 - timedelta(seconds=1)).timestamp()
+    assert by_node("cronmgr_node_heartbeat_timestamp_seconds") == dict.fromkeys("abc", renewed)
+    for name in ("cronmgr_daemon_up", "cronmgr_daemon_active_runs", "cronmgr_daemon_queue_depth"):
+        assert by_node(name).keys() == {"a"}, name
+    assert by_node("cronmgr_daemon_active_runs") == {"a": 2}
+    lag = found["cronmgr_schedule_lag_seconds"].samples
+    assert {s.labels["node"] for s in lag} == {"a"}
 
 
 # --- end to end -----------------------------------------------------------------------------
@@ -563,7 +619,14 @@ async def test_a_200_and_a_500_target_end_to_end(
     incidents = found["cronmgr_incidents_open"]
     assert samples(incidents, "cronmgr_incidents_open", job_id=bad_target["id"])[0].value == 1
     assert samples(incidents, "cronmgr_incidents_open", job_id=ok_target["id"])[0].value == 0
-    assert found["cronmgr_daemon_up"].samples[0].value == 1
+    (up,) = found["cronmgr_daemon_up"].samples
+    node = (read_json(controller.settings.state_path / STATE_FILENAME) or {})["node"]
+    assert up.value == 1 and up.labels == {"node": node}
+    (node_up,) = found["cronmgr_node_up"].samples
+    assert node_up.value == 1 and node_up.labels == {"node": node, "host": socket.gethostname()}
+    (lease,) = found["cronmgr_node_lease_expires_seconds"].samples
+    assert lease.labels == {"node": node}
+    assert 0 < lease.value <= controller.settings.lease_seconds
     lag = found["cronmgr_schedule_lag_seconds"]
     assert samples(lag, "cronmgr_schedule_lag_seconds_count")[0].value >= 8
     schedules_by_status = {s.labels["status"]: s.value for s in found["cronmgr_schedules"].samples}

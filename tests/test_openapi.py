@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ from cronmgr.controller.app import create_app
 from cronmgr.controller.keys import DASHBOARD_PREFIX, OPEN_PATHS, STORE
 from cronmgr.controller.openapi.endpoints import REF_TEMPLATE
 from cronmgr.core.config import Settings, load_settings
-from cronmgr.core.models import Run, RunStatus, StepResult, Trigger, new_id, utcnow
+from cronmgr.core.models import Node, Run, RunStatus, StepResult, Trigger, new_id, utcnow
 from cronmgr.core.specs.schedules import ScheduleSpec
 from cronmgr.core.specs.targets import TargetSpec
 
@@ -229,6 +230,23 @@ async def test_answers_have_the_documented_shapes(client: Client, document: Doc)
     assert_shape(document, "RunDetail", detail)
     assert_shape(document, "StepGroup", detail["steps"][0])
     assert_shape(document, "StepAttempt", detail["steps"][0]["attempts"][0])
+
+
+async def test_a_node_has_the_documented_shape(client: Client, document: Doc) -> None:
+    """`GET /api/v1/nodes` lists `Node`s: the row's fields and what the controller adds."""
+    now = utcnow()
+    node = Node("n1", "h1", 42, "1.0", now, now, now, pipelines={"quick": "0" * 16})
+    await client.app[STORE].join_node(node)
+    async with client.get("/api/v1/nodes") as resp:
+        (answer,) = await resp.json()
+    assert_shape(document, "Node", answer)
+    reply = document["paths"]["/api/v1/nodes"]["get"]["responses"]["200"]
+    items = reply["content"]["application/json"]["schema"]["items"]
+    assert items == {"$ref": "#/components/schemas/Node"}
+    properties = document["components"]["schemas"]["Node"]["properties"]
+    assert properties["state"]["$ref"] == "#/components/schemas/NodeState"
+    added = {"lease_expires_in_seconds", "pipelines_differing", "this_host"}
+    assert set(properties) == {f.name for f in fields(Node)} | added
 
 
 async def test_docs_page_renders_the_document_without_network(

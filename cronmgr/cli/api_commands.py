@@ -1,5 +1,5 @@
 """The commands that talk to a running controller through the blocking `Client`: start,
-restart, stop, reload, status, logs (with its filters and --follow) and clear-logs."""
+restart, stop, reload, status, nodes, logs (with its filters and --follow) and clear-logs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from cronmgr.cli.output import EXIT_OK, format_status
+from cronmgr.cli.output import EXIT_OK, format_nodes, format_status
 from cronmgr.core.config import Settings
 
 if TYPE_CHECKING:
@@ -71,6 +71,17 @@ def cmd_status(args: argparse.Namespace, settings: Settings) -> int:
         print(orjson.dumps(status, option=orjson.OPT_INDENT_2).decode())
     else:
         print(format_status(status))
+    return EXIT_OK
+
+
+def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
+    """Print the nodes of the store as a table, or (--json) as the API answers them."""
+    with _client(args, settings) as client:
+        nodes = client.nodes()
+    if args.json:
+        print(orjson.dumps(nodes, option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(format_nodes(nodes))
     return EXIT_OK
 
 

@@ -1,11 +1,12 @@
 """What the command tells its user besides a command's own output: the exit codes, the
-one-line `cronmgr: ...` message on stderr that goes with a failure, and the daemon's
-status as aligned `label  value` lines for people (`cronmgr status` without --json)."""
+one-line `cronmgr: ...` message on stderr that goes with a failure, the daemon's status
+as aligned `label  value` lines for people (`cronmgr status` without --json), and the
+nodes of the store as a table with a header row (`cronmgr nodes` without --json)."""
 
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 EXIT_OK = 0
@@ -93,3 +94,51 @@ def _next_run(run: Any) -> str:
         return str(run)
     what = run.get("job") or run.get("pipeline")
     return f"{run.get('at', '?')} ({what})" if what else str(run.get("at", "?"))
+
+
+# --- tables for people -----------------------------------------------------------------------
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """Columns aligned to their widest cell under an upper-case header; the last column is
+    left ragged, so that a long one does not pad every line."""
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header) - 1)]
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [cell.ljust(width) for cell, width in zip(cells, widths, strict=False)]
+        return "  ".join([*padded, cells[-1]]).rstrip()
+
+    return "\n".join(line(cells) for cells in [header, *rows])
+
+
+NODE_HEADER = ("NODE", "HOST", "STATE", "SCHEDULES", "IN-FLIGHT", "LEASE", "PIPELINES")
+
+
+def format_nodes(nodes: Sequence[Mapping[str, Any]]) -> str:
+    """`GET /api/v1/nodes` as a table: one node a line, a differing pipeline marked."""
+    if not nodes:
+        return "no nodes: no daemon has used this store yet"
+    return format_table(NODE_HEADER, [_node_row(node) for node in nodes])
+
+
+def _node_row(node: Mapping[str, Any]) -> list[str]:
+    differing = set(node.get("pipelines_differing") or ())
+    pipelines = [
+        f"{name} (differs)" if name in differing else name
+        for name in sorted(node.get("pipelines") or {})
+    ]
+    return [
+        str(node.get("id", "?")),
+        str(node.get("host", "?")) + (" (this host)" if node.get("this_host") else ""),
+        str(node.get("state", "?")),
+        _or_dash(node.get("schedules_owned")),
+        _or_dash(node.get("runs_in_flight")),
+        _maybe(node.get("lease_expires_in_seconds"), _lease),
+        ", ".join(pipelines) or "-",
+    ]
+
+
+def _lease(seconds: float) -> str:
+    held = abs(seconds)
+    shown = f"{held:.1f}s" if held < 60 else _duration(held)
+    return f"in {shown}" if seconds > 0 else f"expired {shown} ago"

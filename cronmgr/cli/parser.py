@@ -14,6 +14,7 @@ from typing import Any
 from cronmgr.cli.api_commands import (
     cmd_clear_logs,
     cmd_logs,
+    cmd_nodes,
     cmd_reload,
     cmd_restart,
     cmd_start,
@@ -113,6 +114,8 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     add("reload", "make the daemon re-read its pipeline and reopen its log file", cmd_reload)
     status = add("status", "show whether the daemon runs, and how", cmd_status)
     status.add_argument("--json", action="store_true", help="print the raw status as JSON")
+    nodes = add("nodes", "list the daemons (nodes) of the store and their leases", cmd_nodes)
+    nodes.add_argument("--json", action="store_true", help="print the nodes as the API sends them")
     logs = add("logs", "print the daemon's last log lines", cmd_logs)
     logs.add_argument(
         "-n",

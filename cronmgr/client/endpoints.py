@@ -220,6 +220,13 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
         when its overlap policy forbids a second run or the daemon is not running."""
         return self._json(Call("POST", _path("pipelines", name, "run")))
 
+    # --- /api/v1 nodes --------------------------------------------------------------------
+
+    def nodes(self) -> A:
+        """Every node (daemon) of the store, by id: its row, `lease_expires_in_seconds`,
+        `pipelines_differing` and `this_host` (not paged)."""
+        return self._array(Call("GET", _path("nodes")))
+
     # --- observability ----------------------------------------------------------------
 
     def metrics(self, window_hours: int | None = None) -> J:

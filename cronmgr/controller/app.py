@@ -17,6 +17,7 @@ from cronmgr.controller.api import incidents as incidents_api
 from cronmgr.controller.api import logs as logs_api
 from cronmgr.controller.api import meta as meta_api
 from cronmgr.controller.api import metrics as metrics_api
+from cronmgr.controller.api import nodes as nodes_api
 from cronmgr.controller.api import notifications as notifications_api
 from cronmgr.controller.api import pipelines as pipelines_api
 from cronmgr.controller.api import runs as runs_api
@@ -60,6 +61,7 @@ def all_endpoints() -> tuple[Endpoint, ...]:
         + notifications_api.ENDPOINTS
         + metrics_api.ENDPOINTS
         + incidents_api.ENDPOINTS
+        + nodes_api.ENDPOINTS
     )
 
 

@@ -1,5 +1,5 @@
 """`/api/v1/metrics`: run and daemon figures per schedule, target and pipeline as JSON, and
-the same in the Prometheus text format, built at each scrape.
+the same, with the nodes of the store, in the Prometheus text format, built at each scrape.
 """
 
 from __future__ import annotations
@@ -49,10 +49,12 @@ async def get_metrics(request: web.Request) -> web.Response:
 async def get_prometheus_metrics(request: web.Request) -> web.Response:
     """GET /api/v1/metrics/prometheus: the text exposition, built at each scrape."""
     store = _store(request)
-    summary = await store.metrics_summary(utcnow())
+    now = utcnow()
+    summary = await store.metrics_summary(now)
     open_incidents = await store.list_incidents(status=IncidentStatus.OPEN, limit=INCIDENTS_READ)
+    nodes = await store.list_nodes()
     daemon = await asyncio.to_thread(_daemon_state, request)
-    collector = CronmgrCollector(summary, open_incidents, daemon)
+    collector = CronmgrCollector(summary, open_incidents, daemon, nodes, now)
     # Rendering is plain CPU work, a lot of it with many schedules: off the event loop.
     text = await asyncio.to_thread(exposition, collector)
     return web.Response(body=text, headers={"Content-Type": CONTENT_TYPE})
@@ -92,7 +94,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "Counters `cronmgr_runs_total` and `cronmgr_run_failures_total`, histograms "
             "`cronmgr_run_duration_seconds` and `cronmgr_schedule_lag_seconds`, gauges "
             "`cronmgr_daemon_up`, `cronmgr_schedules` (by status), `cronmgr_incidents_open` "
-            "and more; labels `kind`, `job_id`, `schedule_id`, `status`, `error_class`."
+            "and more; labels `kind`, `job_id`, `schedule_id`, `status`, `error_class`. This "
+            "host's daemon (`cronmgr_daemon_*`, the lag) is labelled with its `node`; every "
+            "node of the store has `cronmgr_node_up` (with `host`), "
+            "`cronmgr_node_schedules_owned`, `cronmgr_node_runs_in_flight`, "
+            "`cronmgr_node_lease_expires_seconds` and "
+            "`cronmgr_node_heartbeat_timestamp_seconds`."
         ),
     ),
 )

@@ -23,7 +23,7 @@ The modules: `routes` (the route table and `add_dashboard`), `guards` (sessions,
 the security headers), `common` (rendering, redirects, flash messages, form actions and
 paging), `auth` (login and logout), `names` (how pages name jobs and schedules), the pages
 `overview`, `controls`, `schedules` (with `sparklines`), `runs`, `pipelines`, `targets`,
-`incidents` and `logs`, and `format`, the formatting helpers the templates use.
+`incidents`, `nodes` and `logs`, and `format`, the formatting helpers the templates use.
 
 Part of `cronmgr.controller`, under the same rules.
 """

@@ -67,6 +67,15 @@ def relative(value: Any, now: datetime | None = None) -> str:
     return f"in {text}" if delta > 0 else f"{text} ago"
 
 
+def lease(seconds: Any) -> str:
+    """A lease by the seconds it still holds: `in 8.1 s`, or `expired 3 s ago` once run out."""
+    if not isinstance(seconds, int | float):
+        return NOTHING
+    if seconds > 0:
+        return f"in {duration(seconds)}"
+    return f"expired {duration(-seconds)} ago" if seconds < 0 else "expires now"
+
+
 def size(value: Any) -> str:
     """Bytes in binary units: `512 B`, `34.1 MiB`."""
     if not isinstance(value, int | float):
@@ -89,6 +98,7 @@ FILTERS: dict[str, Callable[..., str]] = {
     "when": when,
     "duration": duration,
     "relative": relative,
+    "lease": lease,
     "size": size,
     "iso": iso,
 }

@@ -14,6 +14,7 @@ from cronmgr.controller.dashboard.controls import daemon_action
 from cronmgr.controller.dashboard.guards import Handler, guarded, public
 from cronmgr.controller.dashboard.incidents import incidents_page
 from cronmgr.controller.dashboard.logs import log_stream, logs_page
+from cronmgr.controller.dashboard.nodes import nodes_page
 from cronmgr.controller.dashboard.overview import overview, to_overview
 from cronmgr.controller.dashboard.pipelines import pipeline_page, pipelines_page, run_pipeline_now
 from cronmgr.controller.dashboard.runs import run_page, runs_page
@@ -38,6 +39,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/pipelines/{name}/run", guarded(run_pipeline_now)),
     ("GET", "/targets", guarded(targets_page)),
     ("GET", "/incidents", guarded(incidents_page)),
+    ("GET", "/nodes", guarded(nodes_page)),
     ("GET", "/logs", guarded(logs_page)),
     ("GET", "/logs/stream", guarded(log_stream)),
 )

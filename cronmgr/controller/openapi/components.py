@@ -1,6 +1,6 @@
 """The component schemas collected while the document is built: the models' own JSON
-schemas with their definitions hoisted, and the resources (targets, schedules, runs)
-derived from their specs plus the read-only fields of the domain records, so a new field
+schemas with their definitions hoisted, and the resources (targets, schedules, runs,
+nodes) derived from their specs plus the read-only fields of the domain records, so a new field
 shows up in the document by itself.
 """
 
@@ -12,7 +12,7 @@ from copy import deepcopy
 from pydantic import BaseModel, TypeAdapter
 
 from cronmgr.controller.openapi.endpoints import REF_TEMPLATE, Schema, array_of, ref
-from cronmgr.core.models import Run, Schedule, StepResult, Target
+from cronmgr.core.models import Node, Run, Schedule, StepResult, Target
 from cronmgr.core.specs.schedules import ScheduleSpec
 from cronmgr.core.specs.targets import TargetSpec
 
@@ -100,6 +100,7 @@ def resource_schemas(components: Components) -> None:
     doc = "A schedule with its status and the engine's bookkeeping."
     components.add("Schedule", _resource(components, ScheduleSpec, extra, doc))
     _run_schemas(components)
+    _node_schema(components)
 
 
 def _run_schemas(components: Components) -> None:
@@ -112,4 +113,38 @@ def _run_schemas(components: Components) -> None:
     }
     components.add(
         "StepAttempt", {"type": "object", "properties": attempt, "required": list(attempt)}
+    )
+
+
+_NODE_NOTES = {
+    "pipelines": "The pipelines it has loaded: name -> content hash (16 hex digits).",
+    "schedules_owned": "Schedules it fires, as it counted them at its last renewal.",
+    "runs_in_flight": "Runs executing on it, as it counted them at its last renewal.",
+}
+
+
+def _node_schema(components: Components) -> None:
+    stored = components.properties(Node)
+    for name, note in _NODE_NOTES.items():
+        stored[name] = {**stored[name], "description": note}
+    shown: dict[str, Schema] = {
+        "lease_expires_in_seconds": {
+            "type": "number",
+            "description": "Until its lease runs out, by the controller's clock; negative once "
+            "it has.",
+        },
+        "pipelines_differing": {
+            **array_of({"type": "string"}),
+            "description": "Its pipelines whose hash is not the one most live nodes report, "
+            "by name: it runs none of them.",
+        },
+        "this_host": {
+            "type": "boolean",
+            "description": "It runs on the controller's host (same host name).",
+        },
+    }
+    node = {**stored, **shown}
+    doc = "A daemon of the store: its row in the nodes table, and what the controller reads in it."
+    components.add(
+        "Node", {"type": "object", "description": doc, "properties": node, "required": list(node)}
     )
