@@ -9,6 +9,7 @@ the target server's hits never exceed the slots recorded as run.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from datetime import timedelta
 
 import aiohttp
 import asyncpg
@@ -234,3 +235,31 @@ async def test_a_node_cut_off_from_the_store_stops_firing_and_no_slot_runs_twice
     await until(firing_again, what="the victim firing its share again")
     await stop_all([*others, victim])
     no_slot_twice(hits, await all_runs(pg_url, schedules))
+
+
+async def test_an_edit_through_any_controller_reaches_the_node_that_owns_the_schedule(
+    controller_factory: Callable[..., Controller],
+    pg_url: str,
+    target_server: tuple[TestServer, Hits],
+) -> None:
+    """Each schedule's owner plans its next slot from the edit made elsewhere (the
+    change notice reaches every node; only the owner's engine holds the schedule)."""
+    server, _ = target_server
+    controllers = await cluster_of(controller_factory, pg_url)
+    await settled(pg_url, 3)
+    schedules = await spread_schedules(controllers[0], server, 9)
+    for index, schedule in enumerate(schedules):  # each edited through another controller
+        editor = controllers[index % 3]
+        async with (
+            aiohttp.ClientSession(editor.url, headers=editor.headers) as http,
+            http.patch(f"/api/v1/schedules/{schedule.id}", json={"interval_seconds": 3600}) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+    async def all_planned_an_hour_out() -> bool:
+        async with open_store(pg_url) as store:
+            planned = [(await store.get_schedule(s.id)).next_run_at for s in schedules]
+        later = utcnow() + timedelta(minutes=30)
+        return all(at is not None and at > later for at in planned)
+
+    await until(all_planned_an_hour_out, what="every owner planning from the edit")
