@@ -17,7 +17,7 @@ from pgproxy import PgProxy, pg_proxy
 from support import Controller
 from test_store import T0, make_run, make_schedule, make_target
 
-from cronmgr.core.errors import StoreError, StoreUnavailable
+from cronmgr.core.errors import StoreUnavailable
 from cronmgr.core.models import RunStatus, StepResult, Trigger
 from cronmgr.store.postgres import PostgresStore
 from cronmgr.store.queries import load_queries, migrations
