@@ -44,7 +44,7 @@ async def _measure() -> list[dict[str, Any]]:
     size = sizes()
     label = f"{size.spread}/s x {size.seconds} s"
     try:
-        async with _database() as url, target_server() as target:
+        async with fresh_database() as url, target_server() as target:
             n, spacing, slots = size.spread, 1.0 / size.spread, WARM_SLOTS + size.seconds
             sqlite = await cronmgr_load(target, n, spacing, slots)
             server = ServerCpu()
@@ -59,18 +59,28 @@ class ServerCpu:
 
     def __init__(self) -> None:
         self.seconds = 0.0
+        self._before = 0.0
+
+    def begin(self) -> None:
+        """The load starts: note the server's CPU so far."""
+        self._before = server_seconds()
+
+    def end(self) -> None:
+        """The load is over: `seconds` is the server's CPU since `begin`."""
+        self.seconds = server_seconds() - self._before
 
     async def watch(self, target: TargetServer, plan: Plan, process: psutil.Process) -> LoadResult:
-        before = _server_seconds()
+        self.begin()
         result = await watch_load(target, plan, process)
-        self.seconds = _server_seconds() - before
+        self.end()
         return result
 
     def ms_per_run(self, load: LoadResult) -> float:
         return self.seconds * 1000 / max(1, load.verdict.arrived)
 
 
-def _server_seconds() -> float:
+def server_seconds() -> float:
+    """CPU seconds (user and system) of every `postgres` process of the machine so far."""
     total = 0.0
     for proc in psutil.process_iter(["name"]):
         if proc.info["name"] == "postgres":
@@ -83,7 +93,8 @@ def _server_seconds() -> float:
 
 
 @asynccontextmanager
-async def _database() -> AsyncIterator[str]:
+async def fresh_database() -> AsyncIterator[str]:
+    """The URL of a fresh, empty database `cronmgr_bench` on the server, dropped after."""
     admin = await asyncpg.connect(SERVER, timeout=5)
     try:
         await admin.execute(f"DROP DATABASE IF EXISTS {DATABASE} WITH (FORCE)")
