@@ -597,3 +597,53 @@ async def test_a_schedule_whose_times_cant_be_computed_goes_to_error_alone(
     assert again is not None and again.status is ScheduleStatus.ERROR
     engine.scheduler.apply(ScheduleChanges([replace(late, misfire_grace_seconds=60)], [], 3))
     await until(lambda: late.id in {schedule_id for schedule_id, _ in engine.jobs.runs})
+
+
+@pytest.mark.parametrize(
+    ("policy", "expected_runs"),
+    [(MisfirePolicy.SKIP, 0), (MisfirePolicy.RUN_ONCE, 1), (MisfirePolicy.CATCH_UP, 3)],
+)
+async def test_a_takeover_gap_follows_the_misfire_policy_one_record_per_slot(
+    engine: Engine, policy: MisfirePolicy, expected_runs: int
+) -> None:
+    """The slots a schedule taken over from a lost node missed (here 8, well inside the
+    misfire grace) follow its misfire policy: the latest run, every other one is recorded
+    skipped with the takeover's reason, and none is called an overlap."""
+    now = utcnow()
+    last = now - timedelta(seconds=8.5)
+    schedule = interval(
+        1,
+        start_at=last - timedelta(seconds=60),
+        last_run_at=last,
+        misfire_policy=policy,
+        catch_up_max=3,
+    )
+    engine.scheduler.apply(ScheduleChanges([schedule], [], 0), taken_over="moved here")
+    await until(lambda: len(engine.jobs.skips) + len(engine.jobs.runs) >= 8)
+    gap = [last + timedelta(seconds=n) for n in range(1, 9)]
+    ran = [slot for _, slot in engine.jobs.runs if slot < now]
+    assert ran == gap[len(gap) - expected_runs :]
+    skipped = {slot: reason for _, slot, reason in engine.jobs.skips}
+    assert sorted(skipped) == gap[: len(gap) - expected_runs]
+    assert set(skipped.values()) <= {"moved here"}
+    progress = engine.last_progress(schedule.id)
+    assert progress is None or progress.next_run_at is None or progress.next_run_at > now
+
+
+async def test_a_slot_behind_a_takeovers_late_run_says_what_ran_late(engine: Engine) -> None:
+    """The first on-time slot after a takeover, coming while the late run of the gap's
+    slot still goes on, is skipped by the overlap rule saying that run is a catch-up."""
+    engine.jobs.gate = asyncio.Event()
+    now = utcnow()
+    last = now - timedelta(seconds=2.5)
+    schedule = interval(1, start_at=last - timedelta(seconds=10), last_run_at=last)
+    engine.scheduler.apply(ScheduleChanges([schedule], [], 0), taken_over="moved here")
+    await until(lambda: len(engine.jobs.skips) >= 2)
+    (gap_skip, on_time) = engine.jobs.skips[:2]
+    assert gap_skip[1:] == (last + timedelta(seconds=1), "moved here")
+    assert engine.jobs.runs == [(schedule.id, last + timedelta(seconds=2))]
+    assert on_time[1] == last + timedelta(seconds=3)
+    assert (
+        on_time[2]
+        == f"{OVERLAP_REASON} (a late run of a slot from before the takeover: moved here)"
+    )

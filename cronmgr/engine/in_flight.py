@@ -11,8 +11,9 @@ then records the start with it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import Any
 
 import structlog
 
@@ -107,3 +108,14 @@ class RunsInFlight:
                 )
 
         return record
+
+
+async def drain_tasks(tasks: Sequence[asyncio.Task[Any]], grace: float) -> int:
+    """Wait up to `grace` for `tasks`, cancel those still going; how many were cancelled."""
+    if not tasks:
+        return 0
+    _done, late = await asyncio.wait(tasks, timeout=grace)
+    for task in late:
+        task.cancel("the daemon is stopping")
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return len(late)

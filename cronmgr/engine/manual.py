@@ -25,8 +25,8 @@ import structlog
 from cronmgr.core.errors import CronmgrError
 from cronmgr.core.models import PIPELINE_JOB_PREFIX, OverlapPolicy, Run, RunStatus, utcnow
 from cronmgr.core.pipelines.pipeline import PipelineSet
+from cronmgr.engine.in_flight import drain_tasks
 from cronmgr.engine.jobs import JobRunner
-from cronmgr.engine.scheduler import drain_tasks
 from cronmgr.store import Store
 
 log = structlog.get_logger("cronmgr.manual")

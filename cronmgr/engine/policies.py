@@ -41,6 +41,14 @@ def window_over(entry: Entry, slot: datetime) -> str | None:
     return None
 
 
+def overlap_reason(entry: Entry, taken: tuple[float, str] | None) -> str:
+    """Why an on-time slot behind a run is skipped: told apart when the runs in flight
+    are late runs of slots from before the schedule was taken over (`taken`: when, why)."""
+    if taken is not None and entry.running and all(ts(s) < taken[0] for s in entry.running):
+        return f"{OVERLAP_REASON} (a late run of a slot from before the takeover: {taken[1]})"
+    return OVERLAP_REASON
+
+
 def circuit_open(entry: Entry, clock: Callable[[], float]) -> bool:
     until = entry.schedule.circuit_open_until
     return until is not None and from_ts(clock()) < until

@@ -22,7 +22,7 @@ import contextlib
 import heapq
 import itertools
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -31,13 +31,15 @@ import structlog
 from cronmgr.core.models import MisfirePolicy, OverlapPolicy, RunStatus, Schedule, ScheduleStatus
 from cronmgr.core.triggers.schedules import build_trigger, jitter_offset
 from cronmgr.engine.entries import LAST_MOMENT, MAX_TIMER_SECONDS, Entry, Jobs, from_ts, ts
+from cronmgr.engine.gaps import sort_gap
+from cronmgr.engine.in_flight import drain_tasks
 from cronmgr.engine.policies import (
     COUNT_CAP,
-    OVERLAP_REASON,
     QUEUE_LIMIT,
     circuit_open,
     count_slots,
     missed_reason,
+    overlap_reason,
     recent_slots,
     window_over,
 )
@@ -97,7 +99,7 @@ class Scheduler(ScheduleTable):
             self._leaving.discard(schedule.id)
             if taken_over is not None:
                 self._taken[schedule.id] = (self._clock(), taken_over)
-            self._upsert(schedule, now)
+            self._upsert(schedule, now, taken_over)
         self.revision = max(self.revision, changes.revision)
         self._drop_stale_items()
         self._arm()
@@ -109,7 +111,7 @@ class Scheduler(ScheduleTable):
             total=len(self._entries),
         )
 
-    def _upsert(self, schedule: Schedule, now: datetime) -> None:
+    def _upsert(self, schedule: Schedule, now: datetime, taken_over: str | None) -> None:
         old = self._entries.get(schedule.id)
         self._claimer.release(schedule.id)  # claimed under the old definition
         if schedule.status is not ScheduleStatus.ACTIVE:
@@ -123,11 +125,13 @@ class Scheduler(ScheduleTable):
                 old.queued.clear()
             return
         try:
-            self._take_active(schedule, old, now)
+            self._take_active(schedule, old, now, taken_over)
         except Exception as exc:  # this schedule's fault alone: the others go on firing
             self._fault(schedule, fault_reason(CANT_COMPUTE, exc), exc)
 
-    def _take_active(self, schedule: Schedule, old: Entry | None, now: datetime) -> None:
+    def _take_active(
+        self, schedule: Schedule, old: Entry | None, now: datetime, taken_over: str | None
+    ) -> None:
         check_spans(schedule)
         trigger = build_trigger(schedule)
         entry = Entry(schedule, trigger, saved_next=schedule.next_run_at)
@@ -139,7 +143,7 @@ class Scheduler(ScheduleTable):
             # A pause is not an outage: the paused slots are not misfires to make up for.
             self._plan(entry, trigger.at_or_after(now))
         else:
-            self._plan_first(entry, now)
+            self._plan_first(entry, now, taken_over)
 
     def schedule_ids(self) -> list[str]:
         """The ids of the schedules the engine holds."""
@@ -160,7 +164,7 @@ class Scheduler(ScheduleTable):
 
     # --- planning --------------------------------------------------------------------
 
-    def _plan_first(self, entry: Entry, now: datetime) -> None:
+    def _plan_first(self, entry: Entry, now: datetime, taken_over: str | None = None) -> None:
         schedule = entry.schedule
         last = schedule.last_run_at
         slot = (
@@ -168,9 +172,22 @@ class Scheduler(ScheduleTable):
             if last
             else entry.trigger.at_or_after(schedule.start_at or schedule.created_at)
         )
-        if slot is not None and slot < now - timedelta(seconds=schedule.misfire_grace_seconds):
+        if slot is not None and last and taken_over is not None and slot <= now:
+            slot = self._take_gap(entry, slot, now, taken_over)
+        elif slot is not None and slot < now - timedelta(seconds=schedule.misfire_grace_seconds):
             slot = self._misfired(entry, slot, now)
         self._plan(entry, slot)
+
+    def _take_gap(self, entry: Entry, first: datetime, now: datetime, why: str) -> datetime | None:
+        """A taken-over schedule's slots before now, by its misfire policy (`gaps.py`)."""
+        gap = sort_gap(entry.schedule, entry.trigger, first, now)
+        if gap.older:
+            self._spawn(self._jobs.skip(entry.schedule, first, gap.older_reason(why)))
+        for slot in gap.skip:
+            self._skip(entry, slot, why)
+        for slot in gap.run:
+            self._fire(entry, slot)
+        return entry.trigger.after(now)
 
     def _misfired(self, entry: Entry, first_missed: datetime, now: datetime) -> datetime | None:
         """Handle slots missed while the daemon was down; return the next slot to plan."""
@@ -277,7 +294,8 @@ class Scheduler(ScheduleTable):
             self._fire(entry, slot)
         elif policy is OverlapPolicy.SKIP:
             reason = self._missed_reason(entry, slot)
-            self._skip(entry, slot, reason or OVERLAP_REASON)
+            taken = self._taken.get(entry.schedule.id)
+            self._skip(entry, slot, reason or overlap_reason(entry, taken))
         elif policy is OverlapPolicy.QUEUE:
             self._enqueue(entry, slot)
         else:  # REPLACE
@@ -378,14 +396,3 @@ class Scheduler(ScheduleTable):
         with contextlib.suppress(Exception):
             await asyncio.gather(*self._side_tasks, return_exceptions=True)
         return cancelled
-
-
-async def drain_tasks(tasks: Sequence[asyncio.Task[Any]], grace: float) -> int:
-    """Wait up to `grace` for `tasks`, cancel those still going; how many were cancelled."""
-    if not tasks:
-        return 0
-    _done, late = await asyncio.wait(tasks, timeout=grace)
-    for task in late:
-        task.cancel("the daemon is stopping")
-    await asyncio.gather(*tasks, return_exceptions=True)
-    return len(late)
