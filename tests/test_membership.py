@@ -9,13 +9,14 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import replace
+from datetime import timedelta
 
 import pytest
 from pgproxy import PgProxy, pg_proxy
 from test_store import make_run
 
-from cronmgr.core.models import NodeState, RunStatus
-from cronmgr.engine.membership import Membership
+from cronmgr.core.models import NodeState, RunStatus, utcnow
+from cronmgr.engine.membership import FENCE_FRACTION, TAKEOVER_LEAD_FRACTION, Membership
 from cronmgr.engine.ownership import Ownership
 from cronmgr.store import Store, open_store
 
@@ -81,6 +82,24 @@ async def test_a_node_sees_another_join_then_takes_it_for_lost_and_fails_its_run
     assert states == {"a": NodeState.LIVE, "b": NodeState.LOST}
 
 
+async def test_a_lost_nodes_lease_is_taken_over_a_lead_early_and_after_its_fence(
+    store: Store,
+) -> None:
+    """A node that beats no more is taken for lost TAKEOVER_LEAD_FRACTION of its lease
+    before the lease ends, so that the takeover's work fits in the lease; never before
+    the lost node's own fence, at FENCE_FRACTION of it, has stopped its firing."""
+    lease = 6.0
+    a, b = member(store, "a", Seen(), lease=lease), member(store, "b", Seen(), lease=lease)
+    await b.join()
+    await a.join()
+    sent, expires = b.node.heartbeat_at, b.node.lease_expires_at
+    await beat_until(a, lambda: a.ownership.node_ids == ("a",), seconds=20)
+    lost_at = utcnow()
+    assert lost_at < expires  # without the lead: EXPIRY_SLACK_SECONDS after it
+    assert lost_at >= sent + timedelta(seconds=lease * FENCE_FRACTION)
+    assert lost_at >= expires - timedelta(seconds=lease * TAKEOVER_LEAD_FRACTION)
+
+
 async def test_a_node_that_leaves_is_gone_from_the_others_view_at_their_next_round(
     store: Store,
 ) -> None:
@@ -118,7 +137,7 @@ async def test_a_node_cut_off_fences_itself_before_its_lease_runs_out_then_rejoi
     assert seen.fences == [True]
     # Fenced before the others could take its schedules: before its lease ran out (the
     # fence is due at 80 % of it; the rest is room for a loop busy elsewhere).
-    assert seen.fenced_at - joined < LEASE
+    assert seen.fenced_at - joined < LEASE * (1 - TAKEOVER_LEAD_FRACTION)
     async with open_store(pg_url) as direct:
         watcher = member(direct, "watcher", Seen(), lease=LEASE)
         await watcher.join()

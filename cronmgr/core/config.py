@@ -132,7 +132,7 @@ class Settings(BaseModel):
         ge=1,
         le=3600,
         description="How long a node's lease lasts unrenewed (renewed every third of it): "
-        "a dead node's schedules move to the others within it.",
+        "a dead node's schedules move to the others within it (taken over a twentieth early).",
     )
     api_token: str | None = Field(
         None, min_length=MIN_TOKEN_LENGTH, description="Bearer token for the API."

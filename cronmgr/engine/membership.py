@@ -40,15 +40,20 @@ log = structlog.get_logger("cronmgr.nodes")
 
 FENCE_FRACTION = 0.8
 """A node stops firing when this share of its lease has passed since its last renewal
-was sent: two renewals in a row may fail first, and the rest of the lease covers a clock
-skew of up to a fifth of it between hosts."""
+was sent: two renewals in a row may fail first, and the rest of the lease, less the
+takeover's lead, covers a clock skew of up to three twentieths of it between hosts."""
 RETRY_SECONDS = 1.0
 """Pause after a failed renewal (capped at a tenth of the lease)."""
 GONE_NODES_KEPT = timedelta(days=7)
 """Rows of nodes that left or were lost are kept this long after their last heartbeat
 (pruned when a node joins), so that `cronmgr nodes` still shows a recent loss."""
 EXPIRY_SLACK_SECONDS = 0.05
-"""The watch wakes this long after another node's lease runs out, so that it has."""
+"""The watch wakes this long after another node's lease is taken to have run out."""
+TAKEOVER_LEAD_FRACTION = 0.05
+"""Another node's lease is taken to have run out this share of the lease early, so that
+the takeover's own work (a few hundred ms for a thousand schedules) ends within the lease.
+The lost node fenced itself at FENCE_FRACTION long before: the lead comes out of the
+margin for clock skew, which leaves three twentieths of the lease."""
 LOST_REASON = "node {node} lost its lease while this run was in flight"
 CLAIMED_LOST_REASON = (
     "node {node} lost its lease: this slot was claimed ahead, and whether its request went"
@@ -82,6 +87,7 @@ class Membership:
         # full disk must not stop the firing of what can still be claimed.
         self._fencing = fencing
         self.lease = lease_seconds
+        self._lead = timedelta(seconds=lease_seconds * TAKEOVER_LEAD_FRACTION)
         self._counts = counts  # (schedules owned, runs in flight), for the node's row
         self._on_view = on_view
         self._on_fence = on_fence
@@ -170,7 +176,7 @@ class Membership:
 
     async def _expire_others(self) -> None:
         now = utcnow()
-        for node_id in await self._store.expire_nodes(now):
+        for node_id in await self._store.expire_nodes(now + self._lead):
             failed = await self._store.fail_node_runs(
                 node_id,
                 now,
@@ -186,7 +192,9 @@ class Membership:
             log.info("node_lease_renewed_again", node=self.node_id)
             self._failing = False
         self._arm_fence_timer()
-        others = [n.lease_expires_at for n in live if n.id != self.node_id]
+        ends = utcnow() + self._lead
+        live = [n for n in live if n.id == self.node_id or n.lease_expires_at > ends]
+        others = [n.lease_expires_at - self._lead for n in live if n.id != self.node_id]
         if others:  # wake when the first of them runs out, to take its schedules over
             until = (min(others) - utcnow()).total_seconds() + EXPIRY_SLACK_SECONDS
             self._due = min(self._due, time.monotonic() + max(until, 0.0))
