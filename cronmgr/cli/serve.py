@@ -13,12 +13,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-if TYPE_CHECKING:
-    from aiohttp import web
-
 from cronmgr.core.config import Settings
 from cronmgr.core.errors import ConfigError
 from cronmgr.core.locate import controller_url
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = structlog.get_logger("cronmgr.cli")
 
