@@ -18,6 +18,7 @@ import pytest
 from support import Controller
 
 from cronmgr import AsyncClient, Client
+from cronmgr.controller.firing import DAEMON_NOT_RUNNING_WARNING
 from cronmgr.core.errors import Conflict, InvalidInput, NotFound
 from cronmgr.core.models import (
     Node,
@@ -155,6 +156,19 @@ async def test_status_codes_come_back_as_typed_exceptions(api: Api, controller: 
 
 
 # --- schedules ----------------------------------------------------------------------------
+
+
+async def test_creating_and_resuming_a_schedule_give_its_warnings(api: Api) -> None:
+    """No daemon runs: the answer's `warnings` says the schedule fires once it starts."""
+    target = await api.create_target("Warned", "https://example.com/")
+    created = await api.create_schedule(
+        "warned", "interval", target_id=target["id"], interval_seconds=60
+    )
+    assert created["warnings"] == [DAEMON_NOT_RUNNING_WARNING]
+    await api.pause_schedule(created["id"])
+    resumed = await api.resume_schedule(created["id"])
+    assert resumed["warnings"] == [DAEMON_NOT_RUNNING_WARNING]
+    assert "warnings" not in await api.get_schedule(created["id"])
 
 
 async def test_schedule_lifecycle_with_datetimes_next_pause_resume(api: Api) -> None:

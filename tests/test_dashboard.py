@@ -24,6 +24,7 @@ from support import Controller, make_home, until
 
 from cronmgr.controller.app import create_app
 from cronmgr.controller.dashboard.format import duration, relative, size, when
+from cronmgr.controller.firing import DAEMON_NOT_RUNNING_WARNING
 from cronmgr.controller.keys import STORE
 from cronmgr.controller.sessions import SessionKeeper
 from cronmgr.core.config import Settings, load_settings
@@ -428,6 +429,20 @@ async def test_a_schedule_in_error_shows_its_reason_in_red_and_can_be_resumed(
     async with client.post(resume, data={"csrf_token": csrf}, allow_redirects=False) as resp:
         assert resp.status == 303
     assert (await store_of(client).get_schedule(schedule["id"])).status is ScheduleStatus.ACTIVE
+
+
+async def test_resuming_a_schedule_without_a_daemon_says_it_fires_once_the_daemon_starts(
+    client: Client, settings: Settings
+) -> None:
+    """The flash of Resume carries the API's warning, word for word."""
+    csrf = await logged_in(client, settings)
+    schedule = await new_schedule(client, settings, pipeline="quick", interval_seconds=30)
+    await store_of(client).set_schedule_status(schedule["id"], ScheduleStatus.PAUSED, "paused")
+    resume = f"/ui/schedules/{schedule['id']}/resume"
+    async with client.post(resume, data={"csrf_token": csrf}, allow_redirects=False) as resp:
+        assert resp.status == 303
+    html = await page(client, "/ui/schedules")
+    assert f"Schedule {schedule['name']} resumed; {DAEMON_NOT_RUNNING_WARNING}" in html
 
 
 async def test_a_run_page_shows_steps_attempts_codes_and_output(

@@ -203,7 +203,8 @@ def assert_shape(document: Doc, name: str, answer: dict[str, Any]) -> None:
 
 
 async def test_answers_have_the_documented_shapes(client: Client, document: Doc) -> None:
-    """Target, Schedule, Run, RunDetail and StepAttempt match what the API really sends."""
+    """Target, Schedule (with its warnings when written), Run, RunDetail and StepAttempt
+    match what the API really sends."""
     target_body = {"name": "t", "url": "https://example.com/"}
     async with client.post("/api/v1/targets", json=target_body) as resp:
         target = await resp.json()
@@ -216,7 +217,11 @@ async def test_answers_have_the_documented_shapes(client: Client, document: Doc)
     }
     async with client.post("/api/v1/schedules", json=schedule_body) as resp:
         schedule = await resp.json()
-    assert_shape(document, "Schedule", schedule)
+    assert_shape(document, "ScheduleWritten", schedule)
+    async with client.get(f"/api/v1/schedules/{schedule['id']}") as resp:
+        assert_shape(document, "Schedule", await resp.json())
+    async with client.post(f"/api/v1/schedules/{schedule['id']}/resume") as resp:
+        assert_shape(document, "ScheduleWritten", await resp.json())
 
     store = client.app[STORE]
     now = utcnow()

@@ -6,22 +6,29 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from cronmgr.cli.output import EXIT_OK, format_nodes, format_status
+from cronmgr.cli.token_source import explained_401
 from cronmgr.core.config import Settings
 
 if TYPE_CHECKING:
     from cronmgr.client import Client
 
 
-def _client(args: argparse.Namespace, settings: Settings) -> Client:
+@contextlib.contextmanager
+def _client(args: argparse.Namespace, settings: Settings) -> Iterator[Client]:
+    # A 401 says which token was sent, or where the command looked for one.
     from cronmgr.client import Client
 
-    return Client(args.url, token=args.token, settings=settings)
+    with (
+        explained_401(args, settings),
+        Client(args.url, token=args.token, settings=settings) as client,
+    ):
+        yield client
 
 
 def cmd_start(args: argparse.Namespace, settings: Settings) -> int:
@@ -61,6 +68,13 @@ def cmd_clear_logs(args: argparse.Namespace, settings: Settings) -> int:
 
 def _say(reply: Mapping[str, Any]) -> None:
     print(reply.get("message", "done"))
+    warn(reply)
+
+
+def warn(reply: Mapping[str, Any]) -> None:
+    """Print the answer's `warnings` to stderr, one `cronmgr: warning: ...` line each."""
+    for text in reply.get("warnings") or ():
+        print(f"cronmgr: warning: {text}", file=sys.stderr)
 
 
 def cmd_status(args: argparse.Namespace, settings: Settings) -> int:

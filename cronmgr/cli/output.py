@@ -52,6 +52,8 @@ def _maybe(value: Any, render: Callable[[Any], str]) -> str:
 
 def _schedule(status: Mapping[str, Any]) -> str:
     pipeline, interval = status.get("pipeline"), status.get("interval_seconds")
+    if status.get("schedules_only"):
+        return "none (the schedules only)"
     if pipeline is None:
         return "-"
     return f"{pipeline}, every {interval} s" if interval else str(pipeline)

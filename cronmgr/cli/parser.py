@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = sub.add_parser("daemon", help=argparse.SUPPRESS)
     daemon.add_argument("--ready-fd", type=int)
     daemon.add_argument("--interval", type=int, required=True)
-    daemon.add_argument("--pipeline", required=True)
+    daemon.add_argument("--pipeline")  # none: the schedules only
     daemon.set_defaults(func=cmd_daemon)
 
     _add_client_commands(sub)

@@ -8,10 +8,17 @@ import argparse
 import asyncio
 import contextlib
 import signal
+import socket
+from typing import TYPE_CHECKING
 
 import structlog
 
 from cronmgr.core.config import Settings
+from cronmgr.core.errors import ConfigError
+from cronmgr.core.locate import controller_url
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = structlog.get_logger("cronmgr.cli")
 
@@ -26,6 +33,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _serve(settings: Settings) -> None:
+    from cronmgr.controller.listen import bind_listeners, close_all
+
+    # The address first: a port that is taken ends the start-up before the app exists,
+    # so no token is generated and no daemon resumed for a controller that never listens.
+    sockets = bind_listeners(settings.host, settings.port)
+    try:
+        await _serve_on(settings, sockets)
+    finally:
+        close_all(sockets)  # those aiohttp never took (it closes its own)
+
+
+async def _serve_on(settings: Settings, sockets: list[socket.socket]) -> None:
     from aiohttp import web
 
     from cronmgr.controller.app import create_app
@@ -54,16 +73,29 @@ async def _serve(settings: Settings) -> None:
         max_headers=128,
     )
     await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    log.info("controller_listening", url=settings.base_url, token_file=str(settings.token_file))
-    _notify_systemd("READY=1")
     try:
+        await _listen(runner, settings, sockets)
+        _notify_systemd("READY=1")
         await stop.wait()
     finally:
         _notify_systemd("STOPPING=1")
         await runner.cleanup()
         log.info("controller_stopped")
+
+
+async def _listen(runner: web.AppRunner, settings: Settings, sockets: list[socket.socket]) -> None:
+    from aiohttp import web
+
+    from cronmgr.controller.listen import why_not
+
+    for sock in sockets:
+        try:
+            await web.SockSite(runner, sock).start()
+        except OSError as exc:  # another program bound the port since, and listens first
+            raise ConfigError(why_not(exc, settings.host, settings.port)) from None
+    port = sockets[0].getsockname()[1]  # the one chosen, when port 0 asked for any
+    url = controller_url(settings.host, port)
+    log.info("controller_listening", url=url, token_file=str(settings.token_file))
 
 
 def _stop_on_signals() -> asyncio.Event:

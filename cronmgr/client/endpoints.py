@@ -37,7 +37,10 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
     base_url: str
 
     def start(self, interval_seconds: int | None = None, pipeline: str | None = None) -> J:
-        """Start the daemon (every `interval_seconds`, running `pipeline`); 409 if running."""
+        """Start the daemon (every `interval_seconds`, running `pipeline`); 409 if running.
+
+        With no pipeline asked for and none loaded, it runs the schedules only: the answer's
+        `schedules_only` is true, and its `warnings` says when `interval_seconds` went unused."""
         body = _launch_body(interval_seconds, pipeline)
         return self._json(Call("POST", "/api/cron/start", body=body))
 
@@ -127,7 +130,10 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
     # --- /api/v1 schedules ----------------------------------------------------------------
 
     def create_schedule(self, name: str, schedule_type: str, **fields: Any) -> J:
-        """Create a schedule; `fields` as in the API (target_id or pipeline, timing, ...)."""
+        """Create a schedule; `fields` as in the API (target_id or pipeline, timing, ...).
+
+        The answer's `warnings` (a list of sentences) is empty, or says that no daemon runs
+        to fire the schedule yet."""
         body = {"name": name, "schedule_type": schedule_type, **fields}
         return self._json(Call("POST", _path("schedules"), body=body))
 
@@ -164,7 +170,8 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
         return self._json(Call("POST", _path("schedules", schedule_id, "pause")))
 
     def resume_schedule(self, schedule_id: str, /) -> J:
-        """Make a schedule fire again, its failure count and circuit breaker reset."""
+        """Make a schedule fire again, its failure count and circuit breaker reset; the
+        answer's `warnings` as `create_schedule`'s."""
         return self._json(Call("POST", _path("schedules", schedule_id, "resume")))
 
     def next_runs(self, schedule_id: str, /, count: int = 5) -> A:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import signal
 import socket
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from cronmgr.core.launch import (
 )
 from cronmgr.core.models import utcnow
 from cronmgr.core.pipelines.loading import load_pipelines
+from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.core.supervision import supervised
 from cronmgr.observability.notify import Notifier
 
@@ -52,11 +53,15 @@ def launch_spec(
 
     `last` is `Control.desired_spec()`: it outlives a daemon that died and supervision that
     gave up (only a stop forgets it), so a bare start after `fatal` brings back the daemon
-    that was wanted, whether it comes from the API, the CLI or the dashboard.
+    that was wanted, whether it comes from the API, the CLI or the dashboard. A pipeline
+    nobody asked for is settled by `DaemonControl.resolve`: with none loaded, the daemon
+    runs the schedules only.
     """
+    if pipeline is None:
+        pipeline = last.pipeline if last else settings.default_pipeline
     return LaunchSpec(
         interval_seconds or (last.interval_seconds if last else settings.default_interval_seconds),
-        pipeline or (last.pipeline if last else settings.default_pipeline),
+        pipeline,
     )
 
 
@@ -101,19 +106,27 @@ class DaemonControl:
         data = read_json(self.desired_file)
         if not data or data.get("desired") != "running":
             return None
-        return LaunchSpec(int(data["interval_seconds"]), str(data["pipeline"]))
+        pipeline = data.get("pipeline")
+        return LaunchSpec(int(data["interval_seconds"]), str(pipeline) if pipeline else None)
+
+    async def resolve(self, spec: LaunchSpec, *, asked: bool = True) -> LaunchSpec:
+        """The spec to launch: `spec`, or `spec` without its pipeline when none was `asked`
+        for and the pipelines directory holds none (not even a broken file): the daemon
+        then runs the schedules only. 422 naming a pipeline that can't be run."""
+        if spec.pipeline is None:
+            return spec
+        pipelines = await asyncio.to_thread(load_pipelines, self.settings.pipelines_path)
+        if not asked and not pipelines.pipelines and not pipelines.errors:
+            return replace(spec, pipeline=None)
+        _check_pipeline(pipelines, spec.pipeline)
+        return spec
 
     async def check(self, spec: LaunchSpec) -> None:
         """422 naming the pipeline when `spec` names one that can't be run."""
+        if spec.pipeline is None:
+            return
         pipelines = await asyncio.to_thread(load_pipelines, self.settings.pipelines_path)
-        try:
-            pipelines.get(spec.pipeline)
-        except NotFound as exc:
-            message = exc.detail
-            raise InvalidInput(
-                f"invalid request body: pipeline: {message}",
-                errors=[{"field": "pipeline", "message": message, "type": "not_found"}],
-            ) from exc
+        _check_pipeline(pipelines, spec.pipeline)
 
     async def start(self, spec: LaunchSpec) -> int:
         """Launch the daemon; 422 for an unknown pipeline, 409 when one runs already."""
@@ -196,9 +209,12 @@ class DaemonControl:
     def _daemon_report(self, running: bool) -> dict[str, Any]:
         spec = self.desired_spec()
         report = read_json(self.settings.state_path / STATE_FILENAME) or {}
+        with_pipeline = spec is not None and spec.pipeline is not None
         return {
             "pipeline": spec.pipeline if spec else None,
-            "interval_seconds": spec.interval_seconds if spec else None,
+            "interval_seconds": spec.interval_seconds if spec and with_pipeline else None,
+            # Started without a pipeline (none was loaded): it fires the schedules only.
+            "schedules_only": running and spec is not None and not with_pipeline,
             "heartbeat_at": report.get("heartbeat_at") if running else None,
             "node": report.get("node") if running else None,  # its id among the store's nodes
             # {last, p50, p99, samples} over the engine's latest firings; None before any.
@@ -233,8 +249,10 @@ class DaemonControl:
             return
         if spec and self.settings.supervise:
             log.info("daemon_resuming", reason="it was running when the controller last saw it")
-            with contextlib.suppress(DaemonError, Conflict):
+            try:
                 await self.start(spec)
+            except (DaemonError, Conflict, InvalidInput) as exc:
+                log.warning("daemon_not_resumed", reason=exc.detail)
 
     async def supervise(self) -> None:
         """Watch the daemon for as long as the controller runs; restart it when it dies.
@@ -296,6 +314,17 @@ class DaemonControl:
             return str(record.get("reason"))
         pid = self._supervisor.pid
         return found.reason or f"pid {pid} vanished: killed by a signal or crashed"
+
+
+def _check_pipeline(pipelines: PipelineSet, name: str) -> None:
+    try:
+        pipelines.get(name)
+    except NotFound as exc:
+        message = exc.detail
+        raise InvalidInput(
+            f"invalid request body: pipeline: {message}",
+            errors=[{"field": "pipeline", "message": message, "type": "not_found"}],
+        ) from exc
 
 
 def _status_message(found: pidfile.Inspection) -> str:

@@ -26,14 +26,15 @@ STATE_FILENAME = "daemon-state.json"
 
 @dataclass(frozen=True, slots=True)
 class LaunchSpec:
-    """What the daemon is asked to run: a pipeline every `interval_seconds`."""
+    """What the daemon is asked to run: a pipeline every `interval_seconds`, besides the
+    schedules; without a pipeline (None), the schedules only."""
 
     interval_seconds: int
-    pipeline: str
+    pipeline: str | None
 
     def argv(self, ready_fd: int) -> list[str]:
         """The daemon's command line."""
-        return [
+        argv = [
             sys.executable,
             "-m",
             "cronmgr",
@@ -42,9 +43,8 @@ class LaunchSpec:
             str(ready_fd),
             "--interval",
             str(self.interval_seconds),
-            "--pipeline",
-            self.pipeline,
         ]
+        return argv if self.pipeline is None else [*argv, "--pipeline", self.pipeline]
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

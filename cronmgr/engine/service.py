@@ -91,7 +91,8 @@ class Daemon(Upkeep):
             HttpRunner(environ=environ) as http,
         ):
             pipelines = self._load_pipelines()
-            pipelines.get(self.spec.pipeline)  # fail the start if it is missing
+            if self.spec.pipeline is not None:
+                pipelines.get(self.spec.pipeline)  # fail the start if it is missing
             membership = await self._join(store, pipelines)
             node_id = membership.node_id
             # Changes written by any controller (the one here also signals SIGUSR1).

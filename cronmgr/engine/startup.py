@@ -2,8 +2,9 @@
 
 The controller that launched the daemon waits for one line on the ready pipe ("READY
 <pid>" or "ERROR <why>"). The pipeline the daemon was started with runs on a schedule of
-its own (`daemon-interval`), created or reset with each start. The schedules are loaded
-with the cyclic garbage collector held, then frozen.
+its own (`daemon-interval`), created or reset with each start; a daemon started without a
+pipeline runs the schedules only, and pauses that schedule if an earlier start left it.
+The schedules are loaded with the cyclic garbage collector held, then frozen.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ class ReadyPipe:
 
 START_SCHEDULE_ID = "daemon-interval"
 """The schedule `POST /api/cron/start {"interval_seconds": N}` runs its pipeline on."""
+SCHEDULES_ONLY_REASON = "the daemon was started without a pipeline: it runs the schedules only"
 
 
 @contextmanager
@@ -84,6 +86,7 @@ def bulk_load() -> Iterator[None]:
 
 def start_schedule(spec: LaunchSpec, now: datetime) -> Schedule:
     """The schedule of the pipeline the daemon was started with: from now, every N s."""
+    assert spec.pipeline is not None, "a daemon without a pipeline has no start schedule"
     return Schedule(
         id=START_SCHEDULE_ID,
         name=START_SCHEDULE_ID,
@@ -99,7 +102,11 @@ def start_schedule(spec: LaunchSpec, now: datetime) -> Schedule:
 
 
 async def ensure_start_schedule(store: Store, spec: LaunchSpec) -> None:
-    """Create or reset the start schedule: first slot now, counters from zero."""
+    """Create or reset the start schedule: first slot now, counters from zero; without a
+    pipeline, pause the one an earlier start left."""
+    if spec.pipeline is None:
+        await _pause_start_schedule(store)
+        return
     now = utcnow()
     try:  # the one schedule asked for with the start: refuse it, rather than set it aside
         schedule = start_schedule(spec, now)
@@ -115,3 +122,14 @@ async def ensure_start_schedule(store: Store, spec: LaunchSpec) -> None:
     await store.update_schedule(schedule)
     await store.set_schedule_status(START_SCHEDULE_ID, ScheduleStatus.ACTIVE)
     await store.record_progress([Progress(START_SCHEDULE_ID, 0, 0, None, now)])
+
+
+async def _pause_start_schedule(store: Store) -> None:
+    try:
+        schedule = await store.get_schedule(START_SCHEDULE_ID)
+    except NotFound:
+        return
+    if schedule.status is ScheduleStatus.ACTIVE:
+        await store.set_schedule_status(
+            START_SCHEDULE_ID, ScheduleStatus.PAUSED, SCHEDULES_ONLY_REASON
+        )

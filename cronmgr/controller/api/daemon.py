@@ -31,32 +31,54 @@ from cronmgr.core.specs.validation import validate
 from cronmgr.core.version import __version__
 
 
-def _spec(request: web.Request, body: StartRequest) -> LaunchSpec:
-    # The rule the dashboard's controls use too: asked, else the last start's, else defaults.
-    last = request.app[CONTROL].desired_spec()
-    return launch_spec(request.app[SETTINGS], last, body.interval_seconds, body.pipeline)
+async def _spec(request: web.Request, body: StartRequest) -> LaunchSpec:
+    # The rule the dashboard's controls use too: asked, else the last start's, else defaults;
+    # with no pipeline asked for and none loaded, the schedules only.
+    control = request.app[CONTROL]
+    spec = launch_spec(
+        request.app[SETTINGS], control.desired_spec(), body.interval_seconds, body.pipeline
+    )
+    return await control.resolve(spec, asked=body.pipeline is not None)
 
 
 async def start_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/start: launch the daemon (see `launch_spec`); 409 when it runs already."""
     body = validate(StartRequest, await read_body(request), "request body")
-    spec = _spec(request, body)
+    spec = await _spec(request, body)
     pid = await request.app[CONTROL].start(spec)
-    return json_response(_started(spec, pid))
+    return json_response(_started(request, spec, pid, body))
 
 
-def _started(spec: LaunchSpec, pid: int) -> dict[str, Any]:
-    return {
-        "success": True,
-        "message": (
+def _started(
+    request: web.Request, spec: LaunchSpec, pid: int, body: StartRequest
+) -> dict[str, Any]:
+    if spec.pipeline is None:
+        message = f"Daemon started successfully, running the schedules only (PID: {pid})"
+    else:
+        message = (
             f"Daemon started successfully with interval: {spec.interval_seconds} seconds "
             f"(PID: {pid})"
-        ),
+        )
+    return {
+        "success": True,
+        "message": message,
         "timestamp": timestamp(),
         "pid": pid,
-        "interval_seconds": spec.interval_seconds,
+        "interval_seconds": spec.interval_seconds if spec.pipeline is not None else None,
         "pipeline": spec.pipeline,
+        "schedules_only": spec.pipeline is None,
+        "warnings": _start_warnings(request, spec, body),
     }
+
+
+def _start_warnings(request: web.Request, spec: LaunchSpec, body: StartRequest) -> list[str]:
+    if spec.pipeline is not None or body.interval_seconds is None:
+        return []
+    where = request.app[SETTINGS].pipelines_path
+    return [
+        f"no pipeline is loaded from {where}, so interval_seconds {body.interval_seconds} "
+        "has nothing to run: the daemon runs the schedules only"
+    ]
 
 
 async def stop_daemon(request: web.Request) -> web.Response:
@@ -77,11 +99,12 @@ async def restart_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/restart: stop, then start with the given or the last settings."""
     body = validate(StartRequest, await read_body(request), "request body")
     control = request.app[CONTROL]
-    spec = _spec(request, body)  # before the stop, which forgets the last spec
-    await control.check(spec)  # before the stop: a restart that can't start stops nothing
+    # Before the stop, which forgets the last spec; and a restart that can't start (its
+    # pipeline unknown) stops nothing.
+    spec = await _spec(request, body)
     await control.stop()
     pid = await control.start(spec)
-    data = _started(spec, pid)
+    data = _started(request, spec, pid, body)
     data["message"] = data["message"].replace("started", "restarted", 1)
     return json_response(data)
 
@@ -109,7 +132,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Start the daemon",
         "daemon",
         Reply(200, "Started; the message ends with (PID: n).", ref("DaemonStarted")),
-        description="Schedules the pipeline every interval_seconds (default 120, at least 10).",
+        description=(
+            "Schedules the pipeline every interval_seconds (default 120, at least 10), "
+            "besides the schedules. Without a pipeline asked for and none loaded, the daemon "
+            "runs the schedules only (`schedules_only`: true; `warnings` says when an "
+            "interval_seconds given was not used)."
+        ),
         body=StartRequest,
         body_required=False,
         errors=(409, 503),

@@ -19,6 +19,7 @@ from cronmgr.controller.api.common import (
     page,
 )
 from cronmgr.controller.api.pipelines import read_pipelines
+from cronmgr.controller.firing import schedule_warnings
 from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response, read_body
 from cronmgr.core.errors import Conflict, NotFound
@@ -56,7 +57,13 @@ async def create_schedule(request: web.Request) -> web.Response:
     except NotFound as exc:  # the target went away since the check
         raise invalid("target_id", exc.detail, "not_found") from exc
     _changed(request)
-    return json_response((await store.get_schedule(schedule.id)).as_dict(), status=201)
+    return json_response(await _written(request, await store.get_schedule(schedule.id)), 201)
+
+
+async def _written(request: web.Request, schedule: Schedule) -> dict[str, object]:
+    """A schedule as the answer to its creation or resumption: with `warnings` (empty, or
+    that no daemon runs to fire it)."""
+    return {**schedule.as_dict(), "warnings": await schedule_warnings(request.app, schedule)}
 
 
 async def list_schedules(request: web.Request) -> web.Response:
@@ -128,7 +135,7 @@ async def resume_schedule(request: web.Request) -> web.Response:
     schedule = await store.get_schedule(_id(request))
     resumed = await store.set_schedule_status(schedule.id, ScheduleStatus.ACTIVE)
     _changed(request)
-    return json_response(resumed.as_dict())
+    return json_response(await _written(request, resumed))
 
 
 async def next_fire_times(request: web.Request) -> web.Response:
@@ -147,8 +154,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         create_schedule,
         "Create a schedule",
         "schedules",
-        Reply(201, "The new schedule.", ref("Schedule")),
-        description="422 names the field: an unknown target_id or pipeline included.",
+        Reply(201, "The new schedule, with warnings.", ref("ScheduleWritten")),
+        description=(
+            "422 names the field: an unknown target_id or pipeline included. `warnings` "
+            "is empty, or says that no daemon runs to fire the schedule yet."
+        ),
         body=ScheduleSpec,
         errors=(409,),
     ),
@@ -206,8 +216,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         resume_schedule,
         "Resume a schedule",
         "schedules",
-        Reply(200, "The active schedule.", ref("Schedule")),
-        description="Also resets the failure count and closes the circuit breaker.",
+        Reply(200, "The active schedule, with warnings.", ref("ScheduleWritten")),
+        description=(
+            "Also resets the failure count and closes the circuit breaker. `warnings` is "
+            "empty, or says that no daemon runs to fire the schedule yet."
+        ),
     ),
     Endpoint(
         "GET",

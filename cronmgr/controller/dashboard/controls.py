@@ -17,8 +17,9 @@ from cronmgr.core.specs.queries import StartRequest
 from cronmgr.core.specs.validation import validate
 
 
-def _launch_spec(request: web.Request, form: Form) -> LaunchSpec:
-    """The start form as a launch spec; the last run's or the configured defaults fill in."""
+async def _launch_spec(request: web.Request, form: Form) -> LaunchSpec:
+    """The start form as a launch spec; the last run's or the configured defaults fill in
+    (with no pipeline chosen and none loaded, the schedules only)."""
     data: dict[str, Any] = {}
     interval = (text(form, "interval_seconds") or "").strip()
     if interval:
@@ -29,14 +30,23 @@ def _launch_spec(request: web.Request, form: Form) -> LaunchSpec:
     if pipeline:
         data["pipeline"] = pipeline
     body = validate(StartRequest, data, "form")
-    last = request.app[CONTROL].desired_spec()
-    return launch_spec(request.app[SETTINGS], last, body.interval_seconds, body.pipeline)
+    control = request.app[CONTROL]
+    spec = launch_spec(
+        request.app[SETTINGS], control.desired_spec(), body.interval_seconds, body.pipeline
+    )
+    return await control.resolve(spec, asked=body.pipeline is not None)
+
+
+def _runs(spec: LaunchSpec) -> str:
+    if spec.pipeline is None:
+        return "the schedules only (no pipeline is loaded)"
+    return f"pipeline {spec.pipeline} every {spec.interval_seconds} s"
 
 
 async def _start(request: web.Request, form: Form) -> str:
-    spec = _launch_spec(request, form)
+    spec = await _launch_spec(request, form)
     pid = await request.app[CONTROL].start(spec)
-    return f"Daemon started (PID: {pid}): pipeline {spec.pipeline} every {spec.interval_seconds} s"
+    return f"Daemon started (PID: {pid}): {_runs(spec)}"
 
 
 async def _stop(request: web.Request, form: Form) -> str:
@@ -48,14 +58,12 @@ async def _stop(request: web.Request, form: Form) -> str:
 
 
 async def _restart(request: web.Request, form: Form) -> str:
-    spec = _launch_spec(request, form)  # before the stop, which forgets the last spec
+    # Before the stop, which forgets the last spec; an unknown pipeline stops nothing.
+    spec = await _launch_spec(request, form)
     control = request.app[CONTROL]
-    await control.check(spec)
     await control.stop()
     pid = await control.start(spec)
-    return (
-        f"Daemon restarted (PID: {pid}): pipeline {spec.pipeline} every {spec.interval_seconds} s"
-    )
+    return f"Daemon restarted (PID: {pid}): {_runs(spec)}"
 
 
 DAEMON_ACTIONS: dict[str, Action] = {"start": _start, "stop": _stop, "restart": _restart}

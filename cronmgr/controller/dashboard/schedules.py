@@ -25,6 +25,7 @@ from cronmgr.controller.dashboard.sparklines import (
     SPARK_WIDTH,
     sparkline,
 )
+from cronmgr.controller.firing import schedule_warnings
 from cronmgr.controller.keys import CONTROL, STORE
 from cronmgr.core.errors import Conflict
 from cronmgr.core.models import RunStatus, Schedule, ScheduleStatus
@@ -70,9 +71,12 @@ async def _pause(request: web.Request, form: Form) -> str:
 async def _resume(request: web.Request, form: Form) -> str:
     store = request.app[STORE]
     schedule = await store.get_schedule(request.match_info["id"])
-    await store.set_schedule_status(schedule.id, ScheduleStatus.ACTIVE)
+    resumed = await store.set_schedule_status(schedule.id, ScheduleStatus.ACTIVE)
     request.app[CONTROL].definitions_changed()
-    return f"Schedule {schedule.name} resumed"
+    # The same note as the API's answer: resumed, but nothing fires it yet.
+    return "; ".join(
+        [f"Schedule {schedule.name} resumed", *await schedule_warnings(request.app, resumed)]
+    )
 
 
 SCHEDULE_ACTIONS: dict[str, Action] = {"pause": _pause, "resume": _resume}

@@ -98,9 +98,27 @@ def resource_schemas(components: Components) -> None:
     extra = {n: s for n, s in stored.items() if n not in ScheduleSpec.model_fields}
     extra["window_end"] = {"type": ["string", "null"], "format": "date-time"}
     doc = "A schedule with its status and the engine's bookkeeping."
-    components.add("Schedule", _resource(components, ScheduleSpec, extra, doc))
+    schedule = _resource(components, ScheduleSpec, extra, doc)
+    components.add("Schedule", schedule)
+    components.add("ScheduleWritten", _with_warnings(schedule))
     _run_schemas(components)
     _node_schema(components)
+
+
+def _with_warnings(schedule: Schema) -> Schema:
+    """A schedule as its creation and resumption answer it: `warnings` besides."""
+    warnings = {
+        **array_of({"type": "string"}),
+        "description": "Empty, or in words what keeps the schedule from firing now: "
+        '"the daemon is not running: this schedule fires once it starts".',
+    }
+    properties = {**schedule["properties"], "warnings": warnings}
+    return {
+        **schedule,
+        "description": "A schedule, as the answer to its creation or resumption.",
+        "properties": properties,
+        "required": list(properties),
+    }
 
 
 def _run_schemas(components: Components) -> None:

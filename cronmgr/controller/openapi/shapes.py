@@ -11,6 +11,15 @@ from cronmgr.controller.openapi.endpoints import Schema, array_of, ref
 
 _TIME = {"type": "string", "format": "date-time"}
 _NULLABLE_INT = {"type": ["integer", "null"]}
+_WARNINGS = {
+    **array_of({"type": "string"}),
+    "description": "Things worth knowing about what was done, in words; empty when none.",
+}
+_SCHEDULES_ONLY = {
+    "type": "boolean",
+    "description": "The daemon runs without a pipeline (none was loaded when it started): "
+    "it fires the schedules only.",
+}
 
 FIXED_SCHEMAS: dict[str, Schema] = {
     "Error": {
@@ -49,8 +58,13 @@ FIXED_SCHEMAS: dict[str, Schema] = {
             "message": {"type": "string", "examples": ["Daemon started ... (PID: 4242)"]},
             "timestamp": _TIME,
             "pid": {"type": "integer"},
-            "interval_seconds": {"type": "integer"},
-            "pipeline": {"type": "string"},
+            "interval_seconds": {
+                **_NULLABLE_INT,
+                "description": "How often the pipeline runs; null with the schedules only.",
+            },
+            "pipeline": {"type": ["string", "null"]},
+            "schedules_only": _SCHEDULES_ONLY,
+            "warnings": _WARNINGS,
         },
         "required": ["success", "message", "timestamp", "pid"],
     },
@@ -77,6 +91,19 @@ FIXED_SCHEMAS: dict[str, Schema] = {
             "memory_rss_bytes": _NULLABLE_INT,
             "children": {"type": "array", "items": {"type": "object"}},
             "version": {"type": "string"},
+            "pipeline": {
+                "type": ["string", "null"],
+                "description": "The pipeline it was started with (null: none, or stopped).",
+            },
+            "interval_seconds": {
+                **_NULLABLE_INT,
+                "description": "How often that pipeline runs (null without one).",
+            },
+            "schedules_only": {
+                "type": "boolean",
+                "description": "It runs without a pipeline (none was loaded when it started): "
+                "it fires the schedules only. False when it is not running.",
+            },
             "active_runs": {
                 "type": "array",
                 "items": {"type": "string"},
