@@ -13,9 +13,9 @@ from cronmgr.core.models import Run, RunStatus
 CHART_RUNS = 200
 """Runs the chart shows, the newest."""
 
-WIDTH = 640.0
-HEIGHT = 200.0
-LEFT = 56.0  # room for the millisecond labels
+WIDTH = 880.0
+HEIGHT = 240.0
+LEFT = 60.0  # room for the millisecond labels
 RIGHT = 12.0
 TOP = 10.0
 BOTTOM = 24.0  # room for the time labels
