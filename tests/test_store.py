@@ -707,6 +707,31 @@ async def test_list_runs_filters_by_schedule_status_and_since(store: Store) -> N
     assert await ids(job="pipeline:etl", schedule_id="b") == [runs[2].id]
 
 
+async def test_a_jobs_runs_are_counted_by_status_since_a_moment(store: Store) -> None:
+    job = "target:t1"
+    before = [make_run("a", T0, RunStatus.FAILED, job=job)]
+    for run in before:
+        await store.insert_run(run)
+    cutoff = datetime.now(UTC)
+    assert await store.count_job_runs(job, cutoff) == {}
+    after = [
+        make_run("a", T0 + timedelta(minutes=n), status, job=job)
+        for n, status in enumerate(
+            [RunStatus.SUCCEEDED, RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.SKIPPED],
+            start=1,
+        )
+    ]
+    for run in [*after, make_run("b", T0, RunStatus.FAILED, job="target:other")]:
+        await store.insert_run(run)
+    assert await store.count_job_runs(job, cutoff) == {
+        RunStatus.SUCCEEDED: 2,
+        RunStatus.FAILED: 1,
+        RunStatus.SKIPPED: 1,
+    }
+    everything = await store.count_job_runs(job, cutoff - timedelta(days=1))
+    assert everything[RunStatus.FAILED] == 2
+
+
 async def test_a_slot_is_one_run_and_a_run_keeps_its_steps(store: Store) -> None:
     run = make_run("a", T0, RunStatus.RUNNING)
     assert await store.insert_run(run)

@@ -145,13 +145,22 @@ class JobRunner(TargetCache, RunsInFlight):
             return await self._execute(run, lambda: self._work(schedule, run))
 
     async def run_requested(self, run: Run) -> RunStatus | None:
-        """Run a pending manual run of a pipeline; None when another daemon claimed it."""
+        """Run a pending manual run of a pipeline or a target; None when another daemon
+        claimed it."""
         if not await self.store.claim_run(run.id, self.node_id):
             return None
         run = replace(run, status=RunStatus.RUNNING, started_at=utcnow(), node_id=self.node_id)
         with bound_fields(run_id=run.id):
-            pipeline = self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX))
-            return await self._execute(run, lambda: self._pipeline(pipeline, run))
+            return await self._execute(run, lambda: self._requested_work(run))
+
+    async def _requested_work(self, run: Run) -> Outcome:
+        if run.job.startswith(TARGET_JOB_PREFIX):
+            # Read afresh, not from the cache: a target is sent by hand to try an edit out.
+            target = await self.store.get_target(run.job.removeprefix(TARGET_JOB_PREFIX))
+            return await self._target(target, run)
+        return await self._pipeline(
+            self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX)), run
+        )
 
     async def skip(
         self, schedule: Schedule, slot: datetime, reason: str, claim: Claim | None = None

@@ -1,4 +1,5 @@
-"""Manual runs: pipeline runs asked for through the API, carried out by the daemon.
+"""Manual runs: pipeline runs asked for through the API, and targets sent once from the
+dashboard ("send now"), carried out by the daemon.
 
 The controller never runs jobs: `POST /api/v1/pipelines/{name}/run` records a `pending`
 run (trigger `api`) and signals the daemon, which picks every pending manual run up here,
@@ -23,7 +24,14 @@ from collections.abc import Callable
 import structlog
 
 from cronmgr.core.errors import CronmgrError
-from cronmgr.core.models import PIPELINE_JOB_PREFIX, OverlapPolicy, Run, RunStatus, utcnow
+from cronmgr.core.models import (
+    PIPELINE_JOB_PREFIX,
+    TARGET_JOB_PREFIX,
+    OverlapPolicy,
+    Run,
+    RunStatus,
+    utcnow,
+)
 from cronmgr.core.pipelines.pipeline import PipelineSet
 from cronmgr.engine.in_flight import drain_tasks
 from cronmgr.engine.jobs import JobRunner
@@ -86,6 +94,9 @@ class ManualRuns:
         return await drain_tasks(list(self._tasks), grace)
 
     async def _take(self, run: Run) -> None:
+        if run.job.startswith(TARGET_JOB_PREFIX):
+            self._start(run)  # a target sent by hand: no overlap policy holds it back
+            return
         try:
             pipeline = self._pipelines().get(run.job.removeprefix(PIPELINE_JOB_PREFIX))
         except CronmgrError as exc:

@@ -616,6 +616,13 @@ SELECT * FROM schedules;
 -- name: deleted_schedules
 SELECT id FROM schedule_tombstones WHERE revision > CAST(:since AS bigint) ORDER BY revision, id;
 
+-- name: count_job_runs_since
+-- A job's runs since a moment by status (a target page's availability); the (job,
+-- created_at) index applies.
+SELECT status, COUNT(*) AS runs FROM runs
+WHERE job = :job AND created_at >= :since
+GROUP BY status;
+
 -- name: list_runs_of_job
 -- list_runs with the job fixed (also how runs of a target are found), so that the
 -- (job, created_at) index applies.

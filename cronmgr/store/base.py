@@ -189,6 +189,11 @@ class Store(Protocol):
         """Runs, newest first, without their steps."""
         ...
 
+    async def count_job_runs(self, job: str, since: datetime) -> dict[RunStatus, int]:
+        """How many runs of `job` were created at or after `since`, by status (a status
+        with none is left out)."""
+        ...
+
     async def claim_run(self, run_id: str, node_id: str | None = None) -> bool:
         """Move a pending run to running, started now, by node `node_id` (when given);
         False when it was not pending."""

@@ -4,6 +4,7 @@ them, and their upcoming fire times; the schedules a pipeline file declares are 
 
 from __future__ import annotations
 
+from typing import Any
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -46,9 +47,10 @@ async def _check_references(request: web.Request, spec: ScheduleSpec) -> None:
             raise invalid("pipeline", exc.detail, "not_found") from exc
 
 
-async def create_schedule(request: web.Request) -> web.Response:
-    """POST /api/v1/schedules: 201 with the new schedule."""
-    spec = validate(ScheduleSpec, await read_body(request), BODY)
+async def add_schedule(request: web.Request, data: dict[str, Any]) -> Schedule:
+    """Validate `data` as a schedule and store it: InvalidInput naming each bad field (an
+    unknown target or pipeline included). The API and the dashboard's form create here."""
+    spec = validate(ScheduleSpec, data, BODY)
     await _check_references(request, spec)
     store = _store(request)
     schedule = spec.to_schedule(new_id())
@@ -57,7 +59,13 @@ async def create_schedule(request: web.Request) -> web.Response:
     except NotFound as exc:  # the target went away since the check
         raise invalid("target_id", exc.detail, "not_found") from exc
     _changed(request)
-    return json_response(await _written(request, await store.get_schedule(schedule.id)), 201)
+    return await store.get_schedule(schedule.id)
+
+
+async def create_schedule(request: web.Request) -> web.Response:
+    """POST /api/v1/schedules: 201 with the new schedule and its `warnings`."""
+    schedule = await add_schedule(request, await read_body(request))
+    return json_response(await _written(request, schedule), status=201)
 
 
 async def _written(request: web.Request, schedule: Schedule) -> dict[str, object]:
@@ -95,23 +103,38 @@ def refuse_file_schedule(schedule: Schedule, action: str) -> None:
 
 async def update_schedule(request: web.Request) -> web.Response:
     """PATCH /api/v1/schedules/{id}: merge, validate the whole, store; status is kept."""
+    patch = await read_body(request, required=True)
+    return json_response((await change_schedule(request, _id(request), patch)).as_dict())
+
+
+async def change_schedule(
+    request: web.Request, schedule_id: str, patch: dict[str, Any]
+) -> Schedule:
+    """Merge `patch` into the stored schedule, validate the whole and store it, status and
+    progress kept; 409 for a pipeline file's schedule. The API and the dashboard edit here."""
     store = _store(request)
-    stored = await store.get_schedule(_id(request))
+    stored = await store.get_schedule(schedule_id)
     refuse_file_schedule(stored, "edit")
-    data = ScheduleSpec.patched(stored, await read_body(request, required=True))
-    spec = validate(ScheduleSpec, data, BODY)
+    spec = validate(ScheduleSpec, ScheduleSpec.patched(stored, patch), BODY)
     await _check_references(request, spec)
     await store.update_schedule(spec.applied_to(stored))
     _changed(request)
-    return json_response((await store.get_schedule(stored.id)).as_dict())
+    return await store.get_schedule(stored.id)
+
+
+async def remove_schedule(request: web.Request, schedule_id: str) -> Schedule:
+    """Delete a schedule (its runs stay); 409 for a pipeline file's schedule."""
+    store = _store(request)
+    schedule = await store.get_schedule(schedule_id)
+    refuse_file_schedule(schedule, "remove")
+    await store.delete_schedule(schedule_id)
+    _changed(request)
+    return schedule
 
 
 async def delete_schedule(request: web.Request) -> web.Response:
     """DELETE /api/v1/schedules/{id}: the schedule goes, its runs stay."""
-    store = _store(request)
-    refuse_file_schedule(await store.get_schedule(_id(request)), "remove")
-    await store.delete_schedule(_id(request))
-    _changed(request)
+    await remove_schedule(request, _id(request))
     return deleted("Schedule", _id(request))
 
 

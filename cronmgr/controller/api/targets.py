@@ -9,13 +9,16 @@ from typing import Any
 from aiohttp import web
 
 from cronmgr.controller.api.common import _PAGED, BODY, _changed, _id, _store, deleted, page
+from cronmgr.controller.control import DaemonControl
 from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response, read_body
-from cronmgr.core.models import Target, new_id
+from cronmgr.core.errors import Conflict
+from cronmgr.core.models import TARGET_JOB_PREFIX, Run, Target, Trigger, new_id, utcnow
 from cronmgr.core.secret_refs import redact
 from cronmgr.core.specs.queries import DeleteTargetQuery, PageQuery
 from cronmgr.core.specs.targets import TargetSpec
 from cronmgr.core.specs.validation import validate, validate_query
+from cronmgr.store import Store
 
 
 def target_body(target: Target) -> dict[str, Any]:
@@ -57,12 +60,53 @@ def keep_hidden_secrets(patch: dict[str, Any], stored: Target) -> dict[str, Any]
     return patch
 
 
-async def create_target(request: web.Request) -> web.Response:
-    """POST /api/v1/targets: 201 with the new target; 409 when the name is taken."""
-    spec = validate(TargetSpec, await read_body(request), BODY)
+async def add_target(request: web.Request, data: dict[str, Any]) -> Target:
+    """Validate `data` as a target and store it; InvalidInput naming each bad field,
+    Conflict when the name is taken. The API and the dashboard's form create through here."""
+    spec = validate(TargetSpec, data, BODY)
     target = spec.to_target(new_id())
     await _store(request).insert_target(target)
     _changed(request)
+    return target
+
+
+async def change_target(request: web.Request, target_id: str, patch: dict[str, Any]) -> Target:
+    """Merge `patch` into the stored target (secrets sent back as shown kept), validate the
+    whole and store it. The API's PATCH and the dashboard's edit form go through here."""
+    store = _store(request)
+    stored = await store.get_target(target_id)
+    patch = keep_hidden_secrets(patch, stored)
+    spec = validate(TargetSpec, TargetSpec.patched(stored, patch), BODY)
+    target = spec.to_target(stored.id, created_at=stored.created_at)
+    await store.update_target(target)
+    _changed(request)
+    return target
+
+
+async def request_target_run(
+    store: Store, control: DaemonControl, target: Target, how_to_start: str
+) -> Run:
+    """Record a pending manual run of `target` and wake the daemon to send it once.
+
+    The controller never sends requests itself: the daemon does, as for a schedule's slot,
+    and records the attempt. Conflict when the daemon is not running (`how_to_start` says
+    how to start it).
+    """
+    if not control.is_running():
+        raise Conflict(
+            f"the daemon is not running, so target {target.name!r} cannot be sent: "
+            f"start it first ({how_to_start})"
+        )
+    job = TARGET_JOB_PREFIX + target.id
+    run = Run(id=new_id(), job=job, scheduled_for=utcnow(), trigger=Trigger.MANUAL)
+    await store.insert_run(run)
+    control.definitions_changed()
+    return run
+
+
+async def create_target(request: web.Request) -> web.Response:
+    """POST /api/v1/targets: 201 with the new target; 409 when the name is taken."""
+    target = await add_target(request, await read_body(request))
     return json_response(target_body(target), status=201)
 
 
@@ -80,23 +124,24 @@ async def get_target(request: web.Request) -> web.Response:
 
 async def update_target(request: web.Request) -> web.Response:
     """PATCH /api/v1/targets/{id}: merge, validate the whole, store."""
-    store = _store(request)
-    stored = await store.get_target(_id(request))
-    patch = keep_hidden_secrets(await read_body(request, required=True), stored)
-    spec = validate(TargetSpec, TargetSpec.patched(stored, patch), BODY)
-    target = spec.to_target(stored.id, created_at=stored.created_at)
-    await store.update_target(target)
-    _changed(request)
-    return json_response(target_body(target))
+    patch = await read_body(request, required=True)
+    return json_response(target_body(await change_target(request, _id(request), patch)))
 
 
 async def delete_target(request: web.Request) -> web.Response:
     """DELETE /api/v1/targets/{id}: 409 while schedules use it, unless `?cascade=true`."""
     query = validate_query(DeleteTargetQuery, request.query)
     target_id = _id(request)
-    schedule_ids = await _store(request).delete_target(target_id, cascade=query.cascade)
-    _changed(request)
+    schedule_ids = await remove_target(request, target_id, cascade=query.cascade)
     return deleted("Target", target_id, deleted_schedules=schedule_ids)
+
+
+async def remove_target(request: web.Request, target_id: str, *, cascade: bool) -> list[str]:
+    """Delete a target: Conflict while schedules use it, unless `cascade` deletes them too
+    (the ids returned). The API's DELETE and the dashboard's delete go through here."""
+    schedule_ids = await _store(request).delete_target(target_id, cascade=cascade)
+    _changed(request)
+    return schedule_ids
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (

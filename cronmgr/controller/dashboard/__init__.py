@@ -23,7 +23,10 @@ The modules: `routes` (the route table and `add_dashboard`), `guards` (sessions,
 the security headers), `common` (rendering, redirects, flash messages, form actions and
 paging), `auth` (login and logout), `names` (how pages name jobs and schedules), the pages
 `overview`, `controls`, `schedules` (with `sparklines`), `runs`, `pipelines`, `targets`,
-`incidents`, `nodes` and `logs`, and `format`, the formatting helpers the templates use.
+`target_page` (with `charts`: a target's response times, availability and "send now"),
+`incidents`, `nodes` and `logs`; the create, edit and delete forms `target_forms` and
+`schedule_forms` (with `forms`, what they share: they go through the API's own paths and
+models); and `format`, the formatting helpers the templates use.
 
 Part of `cronmgr.controller`, under the same rules.
 """

@@ -75,13 +75,16 @@ def render(
     return response
 
 
+FLASH_KINDS = frozenset({"ok", "warning", "error"})
+
+
 def read_flash(request: web.Request) -> tuple[str, str] | None:
-    """The message an action left for the next page: (ok | error, text)."""
+    """The message an action left for the next page: (ok | warning | error, text)."""
     raw = request.cookies.get(FLASH_COOKIE)
     if not raw:
         return None
     kind, _, text = unquote(raw).partition(":")
-    return ("error" if kind == "error" else "ok", text)
+    return (kind if kind in FLASH_KINDS else "ok", text)
 
 
 def with_flash(location: str, kind: str, text: str) -> web.Response:

@@ -16,13 +16,27 @@ from cronmgr.store import Store
 from cronmgr.store.records import IncidentStatus
 
 
+def cause_text(error_class: str | None, cause: str | None) -> str:
+    """An incident's cause led by its error class, the class said once: a run's error
+    already starts with it (`connection: cannot connect …`), a pipeline step's does not."""
+    cause = cause or ""
+    if not error_class or cause == error_class or cause.startswith(f"{error_class}: "):
+        return cause
+    return f"{error_class}: {cause}" if cause else error_class
+
+
 async def incident_rows(
     store: Store, names: Names, status: IncidentStatus | None, limit: int, offset: int
 ) -> list[dict[str, Any]]:
     found = await store.list_incidents(status=status, limit=limit, offset=offset)
     now = utcnow()
     return [
-        {"incident": i, "job": await names.job(i.job), "seconds": i.duration_seconds(now)}
+        {
+            "incident": i,
+            "job": await names.job(i.job),
+            "seconds": i.duration_seconds(now),
+            "cause": cause_text(i.error_class, i.cause),
+        }
         for i in found
     ]
 

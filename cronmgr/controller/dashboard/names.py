@@ -37,7 +37,7 @@ class Names:
             return Label(f"pipeline {ref}", f"{P}/pipelines/{quote(ref, safe='')}")
         if kind == "target":
             name = await self._target(ref)
-            return Label(f"target {name or ref}", f"{P}/targets#target-{ref}")
+            return Label(f"target {name or ref}", f"{P}/targets/{quote(ref, safe='')}")
         return Label(job)
 
     async def schedule(self, schedule_id: str | None) -> Label | None:

@@ -30,6 +30,7 @@ from cronmgr.controller.keys import CONTROL, STORE
 from cronmgr.core.errors import Conflict
 from cronmgr.core.models import RunStatus, Schedule, ScheduleStatus
 from cronmgr.store import Store
+from cronmgr.store.pipeline_sync import is_file_schedule
 
 
 async def _schedule_row(store: Store, names: Names, schedule: Schedule) -> dict[str, Any]:
@@ -41,6 +42,7 @@ async def _schedule_row(store: Store, names: Names, schedule: Schedule) -> dict[
         "bars": sparkline(runs),
         "succeeded": sum(run.status is RunStatus.SUCCEEDED for run in runs),
         "counted": len(runs),
+        "from_file": is_file_schedule(schedule.id),
     }
 
 

@@ -165,6 +165,12 @@ class RunsMixin(RelationalConnection):
         }
         return [run_from_row(row) for row in await self._read(_runs_query(params), params)]
 
+    async def count_job_runs(self, job: str, since: datetime) -> dict[RunStatus, int]:
+        """How many runs of `job` were created at or after `since`, by status (a status
+        with none is left out)."""
+        rows = await self._read("count_job_runs_since", {"job": job, "since": _ts(since)})
+        return {RunStatus(row["status"]): int(row["runs"]) for row in rows}
+
     async def claim_run(self, run_id: str, node_id: str | None = None) -> bool:
         """Move a pending run to running, started now, by node `node_id` (when given);
         False when it was not pending."""
