@@ -26,8 +26,7 @@ from cronmgr.core.errors import (
     NotFound,
 )
 from cronmgr.core.launch import LaunchSpec
-from cronmgr.core.specs.queries import StartRequest
-from cronmgr.core.specs.validation import validate
+from cronmgr.core.specs.queries import StartRequest, start_request
 from cronmgr.core.version import __version__
 
 
@@ -39,7 +38,7 @@ def _spec(request: web.Request, body: StartRequest) -> LaunchSpec:
 
 async def start_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/start: launch the daemon (see `launch_spec`); 409 when it runs already."""
-    body = validate(StartRequest, await read_body(request), "request body")
+    body = start_request(await read_body(request))
     spec = _spec(request, body)
     pid = await request.app[CONTROL].start(spec)
     return json_response(_started(spec, pid))
@@ -75,7 +74,7 @@ async def stop_daemon(request: web.Request) -> web.Response:
 
 async def restart_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/restart: stop, then start with the given or the last settings."""
-    body = validate(StartRequest, await read_body(request), "request body")
+    body = start_request(await read_body(request))
     control = request.app[CONTROL]
     spec = _spec(request, body)  # before the stop, which forgets the last spec
     await control.check(spec)  # before the stop: a restart that can't start stops nothing
@@ -109,7 +108,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Start the daemon",
         "daemon",
         Reply(200, "Started; the message ends with (PID: n).", ref("DaemonStarted")),
-        description="Schedules the pipeline every interval_seconds (default 120, at least 10).",
+        description=(
+            "Schedules the pipeline every interval_seconds (default 120, at least 10). An "
+            "interval_seconds below 10 answers 400, as the Pipeline Cron Manager API "
+            "documents it; other invalid fields 422."
+        ),
         body=StartRequest,
         body_required=False,
         errors=(409, 503),
@@ -129,6 +132,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Stop, then start (with the given or the last settings)",
         "daemon",
         Reply(200, "Restarted.", ref("DaemonStarted")),
+        description="The body as for start (an interval_seconds below 10 answers 400).",
         body=StartRequest,
         body_required=False,
         errors=(503,),

@@ -28,9 +28,10 @@ names).
 state directory's `api-token` file unless configured (`CRONMGR_API_TOKEN`).
 
 **Errors** always have the body `{"error": true, "detail", "errors": [{"field", "message", \
-"type"}], "timestamp"}`: 400 unreadable body, 401 no or bad token, 404 unknown id or path, \
-409 conflict (duplicate name, target in use, daemon running), 413 body too large, \
-422 invalid field (named in `detail` and `errors`).
+"type"}], "timestamp"}`: 400 unreadable body (and, as the Pipeline Cron Manager API \
+documents it, an `interval_seconds` below 10 on `/api/cron/start`), 401 no or bad token, \
+404 unknown id or path, 409 conflict (duplicate name, target in use, daemon running), \
+413 body too large, 422 invalid field (named in `detail` and `errors`).
 
 **Lists** are bare JSON arrays, as the API Scheduler's clients expect, paged with `limit` \
 and `offset`. When more items may follow, the answer carries `X-Next-Offset` and a \
