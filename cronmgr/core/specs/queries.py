@@ -48,7 +48,7 @@ def start_request(data: Any) -> StartRequest:
 
 
 def _below_minimum(error: dict[str, Any]) -> bool:
-    return error["field"] == "interval_seconds" and error["type"] == "greater_than_equal"
+    return bool(error["field"] == "interval_seconds" and error["type"] == "greater_than_equal")
 
 
 class LinesQuery(BaseModel):
