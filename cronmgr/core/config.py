@@ -170,6 +170,11 @@ class Settings(BaseModel):
     logs_max_lines: int = Field(
         100_000, ge=1, le=10_000_000, description="Most lines one request returns."
     )
+    cascade_deletes: bool = Field(
+        False,
+        description="`DELETE /api/v1/targets/{id}` without `cascade` deletes the target's"
+        " schedules too (their runs stay), as the API Scheduler did; false: 409 while used.",
+    )
     default_pipeline: str = Field("default", description="Pipeline `start` runs.")
     default_interval_seconds: int = Field(
         120, ge=10, le=315_576_000, description="Interval `start` uses."

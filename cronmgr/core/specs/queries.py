@@ -163,7 +163,11 @@ class DeleteTargetQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cascade: bool = Field(False, description="Delete the target's schedules too.")
+    cascade: bool | None = Field(
+        None,
+        description="Delete the target's schedules too (their runs stay); default: the "
+        "`cascade_deletes` setting, false unless configured.",
+    )
 
 
 class LogStreamQuery(FollowQuery):
