@@ -203,8 +203,11 @@ def test_the_seed_usage_example_works_unchanged(
 
 
 def test_cron_api_client_is_the_blocking_client() -> None:
-    """The seed's class name is an alias, not a second implementation."""
-    assert CronAPIClient is Client
+    """The seed's class name is the blocking client, not a second implementation: it only
+    changes the classes of the errors (see test_client_seed.py)."""
+    assert issubclass(CronAPIClient, Client)
+    own = {n for n, v in vars(CronAPIClient).items() if callable(v) and not n.startswith("__")}
+    assert own == {"_send", "_open_stream", "_unreachable"}
 
 
 # --- asyncio client -----------------------------------------------------------------------
