@@ -24,8 +24,8 @@ documents it) and the scheduling resources (`/api/v1/*`, with the API Scheduler'
 names).
 
 **Auth**: `Authorization: Bearer <token>` on every endpoint but `/`, `/health`, \
-`/api/v1/health`, `/openapi.json` and `/docs` (they hold no secrets). The token is in the \
-state directory's `api-token` file unless configured (`CRONMGR_API_TOKEN`).
+`/api/v1/health`, `/openapi.json`, `/docs` and `/redoc` (they hold no secrets). The token \
+is in the state directory's `api-token` file unless configured (`CRONMGR_API_TOKEN`).
 
 **Errors** always have the body `{"error": true, "detail", "errors": [{"field", "message", \
 "type"}], "timestamp"}`: 400 unreadable body (and, as the Pipeline Cron Manager API \
