@@ -346,6 +346,31 @@ async def test_deleting_a_used_target_needs_cascade(client: Client) -> None:
     assert gone["deleted_schedules"] == []
 
 
+async def test_cascade_deletes_setting_deletes_as_the_api_scheduler_did(
+    aiohttp_client: ClientFactory, tmp_path: Path
+) -> None:
+    """With `cascade_deletes = true` a plain DELETE takes the target's schedules along (their
+    runs stay, still found by target); an explicit `?cascade=false` still answers 409."""
+    settings = load_settings(env={"CRONMGR_CASCADE_DELETES": "true"}, home=tmp_path)
+    app = create_app(settings)
+    token = settings.token_file.read_text().strip()
+    client = await aiohttp_client(app, headers={"Authorization": f"Bearer {token}"})
+    target = await new_target(client)
+    schedule = await new_schedule(client, target_id=target["id"])
+    run = await record_run(store_of(client), schedule, RunStatus.SUCCEEDED, 0)
+
+    body = await error(client, "DELETE", f"/api/v1/targets/{target['id']}?cascade=false", 409)
+    assert "cascade=true" in body["detail"]
+    gone = await call(client, "DELETE", f"/api/v1/targets/{target['id']}", 200)
+    assert gone["success"] is True and gone["deleted_schedules"] == [schedule["id"]]
+    await error(client, "GET", f"/api/v1/schedules/{schedule['id']}", 404)
+    await error(client, "GET", f"/api/v1/targets/{target['id']}", 404)
+    kept = await call(client, "GET", f"/api/v1/runs/{run.id}", 200)
+    assert kept["schedule_id"] == schedule["id"] and kept["target_id"] == target["id"]
+    found = await call(client, "GET", f"/api/v1/runs?target_id={target['id']}", 200)
+    assert [r["id"] for r in found] == [run.id]
+
+
 # --- PATCH ------------------------------------------------------------------------------
 
 
@@ -622,7 +647,11 @@ async def test_runs_are_listed_newest_first_with_filters(client: Client) -> None
     assert await ids("limit=1&offset=1") == [failed.id]
     listed = (await call(client, "GET", "/api/v1/runs?limit=1", 200))[0]
     assert listed["status"] == "failed" and listed["job"] == "pipeline:nightly"
-    assert "steps" not in listed
+    assert "steps" not in listed and listed["target_id"] is None  # a pipeline's run
+    by_target_runs = await call(client, "GET", f"/api/v1/runs?schedule_id={by_target['id']}", 200)
+    assert [r["target_id"] for r in by_target_runs] == [target["id"]] * 2  # as seed 001's runs
+    detail = await call(client, "GET", f"/api/v1/runs/{oldest.id}", 200)
+    assert detail["target_id"] == target["id"]
     for query, field in [("limit=501", "limit"), ("status=done", "status"), ("since=x", "since")]:
         body = await error(client, "GET", f"/api/v1/runs?{query}", 422)
         assert body["errors"][0]["field"] == field

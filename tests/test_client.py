@@ -13,11 +13,11 @@ from support import Controller, free_port
 from cronmgr import AsyncClient, Client, CronAPIClient
 from cronmgr.core.config import Settings
 from cronmgr.core.errors import (
+    BadRequest,
     ConfigError,
     Conflict,
     ControllerUnreachable,
     CronmgrError,
-    InvalidInput,
     NotFound,
     Unauthorized,
 )
@@ -89,12 +89,13 @@ def test_wrong_token_raises_unauthorized_with_status_401(controller: Controller)
     assert caught.value.detail == "invalid bearer token"
 
 
-def test_interval_below_minimum_raises_invalid_input_with_field_errors(
+def test_interval_below_minimum_raises_bad_request_with_field_errors(
     controller: Controller,
 ) -> None:
-    with pytest.raises(InvalidInput) as caught:
+    """The seed documents 400 for an interval under 10: BadRequest, with the field named."""
+    with pytest.raises(BadRequest) as caught:
         client_for(controller).start(interval_seconds=5)
-    assert caught.value.status == 422
+    assert caught.value.status == 400
     assert "interval_seconds" in caught.value.detail
     assert [e["field"] for e in caught.value.errors] == ["interval_seconds"]
 
@@ -202,8 +203,11 @@ def test_the_seed_usage_example_works_unchanged(
 
 
 def test_cron_api_client_is_the_blocking_client() -> None:
-    """The seed's class name is an alias, not a second implementation."""
-    assert CronAPIClient is Client
+    """The seed's class name is the blocking client, not a second implementation: it only
+    changes the classes of the errors (see test_client_seed.py)."""
+    assert issubclass(CronAPIClient, Client)
+    own = {n for n, v in vars(CronAPIClient).items() if callable(v) and not n.startswith("__")}
+    assert own == {"_send", "_open_stream", "_unreachable"}
 
 
 # --- asyncio client -----------------------------------------------------------------------
@@ -217,9 +221,9 @@ async def test_async_client_essentials(controller: Controller) -> None:
         assert await client.get_logs(lines=1) == {"logs": "b\n", "line_count": 1}
         assert await client.tail_logs(lines=5) == "a\nb\n"
         assert (await client.clear_logs())["success"] is True
-        with pytest.raises(InvalidInput) as caught:
+        with pytest.raises(BadRequest) as caught:
             await client.start(interval_seconds=5)
-        assert caught.value.status == 422
+        assert caught.value.status == 400
 
 
 async def test_async_client_errors(controller: Controller) -> None:

@@ -13,7 +13,8 @@ from cronmgr.core.config import load_settings
 from cronmgr.core.errors import ConfigError
 from cronmgr.core.locate import load_location, read_token
 
-HEAVY = ("pydantic", "jinja2", "croniter")
+# requests too: the seed client loads it only to raise its first error (cronmgr.client.seed).
+HEAVY = ("pydantic", "jinja2", "croniter", "requests")
 
 IMPORTS = {
     "module": "import cronmgr.client",

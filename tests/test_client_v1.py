@@ -155,6 +155,28 @@ async def test_status_codes_come_back_as_typed_exceptions(api: Api, controller: 
     assert gone["deleted_schedules"] == [schedule["id"]]
 
 
+@pytest.mark.parametrize("kind", ["Client", "AsyncClient"])
+async def test_delete_target_follows_the_cascade_deletes_setting(
+    controller_factory: Callable[..., Controller], kind: str
+) -> None:
+    """Without `cascade`, the controller's `cascade_deletes = true` deletes the schedules
+    along; `cascade=False` asks for the 409 all the same."""
+    controller = controller_factory(cascade_deletes=True)
+    client = (Client if kind == "Client" else AsyncClient)(controller.url, token=controller.token)
+    api = Api(client)
+    target = await api.create_target("Used", "https://example.com/")
+    schedule = await api.create_schedule(
+        "Hourly", "cron", cron_expression="0 * * * *", target_id=target["id"]
+    )
+    with pytest.raises(Conflict, match="cascade=true"):
+        await api.delete_target(target["id"], cascade=False)
+    gone = await api.delete_target(target["id"])
+    assert gone["deleted_schedules"] == [schedule["id"]]
+    with pytest.raises(NotFound):
+        await api.get_schedule(schedule["id"])
+    await api.close()
+
+
 # --- schedules ----------------------------------------------------------------------------
 
 

@@ -29,6 +29,8 @@ def test_defaults_are_the_documented_ones(tmp_path: Path) -> None:
     assert settings.default_pipeline == "default"
     assert (settings.log_max_bytes, settings.log_backup_count) == (10 * MIB, 5)
     assert (settings.host, settings.port, settings.auth) == ("127.0.0.1", 8000, True)
+    assert (settings.logs_default_lines, settings.logs_max_lines) == (10_000, 100_000)
+    assert settings.cascade_deletes is False  # a used target's DELETE answers 409
 
 
 def test_paths_default_under_home(tmp_path: Path) -> None:
@@ -54,6 +56,18 @@ def test_the_environment_wins_over_the_config_file(tmp_path: Path) -> None:
     assert settings.stop_grace_seconds == 7.5
     assert settings.port == 9090
     assert settings.log_backup_count == 2
+
+
+def test_cascade_deletes_comes_from_the_file_and_the_environment(tmp_path: Path) -> None:
+    """`cascade_deletes = true` in the file; CRONMGR_CASCADE_DELETES wins; a non-boolean is
+    refused naming the setting."""
+    config = write_config(tmp_path, "cascade_deletes = true\n")
+    assert load_settings(config, env={}, home=tmp_path).cascade_deletes is True
+    env = {"CRONMGR_CASCADE_DELETES": "false"}
+    assert load_settings(config, env=env, home=tmp_path).cascade_deletes is False
+    assert load_settings(env={"CRONMGR_CASCADE_DELETES": "1"}, home=tmp_path).cascade_deletes
+    with pytest.raises(ConfigError, match="cascade_deletes"):
+        load_settings(env={"CRONMGR_CASCADE_DELETES": "sometimes"}, home=tmp_path)
 
 
 def test_cronmgr_config_names_the_file_when_no_argument_does(tmp_path: Path) -> None:

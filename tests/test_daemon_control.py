@@ -320,11 +320,39 @@ async def test_logs_endpoints_return_the_seed_shapes(
         body = await resp.json()
         assert body["line_count"] == 20
         assert body["logs"].splitlines()[-1] == '{"n": 2999}'
-    async with http.get("/api/cron/logs") as resp:
+    async with http.get("/api/cron/logs") as resp:  # the seed's "get all logs"
         body = await resp.json()
-        assert body["line_count"] == controller.settings.logs_default_lines
+        assert body == {"logs": log_file.read_text(), "line_count": 3000}
     async with http.get("/api/cron/logs/tail") as resp:
         assert len((await resp.text()).splitlines()) == 50
+
+
+async def test_all_logs_stop_at_the_documented_cap_and_say_so(
+    controller_factory: Callable[..., Controller],
+) -> None:
+    """Without `lines` the whole log up to `logs_default_lines`; past it the last lines and
+    `truncated: true`. `lines` over `logs_max_lines` is cut and says so too; `lines` below
+    the file's length is what was asked for, not a truncation."""
+    controller = controller_factory(logs_default_lines=100, logs_max_lines=200)
+    log_file = controller.settings.log_file
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("".join(f'{{"n": {i}}}\n' for i in range(100)))
+    async with aiohttp.ClientSession(controller.url, headers=controller.headers) as http:
+        async with http.get("/api/cron/logs") as resp:  # exactly at the cap: all, not cut
+            assert await resp.json() == {"logs": log_file.read_text(), "line_count": 100}
+        with log_file.open("a") as fh:
+            fh.writelines(f'{{"n": {i}}}\n' for i in range(100, 300))
+        async with http.get("/api/cron/logs") as resp:
+            body = await resp.json()
+        assert body["line_count"] == 100 and body["truncated"] is True
+        assert body["logs"].splitlines()[0] == '{"n": 200}'
+        assert body["logs"].splitlines()[-1] == '{"n": 299}'
+        async with http.get("/api/cron/logs", params={"lines": "1000"}) as resp:
+            body = await resp.json()
+        assert (body["line_count"], body["truncated"]) == (200, True)
+        async with http.get("/api/cron/logs", params={"lines": "10"}) as resp:
+            body = await resp.json()
+        assert body["line_count"] == 10 and "truncated" not in body
 
 
 def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:

@@ -101,6 +101,7 @@ async def test_every_route_is_documented_and_nothing_else(client: Client, docume
         ("get", "/api/v1/schedules/{id}/next"),
         ("get", "/openapi.json"),
         ("get", "/docs"),
+        ("get", "/redoc"),
     ]:
         assert expected in described
 
@@ -268,6 +269,25 @@ async def test_docs_page_renders_the_document_without_network(
     assert links and links <= anchors, links - anchors
     assert not re.search(r"<script[^>]*\bsrc=|<link[^>]*\bhref=|\bsrc=\"https?:", page)
     assert "TargetSpec" in page and "cron_expression" in page
+
+
+@pytest.mark.parametrize("path", ["/redoc", "/docs"])
+async def test_redoc_renders_the_document_offline_under_its_policy(
+    client: Client, document: Doc, path: str
+) -> None:
+    """/redoc, where the seeds send readers, is open and carries the whole document, rendered
+    on the server: no script at all, nothing from another origin, and a policy saying so."""
+    async with client.get(path, headers={"Authorization": ""}) as resp:
+        assert resp.status == 200 and resp.content_type == "text/html"
+        policy = resp.headers["Content-Security-Policy"]
+        page = await resp.text()
+    assert "default-src 'none'" in policy and "script-src" not in policy
+    for item in document["paths"].values():
+        for operation in item.values():
+            assert f">{operation['summary']}" in page.replace("&#39;", "'"), operation
+    assert "<script" not in page
+    assert not re.search(r"""(?:src|href)=["']?(?:https?:)?//""", page)
+    assert not re.search(r"@import|url\(", page)
 
 
 async def test_index_lists_the_same_endpoints(client: Client, document: Doc) -> None:

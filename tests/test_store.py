@@ -659,6 +659,23 @@ async def test_cascade_deletes_the_schedules_with_tombstones_and_keeps_runs(
     assert [r.id for r in await store.list_runs(target_id=target.id)] == [run.id]
 
 
+async def test_a_run_read_back_carries_its_target_id_and_a_pipeline_run_none(
+    store: Store,
+) -> None:
+    """`target_id` comes from the stored job, so every read of a run has it (API Scheduler)."""
+    target, (schedule_id,) = await add_target_with_schedules(store, 1)
+    http_run = make_run(schedule_id, T0, job=f"target:{target.id}")
+    pipeline_run = make_run(None, T0 + timedelta(minutes=1))
+    for run in (http_run, pipeline_run):
+        await store.insert_run(run)
+    assert (await store.get_run(http_run.id)).target_id == target.id
+    assert (await store.get_run(pipeline_run.id)).target_id is None
+    listed = {run.id: run.target_id for run in await store.list_runs()}
+    assert listed == {http_run.id: target.id, pipeline_run.id: None}
+    assert http_run.as_dict()["target_id"] == target.id
+    assert pipeline_run.as_dict()["target_id"] is None
+
+
 async def test_an_unused_target_is_deleted_without_cascade(store: Store) -> None:
     target = make_target()
     await store.insert_target(target)

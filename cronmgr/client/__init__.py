@@ -1,7 +1,9 @@
 """Talk to a running controller: `Client` (blocking) and `AsyncClient` (asyncio).
 
 `CronAPIClient` is `Client` under the name the original Pipeline Cron Manager API gave
-its client, so code written against that client runs unchanged.
+its client, so code written against that client runs unchanged: when requests is
+installed, its errors are also `requests.HTTPError` (`requests.ConnectionError` for an
+unreachable controller), as that client's `raise_for_status()` raised.
 
 Every endpoint is described once, in `_Endpoints`: each method builds a `Call` (HTTP
 method, path, query, body) and hands it to the transport, asking for a JSON object, a
@@ -39,7 +41,8 @@ Errors come back as the project's own exceptions: a non-2xx answer raises the cl
 
 from cronmgr.client.aio import AsyncClient
 from cronmgr.client.calls import Call
-from cronmgr.client.sync import Client, CronAPIClient
+from cronmgr.client.seed import CronAPIClient
+from cronmgr.client.sync import Client
 
 # The errors a call raises, importable beside the clients (they live in `cronmgr.core`).
 from cronmgr.core.errors import (

@@ -122,9 +122,12 @@ class _Endpoints(ABC, Generic[J, A, T, P]):
         """Change the given fields (JSON merge patch: None resets a field to its default)."""
         return self._json(Call("PATCH", _path("targets", target_id), body=changes))
 
-    def delete_target(self, target_id: str, /, cascade: bool = False) -> J:
-        """Delete a target; Conflict while schedules use it, unless `cascade` deletes them."""
-        query: dict[str, str | int] = {"cascade": "true"} if cascade else {}
+    def delete_target(self, target_id: str, /, cascade: bool | None = None) -> J:
+        """Delete a target; Conflict while schedules use it, unless `cascade` deletes them.
+        Without `cascade`, the controller's `cascade_deletes` setting decides (off: 409)."""
+        query: dict[str, str | int] = {}
+        if cascade is not None:
+            query["cascade"] = "true" if cascade else "false"
         return self._json(Call("DELETE", _path("targets", target_id), query=query))
 
     # --- /api/v1 schedules ----------------------------------------------------------------

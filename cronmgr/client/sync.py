@@ -1,6 +1,6 @@
 """`Client`, the blocking client, on the standard library's `urllib.request` (without the
-environment's proxies), and `CronAPIClient`, its name in the original Pipeline Cron
-Manager API."""
+environment's proxies); `CronAPIClient`, under the original Pipeline Cron Manager API's
+name, is in `cronmgr.client.seed`."""
 
 from __future__ import annotations
 
@@ -170,7 +170,3 @@ class Client(_Endpoints[dict[str, Any], list[Any], str, Generator[Item, None, No
     def _unreachable(self, exc: BaseException) -> ControllerUnreachable:
         reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
         return _unreachable(self.base_url, reason, self.timeout)
-
-
-CronAPIClient = Client
-"""The seed API's name for the blocking client: `CronAPIClient()` works as it documents."""

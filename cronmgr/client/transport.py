@@ -136,14 +136,21 @@ def _decode_text(reply: _Reply) -> str:
 
 
 def _raise_for_status(reply: _Reply) -> None:
+    error = _status_error(reply)
+    if error is not None:
+        raise error
+
+
+def _status_error(reply: _Reply) -> CronmgrError | None:
+    """The exception a reply's status stands for; None for a success (2xx)."""
     if 200 <= reply.status < 300:
-        return
+        return None
     detail, errors = _error_fields(reply)
     error = error_for_status(reply.status)(detail, errors=errors)
     if isinstance(error, TooManyRequests):
         wait = reply.headers.get("retry-after", "")
         error.retry_after = int(wait) if wait.isdigit() else None
-    raise _with_status(error, reply.status)
+    return _with_status(error, reply.status)
 
 
 def _error_fields(reply: _Reply) -> tuple[str, list[dict[str, Any]]]:

@@ -28,7 +28,7 @@ LOG_STREAMS_CLOSING = web.AppKey("log_streams_closing", asyncio.Event)
 # Readable without the token: health checks for probes, and the pages that describe the
 # API (the landing page, the OpenAPI document, its rendering). None of them holds state
 # or secrets, and a client needs the description before it has a token.
-OPEN_PATHS = frozenset({"/", "/health", "/api/v1/health", "/openapi.json", "/docs"})
+OPEN_PATHS = frozenset({"/", "/health", "/api/v1/health", "/openapi.json", "/docs", "/redoc"})
 # The dashboard's pages: a browser cannot send the bearer token, so they pass this check
 # and the dashboard guards them with its own login and session cookie instead.
 DASHBOARD_PREFIX = "/ui"

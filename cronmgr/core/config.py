@@ -161,10 +161,19 @@ class Settings(BaseModel):
     )
     log_backup_count: int = Field(5, ge=0, le=100, description="Rotated log files kept.")
     logs_default_lines: int = Field(
-        1000, ge=1, le=1_000_000, description="Lines returned when none asked."
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="The cap of `GET /api/cron/logs` without `lines`: the whole log up to this"
+        " many lines, else its last lines and `truncated: true`.",
     )
     logs_max_lines: int = Field(
         100_000, ge=1, le=10_000_000, description="Most lines one request returns."
+    )
+    cascade_deletes: bool = Field(
+        False,
+        description="`DELETE /api/v1/targets/{id}` without `cascade` deletes the target's"
+        " schedules too (their runs stay), as the API Scheduler did; false: 409 while used.",
     )
     default_pipeline: str = Field("default", description="Pipeline `start` runs.")
     default_interval_seconds: int = Field(

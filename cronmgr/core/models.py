@@ -134,9 +134,22 @@ class Run:
     node_id: str | None = None
     """The node (daemon) that ran or skipped it; None before it was claimed by one."""
 
+    @property
+    def target_id(self) -> str | None:
+        """The target a run of an HTTP schedule called (its `job` names it), as the API
+        Scheduler's runs carried it; None for a pipeline's run."""
+        if self.job.startswith(TARGET_JOB_PREFIX):
+            return self.job.removeprefix(TARGET_JOB_PREFIX)
+        return None
+
     def as_dict(self) -> dict[str, Any]:
-        """A JSON-ready mapping, steps included."""
-        data = {f.name: _plain(getattr(self, f.name)) for f in fields(self) if f.name != "steps"}
+        """A JSON-ready mapping, `target_id` and steps included."""
+        data: dict[str, Any] = {}
+        for f in fields(self):
+            if f.name != "steps":
+                data[f.name] = _plain(getattr(self, f.name))
+            if f.name == "schedule_id":
+                data["target_id"] = self.target_id
         data["steps"] = [s.as_dict() for s in self.steps]
         return data
 

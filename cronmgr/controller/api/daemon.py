@@ -26,8 +26,7 @@ from cronmgr.core.errors import (
     NotFound,
 )
 from cronmgr.core.launch import LaunchSpec
-from cronmgr.core.specs.queries import StartRequest
-from cronmgr.core.specs.validation import validate
+from cronmgr.core.specs.queries import StartRequest, start_request
 from cronmgr.core.version import __version__
 
 
@@ -43,7 +42,7 @@ async def _spec(request: web.Request, body: StartRequest) -> LaunchSpec:
 
 async def start_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/start: launch the daemon (see `launch_spec`); 409 when it runs already."""
-    body = validate(StartRequest, await read_body(request), "request body")
+    body = start_request(await read_body(request))
     spec = await _spec(request, body)
     pid = await request.app[CONTROL].start(spec)
     return json_response(_started(request, spec, pid, body))
@@ -97,7 +96,7 @@ async def stop_daemon(request: web.Request) -> web.Response:
 
 async def restart_daemon(request: web.Request) -> web.Response:
     """POST /api/cron/restart: stop, then start with the given or the last settings."""
-    body = validate(StartRequest, await read_body(request), "request body")
+    body = start_request(await read_body(request))
     control = request.app[CONTROL]
     # Before the stop, which forgets the last spec; and a restart that can't start (its
     # pipeline unknown) stops nothing.
@@ -136,7 +135,8 @@ ENDPOINTS: tuple[Endpoint, ...] = (
             "Schedules the pipeline every interval_seconds (default 120, at least 10), "
             "besides the schedules. Without a pipeline asked for and none loaded, the daemon "
             "runs the schedules only (`schedules_only`: true; `warnings` says when an "
-            "interval_seconds given was not used)."
+            "interval_seconds given was not used). An interval_seconds below 10 answers 400, "
+            "as the Pipeline Cron Manager API documents it; other invalid fields 422."
         ),
         body=StartRequest,
         body_required=False,
@@ -157,6 +157,7 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Stop, then start (with the given or the last settings)",
         "daemon",
         Reply(200, "Restarted.", ref("DaemonStarted")),
+        description="The body as for start (an interval_seconds below 10 answers 400).",
         body=StartRequest,
         body_required=False,
         errors=(503,),

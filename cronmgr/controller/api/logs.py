@@ -62,12 +62,21 @@ def _lines(request: web.Request, default: int) -> int:
 
 
 async def get_logs(request: web.Request) -> web.Response:
-    """GET /api/cron/logs?lines=N: the last N lines (a bounded default) as JSON."""
+    """GET /api/cron/logs?lines=N: the last N lines as JSON; without `lines`, the whole log
+    (as the seed documents) up to `logs_default_lines`. `truncated: true` says that lines
+    were left out of what was asked for (the whole log, or more than `logs_max_lines`)."""
     settings = request.app[SETTINGS]
-    count = _lines(request, settings.logs_default_lines)
-    lines = await asyncio.to_thread(logs.tail_lines, settings.log_file, count)
+    asked = validate_query(LinesQuery, request.query).lines
+    count = min(asked or settings.logs_default_lines, settings.logs_max_lines)
+    # One line more than the cap tells whether the cap left any out.
+    lines = await asyncio.to_thread(logs.tail_lines, settings.log_file, count + 1)
+    cut = len(lines) > count
+    lines = lines[-count:]
     text = "\n".join(lines) + ("\n" if lines else "")
-    return json_response({"logs": text, "line_count": len(lines)})
+    body: dict[str, object] = {"logs": text, "line_count": len(lines)}
+    if cut and (asked is None or asked > count):
+        body["truncated"] = True
+    return json_response(body)
 
 
 async def tail_logs(request: web.Request) -> web.Response:
@@ -159,7 +168,12 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "The last N log lines as JSON",
         "logs",
         Reply(200, "The lines.", ref("Logs")),
-        description="Without `lines`, a bounded default (never the whole of a huge file).",
+        description=(
+            "Without `lines`, the whole log, as the Pipeline Cron Manager API documents it, "
+            "up to the `logs_default_lines` setting (default 10000 lines); `lines` is capped at "
+            "`logs_max_lines` (default 100000). When a cap left lines out, the answer says "
+            "`truncated: true` (the field is absent otherwise)."
+        ),
         query=LinesQuery,
     ),
     Endpoint(

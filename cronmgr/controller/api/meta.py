@@ -38,10 +38,32 @@ async def openapi_document(request: web.Request) -> web.Response:
     return json_response(request.app[OPENAPI])
 
 
-@aiohttp_jinja2.template("docs.html")
-async def docs_page(request: web.Request) -> dict[str, Any]:
+# The reference pages are rendered here from the document: nothing to load, nothing to run.
+# The one inline <style> is all they need; the policy forbids every script and fetch.
+REFERENCE_CSP = (
+    "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; "
+    "frame-ancestors 'none'"
+)
+
+
+def _reference_page(request: web.Request) -> web.Response:
+    response = aiohttp_jinja2.render_template(
+        "docs.html", request, docs_context(request.app[OPENAPI])
+    )
+    response.headers["Content-Security-Policy"] = REFERENCE_CSP
+    return response
+
+
+async def docs_page(request: web.Request) -> web.Response:
     """GET /docs: the OpenAPI document as one self-contained page (no script, no CDN)."""
-    return docs_context(request.app[OPENAPI])
+    return _reference_page(request)
+
+
+async def redoc_page(request: web.Request) -> web.Response:
+    """GET /redoc: where the seeds' READMEs send readers for ReDoc. The same page as /docs,
+    rendered on the server: ReDoc itself is a script bundle that would need a CDN or a
+    vendored copy, and script and styles this page's policy does not allow."""
+    return _reference_page(request)
 
 
 async def health(request: web.Request) -> web.Response:
@@ -90,5 +112,13 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "The API description as a page (no token, no network)",
         "meta",
         Reply(200, "The page.", _HTML, media_type="text/html"),
+    ),
+    Endpoint(
+        "GET",
+        "/redoc",
+        redoc_page,
+        "The API description as a page, at the seeds' ReDoc address (no token, no network)",
+        "meta",
+        Reply(200, "The page (the same as /docs).", _HTML, media_type="text/html"),
     ),
 )

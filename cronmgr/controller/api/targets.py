@@ -10,6 +10,7 @@ from aiohttp import web
 
 from cronmgr.controller.api.common import _PAGED, BODY, _changed, _id, _store, deleted, page
 from cronmgr.controller.control import DaemonControl
+from cronmgr.controller.keys import SETTINGS
 from cronmgr.controller.openapi import Endpoint, Reply, array_of, ref
 from cronmgr.controller.responses import json_response, read_body
 from cronmgr.core.errors import Conflict
@@ -129,10 +130,12 @@ async def update_target(request: web.Request) -> web.Response:
 
 
 async def delete_target(request: web.Request) -> web.Response:
-    """DELETE /api/v1/targets/{id}: 409 while schedules use it, unless `?cascade=true`."""
+    """DELETE /api/v1/targets/{id}: 409 while schedules use it, unless `?cascade=true` (or,
+    without `cascade`, the `cascade_deletes` setting) deletes them along, in one transaction."""
     query = validate_query(DeleteTargetQuery, request.query)
+    cascade = request.app[SETTINGS].cascade_deletes if query.cascade is None else query.cascade
     target_id = _id(request)
-    schedule_ids = await remove_target(request, target_id, cascade=query.cascade)
+    schedule_ids = await remove_target(request, target_id, cascade=cascade)
     return deleted("Target", target_id, deleted_schedules=schedule_ids)
 
 
@@ -192,7 +195,11 @@ ENDPOINTS: tuple[Endpoint, ...] = (
         "Delete a target",
         "targets",
         Reply(200, "Deleted; with the ids of the schedules deleted along.", ref("Deleted")),
-        description="409 while schedules use the target, unless `cascade=true` deletes them.",
+        description=(
+            "409 while schedules use the target, unless `cascade=true` deletes them along "
+            "(their runs stay). Without `cascade`, the `cascade_deletes` setting decides "
+            "(`CRONMGR_CASCADE_DELETES`; false, so 409, unless configured)."
+        ),
         query=DeleteTargetQuery,
         errors=(409,),
     ),

@@ -121,8 +121,19 @@ def _with_warnings(schedule: Schema) -> Schema:
     }
 
 
+_TARGET_ID: Schema = {
+    "type": ["string", "null"],
+    "description": "The target a run of an HTTP schedule called; null for a pipeline's run.",
+}
+
+
 def _run_schemas(components: Components) -> None:
-    run = {n: s for n, s in components.properties(Run).items() if n != "steps"}
+    run: dict[str, Schema] = {}
+    for name, schema in components.properties(Run).items():
+        if name != "steps":
+            run[name] = schema
+        if name == "schedule_id":  # a property of Run, so not among its fields
+            run["target_id"] = _TARGET_ID
     components.add("Run", {"type": "object", "properties": run, "required": list(run)})
     detail = {**run, "steps": array_of(ref("StepGroup"))}
     components.add("RunDetail", {"type": "object", "properties": detail, "required": list(detail)})

@@ -24,13 +24,14 @@ documents it) and the scheduling resources (`/api/v1/*`, with the API Scheduler'
 names).
 
 **Auth**: `Authorization: Bearer <token>` on every endpoint but `/`, `/health`, \
-`/api/v1/health`, `/openapi.json` and `/docs` (they hold no secrets). The token is in the \
-state directory's `api-token` file unless configured (`CRONMGR_API_TOKEN`).
+`/api/v1/health`, `/openapi.json`, `/docs` and `/redoc` (they hold no secrets). The token \
+is in the state directory's `api-token` file unless configured (`CRONMGR_API_TOKEN`).
 
 **Errors** always have the body `{"error": true, "detail", "errors": [{"field", "message", \
-"type"}], "timestamp"}`: 400 unreadable body, 401 no or bad token, 404 unknown id or path, \
-409 conflict (duplicate name, target in use, daemon running), 413 body too large, \
-422 invalid field (named in `detail` and `errors`).
+"type"}], "timestamp"}`: 400 unreadable body (and, as the Pipeline Cron Manager API \
+documents it, an `interval_seconds` below 10 on `/api/cron/start`), 401 no or bad token, \
+404 unknown id or path, 409 conflict (duplicate name, target in use, daemon running), \
+413 body too large, 422 invalid field (named in `detail` and `errors`).
 
 **Lists** are bare JSON arrays, as the API Scheduler's clients expect, paged with `limit` \
 and `offset`. When more items may follow, the answer carries `X-Next-Offset` and a \

@@ -134,7 +134,15 @@ FIXED_SCHEMAS: dict[str, Schema] = {
     },
     "Logs": {
         "type": "object",
-        "properties": {"logs": {"type": "string"}, "line_count": {"type": "integer"}},
+        "properties": {
+            "logs": {"type": "string"},
+            "line_count": {"type": "integer"},
+            "truncated": {
+                "type": "boolean",
+                "const": True,
+                "description": "Present when a cap left out lines that were asked for.",
+            },
+        },
         "required": ["logs", "line_count"],
     },
     "LogChunk": {

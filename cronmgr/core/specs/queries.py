@@ -10,8 +10,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from cronmgr.core.bounds import MAX_SPAN_SECONDS, FilterText, Moment, Offset
+from cronmgr.core.errors import BadRequest, InvalidInput
 from cronmgr.core.models import RunStatus, ScheduleStatus
 from cronmgr.core.specs.fields import NAME_PATTERN
+from cronmgr.core.specs.validation import validate
 
 MIN_INTERVAL_SECONDS = 10
 
@@ -31,6 +33,22 @@ class StartRequest(BaseModel):
     pipeline: str | None = Field(
         None, pattern=NAME_PATTERN, description="Pipeline to run (default: `default`)."
     )
+
+
+def start_request(data: Any) -> StartRequest:
+    """`data` as a StartRequest. An `interval_seconds` below the minimum is a 400 (BadRequest),
+    as the Pipeline Cron Manager API documents it for its clients; any other bad field is a
+    422, as everywhere else. The body of the answer is the same either way."""
+    try:
+        return validate(StartRequest, data, "request body")
+    except InvalidInput as exc:
+        if any(_below_minimum(error) for error in exc.errors):
+            raise BadRequest(exc.detail, errors=exc.errors) from exc
+        raise
+
+
+def _below_minimum(error: dict[str, Any]) -> bool:
+    return bool(error["field"] == "interval_seconds" and error["type"] == "greater_than_equal")
 
 
 class LinesQuery(BaseModel):
@@ -145,7 +163,11 @@ class DeleteTargetQuery(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    cascade: bool = Field(False, description="Delete the target's schedules too.")
+    cascade: bool | None = Field(
+        None,
+        description="Delete the target's schedules too (their runs stay); default: the "
+        "`cascade_deletes` setting, false unless configured.",
+    )
 
 
 class LogStreamQuery(FollowQuery):
