@@ -642,6 +642,94 @@ async def test_the_log_stream_follows_with_the_filters(client: Client, settings:
     assert re.search(rb'id: \d+:\d+:[0-9a-f]{8}\ndata: \{"event":"loud"', seen)
 
 
+LOG_ROW = re.compile(
+    r'<tr class="lvl-[^"]*">\s*<td[^>]*>[^<]*</td>\s*<td>[^<]*</td>\s*<td>([^<]*)</td>'
+)
+OLDER = re.compile(r'id="older-link" href="([^"]+)"')
+
+
+def events_of(html: str) -> list[str]:
+    """The event column of the log page's rows, top to bottom."""
+    return LOG_ROW.findall(html)
+
+
+def older_link(html: str) -> str | None:
+    """The page's link to older lines, unescaped, without its fragment."""
+    found = OLDER.search(html)
+    return found.group(1).replace("&amp;", "&").split("#")[0] if found else None
+
+
+async def test_the_log_page_shows_the_newest_last_and_pages_back_to_the_start(
+    client: Client, settings: Settings
+) -> None:
+    """A page of lines, oldest first; "older" links walk back one page at a time, across
+    a rotation into the backup, to the start of the log; an older page does not follow."""
+    await logged_in(client, settings)
+    write_log(settings, *({"event": f"e{i}", "level": "info"} for i in range(60)))
+    settings.log_file.rename(settings.log_file.with_name(settings.log_file.name + ".1"))
+    write_log(settings, *({"event": f"e{i}", "level": "info"} for i in range(60, 250)))
+    html = await page(client, "/ui/logs?lines=100")
+    assert events_of(html) == [f"e{i}" for i in range(150, 250)]
+    assert 'data-stream="/ui/logs/stream?cursor=' in html and "Newest lines</a>" not in html
+    assert '<form method="get" action="/ui/logs#newest"' in html
+    pages = []
+    while (link := older_link(html)) is not None:
+        assert "lines=100" in link and "before=" in link
+        html = await page(client, link)
+        pages.append(events_of(html))
+        assert "data-stream" not in html and "Newest lines</a>" in html
+    assert pages == [
+        [f"e{i}" for i in range(50, 150)],  # 10 from the backup, then the live file's first
+        [f"e{i}" for i in range(50)],
+    ]
+    assert "The start of the log." in html
+
+
+async def test_paging_back_keeps_the_filters(client: Client, settings: Settings) -> None:
+    await logged_in(client, settings)
+    records = [{"event": f"e{i}", "level": "error" if i % 3 == 0 else "info"} for i in range(30)]
+    write_log(settings, *records)
+    html = await page(client, "/ui/logs?level=error&lines=4&run_id=")
+    assert events_of(html) == ["e18", "e21", "e24", "e27"]
+    link = older_link(html)
+    assert link is not None and "level=error" in link and "run_id" not in link
+    older = await page(client, link)
+    assert events_of(older) == ["e6", "e9", "e12", "e15"]
+    assert 'value="error" selected' in older
+
+
+async def test_a_traceback_is_folded_under_its_line(client: Client, settings: Settings) -> None:
+    await logged_in(client, settings)
+    trace = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: <b>boom</b>\n'
+    write_log(
+        settings,
+        {"event": "run_crashed", "level": "error", "run_id": "r1", "exception": trace, "n": 1},
+    )
+    html = await page(client, "/ui/logs")
+    assert (
+        '<td class="details">n=1<details class="trace"><summary>ValueError: &lt;b&gt;boom'
+        "&lt;/b&gt;</summary><pre>Traceback (most recent call last):\n"
+    ) in html
+    assert "exception=" not in html and "<b>boom" not in html
+
+
+async def test_a_log_page_whose_place_is_gone_shows_the_newest(
+    client: Client, settings: Settings
+) -> None:
+    """An older-lines link kept past a clear: the newest lines, saying so; a bad one is 422."""
+    await logged_in(client, settings)
+    write_log(settings, *({"event": f"e{i}", "level": "info"} for i in range(5)))
+    link = older_link(await page(client, "/ui/logs?lines=2"))
+    assert link is not None
+    settings.log_file.write_bytes(b"")
+    write_log(settings, {"event": "after_the_clear", "level": "info"})
+    html = await page(client, link)
+    assert events_of(html) == ["after_the_clear"] and "That place in the log is gone" in html
+    assert "data-stream" in html  # the newest lines: followed again
+    assert "before" in await page(client, "/ui/logs?before=nowhere", status=422)
+    assert "lines" in await page(client, "/ui/logs?lines=5000", status=422)
+
+
 # --- the daemon controls, on a real controller ----------------------------------------------
 
 

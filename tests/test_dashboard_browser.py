@@ -252,3 +252,104 @@ def test_the_nodes_page_from_the_navigation_on_a_phone(
     shoot(page, shots, "nodes-phone")
     page.set_viewport_size(DESKTOP)
     shoot(page, shots, "nodes")
+
+
+# --- the log page: newest line in view, older pages on demand, tracebacks folded ----------
+
+TRACEBACK = (
+    "Traceback (most recent call last):\n"
+    '  File "step.py", line 3, in <module>\n'
+    "ValueError: the upstream said no\n"
+)
+
+
+def write_log_lines(controller: Controller, count: int) -> None:
+    """`count` lines in the daemon's log, as it writes them; line 120 holds a traceback."""
+    path = controller.settings.log_file
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as fh:
+        for i in range(count):
+            record: dict[str, Any] = {
+                "event": f"event_{i:03d}",
+                "level": "info",
+                "timestamp": f"2030-01-02T03:{i // 60:02d}:{i % 60:02d}.000Z",
+                "run_id": f"run-{i:03d}",
+                "line": f"output line number {i} of a step that talks at some length",
+            }
+            if i == 120:
+                record |= {"level": "error", "exception": TRACEBACK}
+            fh.write(json.dumps(record) + "\n")
+
+
+def test_the_log_page_opens_at_its_newest_line_and_loads_older_ones(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """The newest line is last and in view; a new line arrives below it, still in view;
+    "Load older lines" puts the page before above, in place, down to the start; a
+    traceback is folded until opened."""
+    controller = controller_factory()
+    write_log_lines(controller, 300)
+    page = open_page()
+    log_in(page, controller, "/ui/logs")
+    rows = page.locator("#log tbody tr")
+    expect(rows).to_have_count(100)
+    expect(rows.last).to_contain_text("event_299")
+    expect(rows.last).to_be_in_viewport()
+    expect(rows.first).not_to_be_in_viewport()
+    expect(page.locator("#follow-state")).to_have_text("Following the log live.")
+    with controller.settings.log_file.open("a") as fh:
+        fh.write(json.dumps({"event": "event_new", "level": "warning"}) + "\n")
+    expect(rows.last).to_contain_text("event_new")
+    expect(rows.last).to_be_in_viewport()
+
+    first = rows.first
+    expect(first).to_contain_text("event_200")
+    page.get_by_role("link", name="Load older lines").click()
+    expect(rows).to_have_count(201)
+    expect(rows.first).to_contain_text("event_100")
+    expect(page.locator("#log tbody tr", has_text="event_200")).to_be_in_viewport()
+    crash = page.locator("#log tbody tr", has_text="event_120")
+    trace = crash.locator("details.trace")
+    expect(trace.locator("summary")).to_have_text("ValueError: the upstream said no")
+    expect(trace.locator("pre")).to_be_hidden()
+    trace.locator("summary").click()
+    expect(trace.locator("pre")).to_be_visible()
+    expect(trace.locator("pre")).to_contain_text('File "step.py", line 3')
+    shoot(page, shots, "logs-older")
+
+    page.get_by_role("link", name="Load older lines").click()
+    expect(rows).to_have_count(301)
+    expect(rows.first).to_contain_text("event_000")
+    expect(page.locator("#log-older")).to_have_text("The start of the log.")
+
+
+def test_the_log_page_on_a_phone_and_without_javascript(
+    controller_factory: Callable[..., Controller], open_page: Callable[..., Page], shots: Path
+) -> None:
+    """On a 390 px phone each line wraps within the screen, newest in view; without
+    JavaScript the older-lines link is a page of its own, opened at its newest line."""
+    controller = controller_factory()
+    write_log_lines(controller, 150)
+    phone = open_page(viewport=PHONE)
+    log_in(phone, controller, "/ui/logs")
+    rows = phone.locator("#log tbody tr")
+    expect(rows.last).to_contain_text("event_149")
+    expect(rows.last).to_be_in_viewport()
+    overflow = phone.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+    assert overflow <= 0, f"the page is {overflow} px wider than the phone"
+    box = rows.last.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    expect(rows.last).to_contain_text("output line number 149")
+    shoot(phone, shots, "logs-phone")
+
+    plain = open_page(javascript=False)
+    log_in(plain, controller, "/ui/logs?lines=100")
+    plain.get_by_role("link", name="Load older lines").click()
+    older = plain.locator("#log tbody tr")
+    expect(older).to_have_count(50)
+    expect(older.first).to_contain_text("event_000")
+    expect(older.last).to_contain_text("event_049")
+    expect(older.last).to_be_in_viewport()
+    expect(plain.locator("#log-older")).to_have_text("The start of the log.")
+    plain.get_by_role("link", name="Newest lines").first.click()
+    expect(plain.locator("#log tbody tr").last).to_contain_text("event_149")

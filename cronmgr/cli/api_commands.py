@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -100,17 +100,36 @@ def cmd_nodes(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_logs(args: argparse.Namespace, settings: Settings) -> int:
-    """Print the last log lines (that pass the filters); with --follow, keep printing new ones."""
+    """Print the last log lines (that pass the filters); with --follow, keep printing new ones.
+
+    On a terminal (or with --color always) each line is rendered for people; with --json,
+    or when the output goes to a pipe or a file, the JSON lines are printed as they are.
+    """
     filters = _log_filters(args)
+    show = _line_printer(args)
     with _client(args, settings) as client:
         if args.follow:
-            return _follow(client, args.lines, filters)
+            return _follow(client, args.lines, filters, show)
         if filters:
-            page = client.log_page(lines=args.lines, **filters)
-            sys.stdout.writelines(f"{line}\n" for line in page["lines"])
+            lines = client.log_page(lines=args.lines, **filters)["lines"]
         else:
-            sys.stdout.write(client.tail_logs(args.lines))
+            text = client.tail_logs(args.lines)
+            if show is None:  # JSON lines: the text exactly as the controller sent it
+                sys.stdout.write(text)
+                return EXIT_OK
+            lines = text.split("\n")[:-1] if text.endswith("\n") else text.split("\n")
+        for line in lines:
+            print(line if show is None else show(line))
     return EXIT_OK
+
+
+def _line_printer(args: argparse.Namespace) -> Callable[[str], str] | None:
+    """How a line is rendered for people, or None to print the JSON lines unchanged."""
+    from cronmgr.cli.log_lines import LineRenderer, use_colour
+
+    if args.json or not (sys.stdout.isatty() or args.color == "always"):
+        return None
+    return LineRenderer(colour=use_colour(args.color, sys.stdout)).render
 
 
 def _log_filters(args: argparse.Namespace) -> dict[str, Any]:
@@ -125,9 +144,11 @@ def _log_filters(args: argparse.Namespace) -> dict[str, Any]:
     return {name: value for name, value in given.items() if value is not None}
 
 
-def _follow(client: Client, lines: int, filters: Mapping[str, Any]) -> int:
+def _follow(
+    client: Client, lines: int, filters: Mapping[str, Any], show: Callable[[str], str] | None
+) -> int:
     # Ctrl-C is how a follow ends, so it ends well.
     with contextlib.suppress(KeyboardInterrupt):
         for line in client.follow_logs(lines, **filters):
-            print(line, flush=True)
+            print(line if show is None else show(line), flush=True)
     return EXIT_OK

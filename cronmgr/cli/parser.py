@@ -128,6 +128,19 @@ def _add_client_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser
     logs.add_argument(
         "-f", "--follow", action="store_true", help="keep printing new lines until Ctrl-C"
     )
+    logs.add_argument(
+        "--json",
+        action="store_true",
+        help="print the JSON lines as the daemon wrote them (the default when the output "
+        "is not a terminal)",
+    )
+    logs.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour the lines for people: auto (on a terminal, unless NO_COLOR is set), "
+        "always (also through a pipe, e.g. into less -R), never",
+    )
     _add_log_filters(logs)
     add("clear-logs", "empty the daemon's log file", cmd_clear_logs)
 

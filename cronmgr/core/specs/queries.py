@@ -179,3 +179,16 @@ class LogStreamQuery(FollowQuery):
         le=300,
         description="Longest silence before a keep-alive comment; keep it below your read timeout.",
     )
+
+
+class LogHistoryQuery(FollowQuery):
+    """Query of the dashboard's log page: the filters of `GET /api/v1/logs`, how many
+    lines a page has, and `before`: the page of lines before that cursor (none: the
+    newest lines)."""
+
+    lines: int = Field(100, ge=1, le=1000, description="Lines of one page (1-1000).")
+    before: str | None = Field(
+        None,
+        pattern=LOG_CURSOR_PATTERN,
+        description="The lines before this place (the page's link to older lines).",
+    )
