@@ -16,6 +16,7 @@ set is made with a neutral base directory:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
