@@ -4,6 +4,7 @@ this file registers them, and runs the HTTP client tests on both event loops."""
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Callable, Mapping
 
 import pytest
@@ -20,6 +21,15 @@ __all__ = [
     "store",
     "store_url",
 ]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ctrl-C as a terminal sends it, for the commands the tests start: a suite started in
+    the background of a shell inherits SIGINT ignored, which its children would keep, and
+    the tests that end a `logs -f` with SIGINT would wait on it forever."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 BOTH_LOOPS = frozenset({"test_http_wire.py", "test_http_runner.py"})
 """Test files run on asyncio's loop and on uvloop, which the daemon runs on: the lean HTTP
